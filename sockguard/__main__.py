@@ -1,0 +1,5 @@
+import sys
+
+from sockguard.cli import main
+
+sys.exit(main())

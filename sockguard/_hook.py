@@ -1,0 +1,136 @@
+"""The start-up path: the audit-hook floor and post-import hooks.
+
+This module loads in every guarded Python process (via sitecustomize), so it
+imports nothing but ``sys``. The policy is compiled lazily, at the first socket
+event; the ``socket`` module is patched when (and if) it is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~5 ms at start-up; annotations only
+    from collections.abc import Callable
+    from typing import Any
+
+    Handler = Callable[[tuple[Any, ...]], None]
+
+SOCKET_EVENTS = (
+    "socket.connect",
+    "socket.sendto",
+    "socket.sendmsg",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.gethostbyaddr",
+)
+
+# Swapped whole (one atomic assignment) whenever the guard changes state.
+handlers: dict[str, Handler] = {}  # noqa: F821 (TYPE_CHECKING)
+_installed = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    handler = handlers.get(event)
+    if handler is not None:
+        handler(args)
+
+
+def install_audit_hook() -> None:
+    """Add the floor once. No Python API can remove it; the guard turns it into
+    a no-op by emptying ``handlers``."""
+    global _installed
+    if not _installed:
+        _installed = True
+        sys.addaudithook(_audit)
+
+
+def _lazy(event: str) -> Handler:
+    def first_event(args: tuple[Any, ...]) -> None:
+        from sockguard import guard
+
+        guard.current()  # loads the configuration and swaps in the real handlers
+        handler = handlers.get(event)
+        if handler is not None and handler is not first_event:
+            handler(args)
+
+    return first_event
+
+
+def set_lazy_handlers() -> None:
+    global handlers
+    handlers = {event: _lazy(event) for event in SOCKET_EVENTS}
+
+
+# --- post-import hooks ------------------------------------------------------
+
+_post_import: dict[str, list[Callable[[Any], None]]] = {}
+
+
+class _NotifyingLoader:
+    def __init__(self, loader: Any, name: str) -> None:
+        self._loader = loader
+        self._name = name
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        for callback in _post_import.get(self._name, ()):
+            callback(module)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._loader, attr)
+
+
+class _PostImportFinder:
+    """Finds nothing itself: wraps the real loader of a watched module so the
+    callbacks run right after the module body (and again after a reload)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in _post_import:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _NotifyingLoader(spec.loader, name)
+                return spec
+        return None
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+_finder = _PostImportFinder()
+
+
+def when_imported(name: str, callback: Callable[[Any], None]) -> None:
+    """Run ``callback(module)`` after ``name`` is imported (now, if it already is)."""
+    _post_import.setdefault(name, []).append(callback)
+    if _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+
+
+def _patch_socket(module: Any) -> None:
+    from sockguard import guard
+
+    guard.patch_socket_module(module)
+
+
+def activate() -> None:
+    """Start-up activation (sitecustomize): floor now, everything else lazily."""
+    import os
+
+    if os.environ.get("SOCKGUARD_MODE", "").strip().lower() == "off":
+        return
+    if not handlers:
+        set_lazy_handlers()
+    install_audit_hook()
+    when_imported("socket", _patch_socket)

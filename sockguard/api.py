@@ -1,0 +1,131 @@
+"""The Python API: install the guard, apply a policy temporarily, ask for a decision."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sockguard import guard
+from sockguard.config import MODES, Settings, load_settings
+from sockguard.errors import ConfigError
+from sockguard.policy import Decision
+from sockguard.rules import RuleError
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21, "smtp": 25, "smtps": 465,
+                  "redis": 6379, "rediss": 6379, "postgres": 5432, "postgresql": 5432, "mysql": 3306,
+                  "amqp": 5672, "amqps": 5671, "mongodb": 27017, "ldap": 389, "ldaps": 636}
+
+
+def _settings(
+    allow: Iterable[str] | None,
+    deny: Iterable[str] | None,
+    mode: str | None,
+    allow_loopback: bool | None,
+    allow_unix: bool | None,
+    log: str | None,
+    from_environment: bool,
+) -> Settings:
+    settings = load_settings() if from_environment else Settings()
+    if allow is not None:
+        settings.allow = list(settings.allow) + list(allow) if from_environment else list(allow)
+    if deny is not None:
+        settings.deny = list(settings.deny) + list(deny) if from_environment else list(deny)
+    if mode is not None:
+        if mode not in MODES:
+            raise ConfigError(f"sockguard: mode must be one of {', '.join(MODES)}, got {mode!r}", key="mode", value=mode)
+        settings.mode = mode
+    if allow_loopback is not None:
+        settings.allow_loopback = allow_loopback
+    if allow_unix is not None:
+        settings.allow_unix = allow_unix
+    if log is not None:
+        settings.log = log
+    return settings
+
+
+def _state(settings: Settings) -> guard.State:
+    try:
+        return guard.state_from_settings(settings)
+    except RuleError as exc:
+        raise ConfigError(f"sockguard: {exc}") from None
+
+
+def install(
+    allow: Iterable[str] | None = None,
+    deny: Iterable[str] | None = None,
+    *,
+    mode: str | None = None,
+    allow_loopback: bool | None = None,
+    allow_unix: bool | None = None,
+    log: str | None = None,
+    from_environment: bool = True,
+) -> None:
+    """Guard this process. By default the configuration file and environment
+    apply and ``allow``/``deny`` extend them; ``from_environment=False`` uses
+    only the arguments. Raises ConfigError on a bad rule (nothing changes)."""
+    guard.install(_state(_settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment)))
+
+
+def uninstall() -> None:
+    """Stop enforcing (mode off). The audit hook stays, as a no-op."""
+    guard.install(guard.State(guard.Policy(), "off"))
+
+
+@contextmanager
+def guarded(
+    allow: Iterable[str] | None = None,
+    deny: Iterable[str] | None = None,
+    *,
+    mode: str = "enforce",
+    allow_loopback: bool | None = None,
+    allow_unix: bool | None = None,
+    log: str | None = None,
+    from_environment: bool = False,
+) -> Iterator[guard.State]:
+    """Apply a policy for the duration of a ``with`` block, process-wide
+    (all threads), then restore what was in force before."""
+    state = _state(_settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment))
+    with guard.applied(state):
+        yield state
+
+
+def status() -> dict[str, Any]:
+    state = guard.current()
+    return {
+        "mode": state.mode,
+        "allow": [r.text for r in state.policy.allow],
+        "deny": [r.text for r in state.policy.deny],
+        "allow_loopback": state.policy.allow_loopback,
+        "allow_unix": state.policy.allow_unix,
+        "error": state.error,
+        "source": getattr(state.settings, "source", None),
+    }
+
+
+def check(host: str, port: int | None = None) -> Decision:
+    """The decision for a destination, without DNS and without connecting."""
+    state = guard.current()
+    if state.error is not None:
+        return Decision(False, "config-error", None, state.error)
+    return state.policy.check_name(host, port)
+
+
+def check_url(url: str) -> Decision:
+    """The decision for a URL's host and port (scheme default port if none)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    if not parts.hostname:
+        from sockguard.policy import INVALID
+
+        return Decision(False, INVALID, None, f"no host in URL {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        from sockguard.policy import INVALID
+
+        return Decision(False, INVALID, None, f"bad port in URL {url!r}")
+    if port is None:
+        port = _DEFAULT_PORTS.get(parts.scheme.lower())
+    return check(parts.hostname, port)

@@ -1,0 +1,167 @@
+"""The ``sockguard`` command. Exit codes: 0 ok / allowed, 1 blocked or findings,
+2 usage or configuration error; ``run`` exits with the program's status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
+
+#: Subcommands added by other modules: name -> (help, add_arguments, handler)
+_EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def _parse_target(target: str) -> tuple[str, int | None]:
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if target.count(":") == 1:
+        host, _, port = target.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return target, None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sockguard import api
+    from sockguard.errors import ConfigError
+
+    try:
+        api.install(args.allow or None, args.deny or None, mode="enforce", from_environment=True)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    results = []
+    for target in args.targets:
+        if "://" in target:
+            decision = api.check_url(target)
+        else:
+            host, port = _parse_target(target)
+            decision = api.check(host, port)
+        results.append({"target": target, "allowed": decision.allowed, "reason": decision.reason,
+                        "rule": decision.rule, "detail": decision.detail})
+        if args.format == "text":
+            verdict = "allowed" if decision.allowed else "BLOCKED"
+            rule = f" by rule {decision.rule!r}" if decision.rule else ""
+            print(f"{target}: {verdict} ({decision.reason}{rule}){'' if decision.allowed else ': ' + decision.explain()}")
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    return EXIT_OK if all(r["allowed"] for r in results) else EXIT_BLOCKED
+
+
+def cmd_pythonpath(args: argparse.Namespace) -> int:
+    from sockguard.paths import sitecustomize_dir
+
+    print(sitecustomize_dir())
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sockguard.runner import run
+
+    return run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sockguard.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sockguard.config import load_settings
+    from sockguard.errors import ConfigError
+
+    try:
+        settings = load_settings()
+        settings.build_policy()
+    except (ConfigError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    data = {"source": settings.source, "mode": settings.mode, "allow": settings.allow, "deny": settings.deny,
+            "allow_loopback": settings.allow_loopback, "allow_unix": settings.allow_unix, "log": settings.log,
+            "resolver": settings.resolver or "system"}
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            print(f"{key:15s} {value}")
+    return EXIT_OK
+
+
+def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+             handler: Callable[[argparse.Namespace], int]) -> None:
+    _EXTRA[name] = (help, add_arguments, handler)
+
+
+def _add_rule_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow", action="append", default=[], metavar="RULE", help="allow a destination (repeatable)")
+    parser.add_argument("--deny", action="append", default=[], metavar="RULE", help="deny a destination (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sockguard",
+        description="Process-wide egress guard: one allowlist under every Python network library.",
+        epilog="Rules: host, *.domain, host:443, host:8000-8100, 203.0.113.7, 10.0.0.0/8, [2001:db8::/32]:443",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a program with the guard active in it and every Python child",
+                         description="Run PROGRAM (a script, -m module, or any executable) guarded.")
+    _add_rule_flags(run)
+    run.add_argument("--mode", choices=("enforce", "monitor", "off"))
+    run.add_argument("--config", metavar="FILE", help="TOML config (default: ./sockguard.toml or pyproject)")
+    run.add_argument("--log", metavar="FILE", help="append JSON-lines decisions to FILE")
+    run.add_argument("program", nargs=argparse.REMAINDER, help="PROGRAM [ARGS...] (use -- before it if needed)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="print the decision for URLs or HOST[:PORT] (exit 1 if any is blocked)")
+    _add_rule_flags(check)
+    check.add_argument("targets", nargs="+", metavar="URL|HOST[:PORT]")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(func=cmd_check)
+
+    status = sub.add_parser("status", help="show the configuration in force here (exit 2 if it is broken)")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(func=cmd_status)
+
+    pythonpath = sub.add_parser("pythonpath", help="print the directory to put on PYTHONPATH (Dockerfiles)")
+    pythonpath.set_defaults(func=cmd_pythonpath)
+
+    demo = sub.add_parser("demo", help="offline replay of the health-check incident")
+    demo.add_argument("--fast", action="store_true", help="fewer retry rounds")
+    demo.set_defaults(func=cmd_demo)
+
+    for module in ("sockguard.tools",):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+    for name, (help_text, add_arguments, handler) in _EXTRA.items():
+        extra = sub.add_parser(name, help=help_text)
+        add_arguments(extra)
+        extra.set_defaults(func=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Settings from TOML and the environment.
+
+Sources, first found wins for the file: ``SOCKGUARD_CONFIG``, else
+``sockguard.toml`` in the working directory, else ``[tool.sockguard]`` in
+``pyproject.toml`` there. Environment variables extend the lists and override
+the scalars. Every problem raises ConfigError naming the source, key and value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sockguard.errors import ConfigError
+from sockguard.rules import RuleError, parse_rule, split_rules
+
+MODES = ("enforce", "monitor", "off")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+#: Keys a config file may hold at top level; tables own their own validation.
+KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "resolver", "breaker", "pytest"}
+
+
+@dataclass
+class Settings:
+    mode: str = "enforce"
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+    allow_loopback: bool = True
+    allow_unix: bool = True
+    log: str | None = None
+    resolver: list[str] | None = None  # None = the system resolver
+    breaker: dict[str, Any] = field(default_factory=dict)
+    source: str = "defaults"  # where the file part came from, for messages
+
+    def build_policy(self):  # -> Policy, imported lazily to keep this module light
+        from sockguard.policy import Policy
+
+        return Policy(self.allow, self.deny, allow_loopback=self.allow_loopback, allow_unix=self.allow_unix)
+
+    def to_env(self) -> dict[str, str]:
+        """The same settings as environment variables, for child processes."""
+        env = {
+            "SOCKGUARD_MODE": self.mode,
+            "SOCKGUARD_ALLOW": ",".join(self.allow),
+            "SOCKGUARD_DENY": ",".join(self.deny),
+            "SOCKGUARD_ALLOW_LOOPBACK": "1" if self.allow_loopback else "0",
+            "SOCKGUARD_ALLOW_UNIX": "1" if self.allow_unix else "0",
+        }
+        if self.log:
+            env["SOCKGUARD_LOG"] = self.log
+        if self.resolver:
+            env["SOCKGUARD_RESOLVER"] = ",".join(self.resolver)
+        return env
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"sockguard: config file {path} does not exist", source=path) from None
+    except OSError as exc:
+        raise ConfigError(f"sockguard: cannot read config file {path}: {exc}", source=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"sockguard: {path} is not valid TOML: {exc}", source=path) from None
+
+
+def find_config_file(environ: Mapping[str, str], cwd: str) -> tuple[str, dict[str, Any]] | None:
+    """(source description, table) of the config file in force, if any."""
+    explicit = environ.get("SOCKGUARD_CONFIG")
+    if explicit:
+        data = _read_toml(explicit)
+        if os.path.basename(explicit) == "pyproject.toml":
+            return f"{explicit} [tool.sockguard]", _tool_table(data, explicit)
+        return explicit, data
+    local = os.path.join(cwd, "sockguard.toml")
+    if os.path.exists(local):
+        return local, _read_toml(local)
+    pyproject = os.path.join(cwd, "pyproject.toml")
+    if os.path.exists(pyproject):
+        with open(pyproject, "rb") as fh:
+            if b"sockguard" not in fh.read():  # skip the TOML parse for unrelated projects
+                return None
+        table = _tool_table(_read_toml(pyproject), pyproject)
+        if table:
+            return f"{pyproject} [tool.sockguard]", table
+    return None
+
+
+def _tool_table(data: dict[str, Any], path: str) -> dict[str, Any]:
+    table = data.get("tool", {}).get("sockguard", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"sockguard: {path}: [tool.sockguard] must be a table", source=path)
+    return table
+
+
+def config_path(source: str) -> str | None:
+    """The file behind a settings source description, if any."""
+    path = source.removesuffix(" [tool.sockguard]")
+    return path if path != "defaults" else None
+
+
+def _bool(value: object, source: str, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(
+        f"sockguard: {source}: {key} must be true/false (or 1/0), got {value!r}", source=source, key=key, value=value
+    )
+
+
+def _rules(value: object, source: str, key: str) -> list[str]:
+    if isinstance(value, str):
+        items = split_rules(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value if v.strip()]
+    else:
+        raise ConfigError(
+            f"sockguard: {source}: {key} must be a list of rule strings, got {value!r}",
+            source=source,
+            key=key,
+            value=value,
+        )
+    for item in items:
+        try:
+            parse_rule(item)
+        except RuleError as exc:
+            raise ConfigError(f"sockguard: {source}: {key}: {exc}", source=source, key=key, value=item) from None
+    return items
+
+
+def _mode(value: object, source: str, key: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in MODES:
+        raise ConfigError(
+            f"sockguard: {source}: {key} must be one of {', '.join(MODES)}, got {value!r}",
+            source=source,
+            key=key,
+            value=value,
+        )
+    return value.strip().lower()
+
+
+def _resolver(value: object, source: str, key: str) -> list[str] | None:
+    if value in ("system", "", None):
+        return None
+    servers = split_rules(value) if isinstance(value, str) else value
+    if not isinstance(servers, list) or not servers or not all(isinstance(s, str) and s for s in servers):
+        raise ConfigError(
+            f"sockguard: {source}: {key} must be \"system\" or a list of nameservers, got {value!r}",
+            source=source,
+            key=key,
+            value=value,
+        )
+    return servers
+
+
+def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> None:
+    unknown = sorted(set(table) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"sockguard: {source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KNOWN_KEYS))})",
+            source=source,
+            key=unknown[0],
+        )
+    if "mode" in table:
+        settings.mode = _mode(table["mode"], source, "mode")
+    if "allow" in table:
+        settings.allow = _rules(table["allow"], source, "allow")
+    if "deny" in table:
+        settings.deny = _rules(table["deny"], source, "deny")
+    for key in ("allow_loopback", "allow_unix"):
+        if key in table:
+            setattr(settings, key, _bool(table[key], source, key))
+    if "log" in table:
+        if not isinstance(table["log"], str):
+            raise ConfigError(f"sockguard: {source}: log must be a file path string", source=source, key="log")
+        log = table["log"] or None
+        base = config_path(source)
+        if log and base and not os.path.isabs(log):
+            log = os.path.join(os.path.dirname(os.path.abspath(base)), log)
+        settings.log = log
+    if "resolver" in table:
+        settings.resolver = _resolver(table["resolver"], source, "resolver")
+    if "breaker" in table:
+        if not isinstance(table["breaker"], dict):
+            raise ConfigError(f"sockguard: {source}: [breaker] must be a table", source=source, key="breaker")
+        settings.breaker = dict(table["breaker"])
+
+
+def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
+    get = environ.get
+    if get("SOCKGUARD_MODE"):
+        settings.mode = _mode(get("SOCKGUARD_MODE"), "environment", "SOCKGUARD_MODE")
+    if get("SOCKGUARD_ALLOW"):
+        settings.allow = settings.allow + _rules(get("SOCKGUARD_ALLOW"), "environment", "SOCKGUARD_ALLOW")
+    if get("SOCKGUARD_DENY"):
+        settings.deny = settings.deny + _rules(get("SOCKGUARD_DENY"), "environment", "SOCKGUARD_DENY")
+    for key, var in (("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"), ("allow_unix", "SOCKGUARD_ALLOW_UNIX")):
+        if get(var):
+            setattr(settings, key, _bool(get(var), "environment", var))
+    if var_log := get("SOCKGUARD_LOG"):
+        settings.log = var_log
+    if get("SOCKGUARD_RESOLVER"):
+        settings.resolver = _resolver(get("SOCKGUARD_RESOLVER"), "environment", "SOCKGUARD_RESOLVER")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Settings:
+    """Settings in force for this process. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    found = find_config_file(environ, cwd or os.getcwd())
+    if found is not None:
+        source, table = found
+        settings.source = source
+        apply_table(settings, table, source)
+    apply_env(settings, environ)
+    return settings

@@ -1,0 +1,644 @@
+"""Enforcement: adapts socket calls and audit events to policy decisions.
+
+Two layers, one decision each:
+
+* The audit hook (the floor) checks every lookup *name* before DNS and every
+  connect/sendto/sendmsg *address* before the syscall, whatever called it.
+* Python wrappers on the ``socket`` module do what audit events cannot: record
+  which name each resolved address came from (so a connect to it is known to
+  be for an allowed name), drop internal answers, and resolve hostname tuples
+  passed to ``connect``/``sendto`` through the guard before C would resolve them
+  itself (C's lookup raises no event and its DNS query would already be out).
+
+Decisions are cached per policy; the caches and the address-to-name map are
+plain dicts (atomic under the GIL: no lock on the hot path) with hard bounds.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import _socket
+from sockguard import _hook
+from sockguard.addresses import format_address, parse_address
+from sockguard.errors import ConfigError, EgressBlocked
+from sockguard.events import Sinks, find_caller, make_event
+from sockguard.policy import (
+    CONFIG_ERROR,
+    DENIED,
+    FAMILY,
+    INTERNAL,
+    INVALID,
+    METADATA,
+    RAW_IP,
+    UNIX,
+    Decision,
+    Policy,
+)
+from sockguard.rules import InvalidHost, normalize_host
+
+AF_INET = _socket.AF_INET
+AF_INET6 = _socket.AF_INET6
+AF_UNIX = getattr(_socket, "AF_UNIX", -1)
+AF_NETLINK = getattr(_socket, "AF_NETLINK", -1)
+_family_of = _socket.socket.family.__get__  # C getter: no enum conversion
+_type_of = _socket.socket.type.__get__
+_INET = (AF_INET, AF_INET6)
+
+NUMERIC_OK = Decision(True, "numeric-host")
+_CACHE_MAX = 8192
+_RESOLVED_MAX = 65536
+_NUMERIC_MAX = 4096
+
+#: address string (as getaddrinfo returned it) -> names it was resolved from
+_resolved: dict[str, tuple[str, ...]] = {}
+#: host strings seen in connect/sendto tuples that are already canonical IPs
+_numeric: set[Any] = set()
+
+_load_lock = _thread.allocate_lock()
+_emitting = _thread._local()
+
+
+class State:
+    """One policy in force, with its caches. Replaced whole, never mutated in
+    place, so a thread always sees one consistent policy."""
+
+    __slots__ = ("policy", "mode", "sinks", "error", "names", "addrs", "answers", "settings", "breaker")
+
+    def __init__(
+        self,
+        policy: Policy,
+        mode: str = "enforce",
+        sinks: Sinks | None = None,
+        *,
+        error: str | None = None,
+        settings: Any = None,
+        breaker: Any = None,
+    ) -> None:
+        self.policy = policy
+        self.mode = mode
+        self.sinks = sinks if sinks is not None else Sinks(None)
+        self.error = error
+        self.settings = settings
+        self.breaker = breaker
+        self.names: dict[tuple[Any, Any], tuple[Decision, str | None]] = {}
+        self.addrs: dict[Any, dict[Any, Decision]] = {}
+        self.answers: dict[tuple[str, str, int | None], Decision] = {}
+
+    # -- decisions (cached) ------------------------------------------------
+
+    def lookup(self, host: Any, port: Any) -> tuple[Decision, str | None]:
+        """Decision for a lookup, and the normalised name (None if numeric)."""
+        key = (host, port)
+        found = self.names.get(key)
+        if found is None:
+            found = self._lookup(host, _port_number(port))
+            if len(self.names) >= _CACHE_MAX:
+                self.names.clear()
+            self.names[key] = found
+        return found
+
+    def _lookup(self, host: Any, port: int | None) -> tuple[Decision, str | None]:
+        if self.error is not None:
+            return Decision(False, CONFIG_ERROR, None, self.error), None
+        try:
+            name = normalize_host(host)
+        except InvalidHost as exc:
+            return Decision(False, INVALID, None, str(exc)), None
+        if parse_address(name) is not None:
+            # No DNS leaves for a numeric host (servers resolve "0.0.0.0" to
+            # bind): the connect or send decides on the address.
+            return NUMERIC_OK, None
+        return self.policy.check_name(name, port), name
+
+    def address(self, host: Any, port: Any) -> Decision:
+        ports = self.addrs.get(host)
+        if ports is not None:
+            found = ports.get(port)
+            if found is not None:
+                return found
+        decision = self._address(host, _port_number(port))
+        if ports is None:
+            if len(self.addrs) >= _CACHE_MAX:
+                self.addrs.clear()
+            ports = self.addrs[host] = {}
+        if len(ports) < 1024:
+            ports[port] = decision
+        return decision
+
+    def _address(self, host: Any, port: int | None) -> Decision:
+        if self.error is not None:
+            return Decision(False, CONFIG_ERROR, None, self.error)
+        addr = parse_address(host) if isinstance(host, str) else None
+        if addr is None:
+            # A hostname reached C without the wrappers (e.g. ``_socket`` used
+            # directly): C has resolved it already; decide on the name.
+            return self._lookup(host, port)[0]
+        decision = self.policy.check_address(addr, port)
+        if decision.reason == RAW_IP:
+            names = _resolved.get(host) or _resolved.get(format_address(addr))
+            if names:
+                for name in names:
+                    by_name = self.policy.check_address(addr, port, name)
+                    if by_name.allowed:
+                        return by_name
+                return by_name
+        return decision
+
+    def answer(self, name: str, ip: str, port: int | None) -> Decision:
+        key = (name, ip, port)
+        found = self.answers.get(key)
+        if found is None:
+            addr = parse_address(ip)
+            if addr is None:
+                found = Decision(False, INVALID, None, f"resolver returned {ip!r}")
+            else:
+                found = self.policy.check_address(addr, port, name)
+            if len(self.answers) >= _CACHE_MAX:
+                self.answers.clear()
+            self.answers[key] = found
+        return found
+
+
+def _port_number(port: Any) -> int | None:
+    if port.__class__ is int:
+        return port
+    if isinstance(port, (str, bytes)) and port.isdigit():
+        return int(port)
+    return None
+
+
+# -- loading -----------------------------------------------------------------
+
+_state: State | None = None
+
+
+def current() -> State:
+    state = _state
+    if state is None:
+        with _load_lock:
+            state = _state
+            if state is None:
+                state = _load_from_environment()
+                _activate(state)
+    return state
+
+
+def _load_from_environment() -> State:
+    try:
+        from sockguard.config import load_settings
+
+        settings = load_settings()
+        return state_from_settings(settings)
+    except ConfigError as exc:
+        return fail_closed(str(exc))
+    except Exception as exc:  # never let a loader bug turn enforcement off
+        return fail_closed(f"unexpected error loading the configuration: {exc!r}")
+
+
+def state_from_settings(settings: Any) -> State:
+    sinks = Sinks(settings.log)
+    breaker = None
+    if settings.breaker.get("enabled", False):
+        from sockguard.breaker import Breaker
+
+        breaker = Breaker.from_settings(settings.breaker)
+    return State(settings.build_policy(), settings.mode, sinks, settings=settings, breaker=breaker)
+
+
+def fail_closed(message: str) -> State:
+    try:
+        sys.stderr.write(f"{message}\nsockguard: blocking all network traffic until the configuration is fixed\n")
+    except Exception:
+        pass
+    return State(Policy(allow_loopback=False), "enforce", Sinks(None), error=message)
+
+
+def _activate(state: State) -> None:
+    global _state
+    _state = state
+    if state.mode == "off":
+        _hook.handlers = {}
+    else:
+        _hook.handlers = _HANDLERS
+        _hook.install_audit_hook()
+        _hook.when_imported("socket", patch_socket_module)
+
+
+def install(state: State) -> State | None:
+    """Put ``state`` in force process-wide; returns the previous one."""
+    with _load_lock:
+        previous = _state
+        _activate(state)
+    return previous
+
+
+def restore(previous: State | None) -> None:
+    """Undo :func:`install`. With no previous state the guard goes back to
+    loading its configuration lazily."""
+    global _state
+    with _load_lock:
+        if previous is None:
+            _state = None
+            _hook.set_lazy_handlers()
+        else:
+            _activate(previous)
+
+
+@contextmanager
+def applied(state: State) -> Iterator[State]:
+    previous = install(state)
+    try:
+        yield state
+    finally:
+        restore(previous)
+
+
+def _after_fork_in_child() -> None:
+    global _load_lock
+    _load_lock = _thread.allocate_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- reporting ---------------------------------------------------------------
+
+
+def _protocol(sock: Any) -> str:
+    if sock is None:
+        return "dns"
+    try:
+        kind = _type_of(sock) & 0xF
+    except Exception:
+        return "?"
+    return {1: "tcp", 2: "udp", 3: "raw"}.get(kind, str(kind))
+
+
+def _destination(host: Any, port: Any) -> str:
+    text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+    if port is None:
+        return text
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def _suggestion(state: State, decision: Decision, host: Any, port: Any, address: str | None) -> str | None:
+    reason = decision.reason
+    if reason in (INVALID, FAMILY, CONFIG_ERROR, UNIX) or reason == DENIED:
+        return None
+    number = _port_number(port)
+    if reason == INTERNAL:
+        return state.policy.suggest(None, number, address)
+    name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+    try:
+        name = normalize_host(name)
+    except (InvalidHost, TypeError):
+        pass
+    if reason == METADATA:
+        return state.policy.suggest(name, None)
+    return state.policy.suggest(name, number, address)
+
+
+def block_message(operation: str, decision: Decision, host: Any, port: Any, address: str | None,
+                  caller: str | None, suggestion: str | None, mode: str) -> str:
+    verb = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup"}.get(operation, operation)
+    head = "would block" if mode == "monitor" else "blocked"
+    dest = _destination(host, port) if host is not None else _destination(address, port)
+    via = f" ({address})" if address and host is not None and address != host else ""
+    text = f"sockguard {head} {verb} to {dest}{via}: {decision.explain()}"
+    if decision.rule and decision.reason == DENIED:
+        text += f" (deny rule {decision.rule!r})"
+    text += f"; called from {caller or 'unknown code'}."
+    if decision.reason == DENIED:
+        text += " To allow it, remove or narrow that deny rule."
+    elif decision.reason == CONFIG_ERROR:
+        text += " Fix the configuration to restore traffic."
+    elif suggestion:
+        text += f" To allow it, add the rule {suggestion!r} (SOCKGUARD_ALLOW, --allow, or allow in sockguard.toml)."
+    return text
+
+
+def report(state: State, decision: Decision, operation: str, sock: Any, host: Any, port: Any,
+           address: str | None, *, log: bool = True, fail: bool = True) -> None:
+    """Log a decision; raise EgressBlocked for a block in enforce mode."""
+    if decision.allowed:
+        if not state.sinks.wants_allow() or getattr(_emitting, "active", False):
+            return
+        caller = find_caller(2)
+        event = make_event(operation=operation, protocol=_protocol(sock), host=_text(host), port=_port_number(port),
+                           address=address, decision="allow", reason=decision.reason, rule=decision.rule,
+                           mode=state.mode, caller=caller, detail=decision.detail)
+        _emit(state, event, f"sockguard allowed {operation} to {_destination(_text(host) or address, port)}", 20)
+        return
+    caller = find_caller(2)
+    suggestion = _suggestion(state, decision, host, port, address)
+    message = block_message(operation, decision, host, port, address, caller, suggestion, state.mode)
+    monitor = state.mode == "monitor"
+    if log and not getattr(_emitting, "active", False):
+        event = make_event(operation=operation, protocol=_protocol(sock), host=_text(host), port=_port_number(port),
+                           address=address, decision="would-block" if monitor else "block", reason=decision.reason,
+                           rule=decision.rule, mode=state.mode, caller=caller, detail=decision.detail)
+        _emit(state, event, message, 30)
+    if fail and not monitor:
+        raise EgressBlocked(message, host=_text(host), port=_port_number(port), address=address,
+                            reason=decision.reason, rule=decision.rule, operation=operation, caller=caller,
+                            suggestion=suggestion)
+
+
+def _text(host: Any) -> str | None:
+    if host is None or isinstance(host, str):
+        return host
+    if isinstance(host, (bytes, bytearray)):
+        return bytes(host).decode("ascii", "replace")
+    return str(host)
+
+
+def _emit(state: State, event: dict[str, Any], message: str, level: int) -> None:
+    # A log handler that itself uses the network (syslog over UDP, HTTP) is
+    # still checked, but its own decisions are not logged again (no recursion).
+    _emitting.active = True
+    try:
+        state.sinks.emit(event, message, level)
+    except Exception:
+        pass
+    finally:
+        _emitting.active = False
+
+
+# -- audit-hook handlers (the floor) ------------------------------------------
+
+
+def _check_socket(sock: Any, address: Any, operation: str) -> None:
+    state = _state or current()
+    try:
+        family = _family_of(sock)
+    except Exception:
+        family = -1
+    if family == AF_INET or family == AF_INET6:
+        host = address[0]
+        port = address[1]
+        decision = state.address(host, port)
+        breaker = state.breaker
+        if breaker is not None and operation == "connect":
+            decision = breaker.before_connect(host, port, decision)
+        if not decision.allowed or state.sinks.wants_allow():
+            names = _resolved.get(host) if host.__class__ is str else None
+            if names:
+                report(state, decision, operation, sock, names[0], port, host)
+            elif isinstance(host, str) and parse_address(host) is not None:
+                report(state, decision, operation, sock, None, port, host)
+            else:
+                report(state, decision, operation, sock, host, port, None)
+    elif family == AF_UNIX:
+        if not state.policy.allow_unix:
+            report(state, Decision(False, UNIX), operation, sock, _text(address), None, None)
+    elif family != AF_NETLINK:
+        report(state, Decision(False, FAMILY, None, str(family)), operation, sock, repr(address), None, None)
+
+
+def _on_connect(args: tuple[Any, ...]) -> None:
+    _check_socket(args[0], args[1], "connect")
+
+
+def _on_sendto(args: tuple[Any, ...]) -> None:
+    _check_socket(args[0], args[1], "send")
+
+
+def _on_sendmsg(args: tuple[Any, ...]) -> None:
+    if args[1] is not None:
+        _check_socket(args[0], args[1], "send")
+
+
+def _on_lookup(host: Any, port: Any) -> None:
+    state = _state or current()
+    decision, _name = state.lookup(host, port)
+    if not decision.allowed:
+        report(state, decision, "resolve", None, host, port, None)
+
+
+def _on_getaddrinfo(args: tuple[Any, ...]) -> None:
+    if args[0] is not None:
+        _on_lookup(args[0], args[1])
+
+
+def _on_gethostbyname(args: tuple[Any, ...]) -> None:
+    _on_lookup(args[0], None)
+
+
+def _on_gethostbyaddr(args: tuple[Any, ...]) -> None:
+    host = args[0]
+    # A reverse lookup of an address is a PTR query; a *name* here is resolved
+    # forwards first, so it is checked like any other lookup.
+    if not (isinstance(host, str) and parse_address(host) is not None):
+        _on_lookup(host, None)
+
+
+_HANDLERS: dict[str, _hook.Handler] = {
+    "socket.connect": _on_connect,
+    "socket.sendto": _on_sendto,
+    "socket.sendmsg": _on_sendmsg,
+    "socket.getaddrinfo": _on_getaddrinfo,
+    "socket.gethostbyname": _on_gethostbyname,
+    "socket.gethostbyaddr": _on_gethostbyaddr,
+}
+
+
+# -- socket-module wrappers -------------------------------------------------------
+
+
+def _resolve_results(state: State, name: str, port: Any, infos: list[Any], address_index: int) -> list[Any]:
+    """Drop answers the policy refuses (internal addresses behind an allowed
+    name, denied ranges), remember the rest as coming from ``name``."""
+    number = _port_number(port)
+    kept = []
+    refused: tuple[Decision, str] | None = None
+    for info in infos:
+        ip = info[address_index][0] if address_index >= 0 else info
+        decision = state.answer(name, ip, number)
+        if decision.allowed or state.mode == "monitor":
+            kept.append(info)
+            _remember(ip, name, state)
+        if not decision.allowed:
+            refused = (decision, ip)
+            report(state, decision, "resolve", None, name, number, ip, fail=False)
+    if not kept and refused is not None:
+        # Never an empty answer in silence: the caller learns why.
+        report(state, refused[0], "resolve", None, name, number, refused[1], log=False)
+    return kept
+
+
+def _remember(ip: str, name: str, state: State) -> None:
+    names = _resolved.get(ip)
+    if names is not None and name in names:
+        return
+    _resolved[ip] = (name,) if names is None else (names + (name,))[-4:]
+    state.addrs.pop(ip, None)  # a cached raw-IP block for it is stale now
+    if len(_resolved) > _RESOLVED_MAX:
+        _evict()
+
+
+def _evict() -> None:
+    if not _evict_lock.acquire(False):
+        return
+    try:
+        for key in list(_resolved)[: _RESOLVED_MAX // 8]:
+            _resolved.pop(key, None)
+    except RuntimeError:  # another thread resized it mid-copy; try next time
+        pass
+    finally:
+        _evict_lock.release()
+
+
+_evict_lock = _thread.allocate_lock()
+
+
+def patch_socket_module(module: Any) -> None:
+    """Wrap the socket module's resolver functions and socket methods.
+
+    Idempotent; safe after ``importlib.reload(socket)`` (the post-import hook
+    runs again and re-wraps the fresh functions)."""
+    if getattr(module.getaddrinfo, "__sockguard__", False):
+        return
+    original_getaddrinfo = module.getaddrinfo
+    original_gethostbyname = module.gethostbyname
+    original_gethostbyname_ex = module.gethostbyname_ex
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 (stdlib signature)
+        state = _state or current()
+        if host is None or state.mode == "off":
+            return original_getaddrinfo(host, port, family, type, proto, flags)
+        decision, name = state.lookup(host, port)
+        if not decision.allowed:
+            report(state, decision, "resolve", None, host, port, None)
+        if name is None:  # numeric: resolve the canonical spelling, never DNS
+            return original_getaddrinfo(_canonical(host), port, family, type, proto, flags)
+        if state.sinks.wants_allow():
+            report(state, decision, "resolve", None, name, port, None)
+        infos = original_getaddrinfo(host, port, family, type, proto, flags)
+        return _resolve_results(state, name, port, infos, 4)
+
+    def gethostbyname(host):
+        state = _state or current()
+        if state.mode == "off":
+            return original_gethostbyname(host)
+        decision, name = state.lookup(host, None)
+        if not decision.allowed:
+            report(state, decision, "resolve", None, host, None, None)
+        if name is None:
+            return original_gethostbyname(_canonical(host))
+        ip = original_gethostbyname(host)
+        return _resolve_results(state, name, None, [ip], -1)[0]
+
+    def gethostbyname_ex(host):
+        state = _state or current()
+        if state.mode == "off":
+            return original_gethostbyname_ex(host)
+        decision, name = state.lookup(host, None)
+        if not decision.allowed:
+            report(state, decision, "resolve", None, host, None, None)
+        if name is None:
+            return original_gethostbyname_ex(_canonical(host))
+        hostname, aliases, ips = original_gethostbyname_ex(host)
+        return hostname, aliases, _resolve_results(state, name, None, list(ips), -1)
+
+    for wrapper, original in (
+        (getaddrinfo, original_getaddrinfo),
+        (gethostbyname, original_gethostbyname),
+        (gethostbyname_ex, original_gethostbyname_ex),
+    ):
+        wrapper.__sockguard__ = True  # type: ignore[attr-defined]
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__doc__ = original.__doc__
+        setattr(module, wrapper.__name__, wrapper)
+    _patch_socket_class(module.socket, getaddrinfo)
+
+
+def _canonical(host: Any) -> Any:
+    try:
+        addr = parse_address(normalize_host(host))
+    except (InvalidHost, TypeError):
+        return host
+    if addr is None or (isinstance(host, str) and "%" in host):
+        return host
+    return format_address(addr)
+
+
+def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
+    if getattr(cls.connect, "__sockguard__", False):
+        return
+    original_connect = cls.connect
+    original_connect_ex = cls.connect_ex
+    original_sendto = cls.sendto
+    original_sendmsg = getattr(cls, "sendmsg", None)
+
+    def prepare(sock: Any, address: Any) -> Any:
+        """Numeric hosts to their canonical form, hostnames resolved through
+        the guard, so C never resolves a name itself."""
+        try:
+            family = _family_of(sock)
+        except Exception:
+            return address
+        if family != AF_INET and family != AF_INET6:
+            return address
+        host = address[0]
+        if host == "":
+            host = "0.0.0.0" if family == AF_INET else "::"
+        elif host == "<broadcast>":
+            host = "255.255.255.255"
+        canonical = _canonical(host)
+        if isinstance(canonical, str) and parse_address(canonical.partition("%")[0]) is not None:
+            if canonical == address[0]:
+                if len(_numeric) >= _NUMERIC_MAX:
+                    _numeric.clear()
+                _numeric.add(canonical)
+                return address
+            return (canonical,) + tuple(address[1:])
+        infos = guarded_getaddrinfo(host, address[1], family)
+        sockaddr = infos[0][4]
+        if family == AF_INET6 and len(address) > 2:
+            return (sockaddr[0], address[1]) + tuple(address[2:])
+        return sockaddr
+
+    def connect(self, address):
+        if address.__class__ is tuple and address and address[0] not in _numeric:
+            address = prepare(self, address)
+        return original_connect(self, address)
+
+    def connect_ex(self, address):
+        if address.__class__ is tuple and address and address[0] not in _numeric:
+            address = prepare(self, address)
+        return original_connect_ex(self, address)
+
+    def sendto(self, data, flags_or_address, *rest):
+        address = rest[0] if rest else flags_or_address
+        if address.__class__ is tuple and address and address[0] not in _numeric:
+            address = prepare(self, address)
+            if rest:
+                return original_sendto(self, data, flags_or_address, address)
+            return original_sendto(self, data, address)
+        return original_sendto(self, data, flags_or_address, *rest)
+
+    def sendmsg(self, buffers, *args):
+        if len(args) >= 3:
+            address = args[2]
+            if address.__class__ is tuple and address and address[0] not in _numeric:
+                args = (args[0], args[1], prepare(self, address)) + args[3:]
+        return original_sendmsg(self, buffers, *args)
+
+    for wrapper, original in (
+        (connect, original_connect),
+        (connect_ex, original_connect_ex),
+        (sendto, original_sendto),
+        (sendmsg, original_sendmsg),
+    ):
+        if original is None:
+            continue
+        wrapper.__sockguard__ = True  # type: ignore[attr-defined]
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__doc__ = original.__doc__
+        setattr(cls, wrapper.__name__, wrapper)

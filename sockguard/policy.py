@@ -1,0 +1,239 @@
+"""The compiled policy: allow/deny rules in, decisions out. Pure code.
+
+Exact names and wildcard suffixes are hash lookups per label, so matching cost
+does not grow with the number of rules; CIDR rules live in a sorted table of
+non-overlapping intervals searched with bisect (O(log n), in C).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from sockguard.addresses import (
+    METADATA_NAMES,
+    Address,
+    classify,
+    format_address,
+    is_loopback,
+    parse_address,
+    unwrap_routable,
+)
+from sockguard.rules import InvalidHost, Rule, RuleError, normalize_host, parse_rule
+
+# Decision reasons (stable strings: they appear in logs, reports and exceptions).
+ALLOWED_NAME = "allowed-name"
+ALLOWED_IP = "allowed-ip"
+LOOPBACK = "loopback"
+UNIX = "unix-socket"
+DENIED = "denied"
+NOT_ALLOWED = "not-allowed"
+RAW_IP = "raw-ip"
+INTERNAL = "internal-address"
+METADATA = "metadata-name"
+INVALID = "invalid-host"
+FAMILY = "unsupported-family"
+CONFIG_ERROR = "config-error"
+
+EXPLAIN = {
+    DENIED: "matches a deny rule",
+    NOT_ALLOWED: "host is not in the allowlist",
+    RAW_IP: "raw IP address not covered by an IP/CIDR rule",
+    INTERNAL: "address is internal ({detail}); a name may reach it only where an IP/CIDR rule covers it",
+    METADATA: "cloud metadata name; allow it only with an exact rule",
+    INVALID: "{detail}",
+    FAMILY: "socket family {detail} is not supported by the guard",
+    CONFIG_ERROR: "configuration is broken, all traffic blocked: {detail}",
+    UNIX: "AF_UNIX sockets are disabled (allow_unix = false)",
+}
+
+
+class Decision(NamedTuple):
+    allowed: bool
+    reason: str
+    rule: str | None = None  # text of the rule that decided, if any
+    detail: str | None = None  # e.g. the internal-range category
+
+    def explain(self) -> str:
+        template = EXPLAIN.get(self.reason)
+        if template is None:
+            return self.reason
+        return template.format(detail=self.detail)
+
+
+class _NameIndex:
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.exact: dict[str, list[Rule]] = {}
+        self.suffix: dict[str, list[Rule]] = {}
+        for rule in rules:
+            table = self.exact if rule.kind == "name" else self.suffix
+            table.setdefault(rule.host, []).append(rule)
+
+    def match(self, host: str, port: int | None, strict_port: bool = False) -> Rule | None:
+        found = _first(self.exact.get(host), port, strict_port)
+        if found is not None or not self.suffix:
+            return found
+        dot = host.find(".")
+        while dot >= 0:
+            found = _first(self.suffix.get(host[dot + 1 :]), port, strict_port)
+            if found is not None:
+                return found
+            dot = host.find(".", dot + 1)
+        return None
+
+
+class _NetIndex:
+    """Per IP version: interval starts, and the rules covering each interval
+    (most specific first)."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.tables: dict[int, tuple[list[int], list[tuple[Rule, ...]]]] = {}
+        for version, bits in ((4, 32), (6, 128)):
+            chosen = [r for r in rules if r.kind == "cidr" and r.version == version] if rules else []
+            self.tables[version] = self._build(chosen, bits)
+
+    @staticmethod
+    def _build(rules: list[Rule], bits: int) -> tuple[list[int], list[tuple[Rule, ...]]]:
+        adds: dict[int, list[int]] = {}
+        removes: dict[int, list[int]] = {}
+        for i, rule in enumerate(rules):
+            end = rule.network | ((1 << (bits - rule.prefix)) - 1)
+            adds.setdefault(rule.network, []).append(i)
+            removes.setdefault(end + 1, []).append(i)
+        starts: list[int] = []
+        covers: list[tuple[Rule, ...]] = []
+        active: dict[int, Rule] = {}
+        for point in sorted(adds.keys() | removes.keys()):
+            for i in removes.get(point, ()):
+                del active[i]
+            for i in adds.get(point, ()):
+                active[i] = rules[i]
+            starts.append(point)
+            covers.append(tuple(sorted(active.values(), key=lambda r: -r.prefix)))
+        return starts, covers
+
+    def match(self, addr: Address, port: int | None, strict_port: bool = False) -> Rule | None:
+        starts, covers = self.tables[addr[0]]
+        i = bisect_right(starts, addr[1]) - 1
+        if i < 0:
+            return None
+        return _first(covers[i], port, strict_port)
+
+
+def _first(rules: Iterable[Rule] | None, port: int | None, strict_port: bool) -> Rule | None:
+    if rules:
+        for rule in rules:
+            if strict_port and port is None:
+                if rule.ports is None:
+                    return rule
+            elif rule.allows_port(port):
+                return rule
+    return None
+
+
+def compile_rules(texts: Iterable[str], where: str) -> list[Rule]:
+    """Parse rules, prefixing errors with where they came from (file/key/flag)."""
+    parsed = []
+    for text in texts:
+        try:
+            parsed.append(parse_rule(text))
+        except RuleError as exc:
+            raise RuleError(f"{where}: {exc}") from None
+    return parsed
+
+
+class Policy:
+    """Allow and deny lists plus the loopback/unix switches. Deny always wins.
+
+    Lookups (``check_name``) happen before DNS, with the port if known;
+    connects and datagrams (``check_address``) pass the name the address was
+    resolved from, if sockguard saw that resolution.
+    """
+
+    def __init__(
+        self,
+        allow: Iterable[str | Rule] = (),
+        deny: Iterable[str | Rule] = (),
+        *,
+        allow_loopback: bool = True,
+        allow_unix: bool = True,
+    ) -> None:
+        self.allow = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in allow)
+        self.deny = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
+        self.allow_loopback = allow_loopback
+        self.allow_unix = allow_unix
+        self._allow_names = _NameIndex(self.allow)
+        self._deny_names = _NameIndex(self.deny)
+        self._allow_nets = _NetIndex(self.allow)
+        self._deny_nets = _NetIndex(self.deny)
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(allow={[r.text for r in self.allow]!r}, deny={[r.text for r in self.deny]!r}, "
+            f"allow_loopback={self.allow_loopback}, allow_unix={self.allow_unix})"
+        )
+
+    def check_name(self, host: str | bytes, port: int | None = None) -> Decision:
+        try:
+            name = normalize_host(host)
+        except InvalidHost as exc:
+            return Decision(False, INVALID, None, str(exc))
+        addr = parse_address(name)
+        if addr is not None:
+            return self.check_address(addr, port)
+        rule = self._deny_names.match(name, port, strict_port=True)
+        if rule is not None:
+            return Decision(False, DENIED, rule.text)
+        if name in METADATA_NAMES:
+            exact = _first(self._allow_names.exact.get(name), port, False)
+            if exact is not None:
+                return Decision(True, ALLOWED_NAME, exact.text)
+            return Decision(False, METADATA, None, name)
+        if self.allow_loopback and (name == "localhost" or name.endswith(".localhost")):
+            return Decision(True, LOOPBACK)
+        rule = self._allow_names.match(name, port)
+        if rule is not None:
+            return Decision(True, ALLOWED_NAME, rule.text)
+        return Decision(False, NOT_ALLOWED)
+
+    def check_address(self, address: Address | str, port: int | None = None, name: str | None = None) -> Decision:
+        addr = parse_address(address) if isinstance(address, str) else address
+        if addr is None:
+            return Decision(False, INVALID, None, f"{address!r} is not an IP address")
+        routable = unwrap_routable(addr)
+        rule = self._deny_nets.match(addr, port, strict_port=True)
+        if rule is None and routable is not addr:
+            rule = self._deny_nets.match(routable, port, strict_port=True)
+        if rule is not None:
+            return Decision(False, DENIED, rule.text)
+        if self.allow_loopback and is_loopback(addr):
+            return Decision(True, LOOPBACK)
+        rule = self._allow_nets.match(addr, port)
+        if rule is None and routable is not addr:
+            rule = self._allow_nets.match(routable, port)
+        if rule is not None:
+            return Decision(True, ALLOWED_IP, rule.text)
+        category = classify(addr)
+        if name is None:
+            return Decision(False, RAW_IP, None, category)
+        by_name = self.check_name(name, port)
+        if not by_name.allowed:
+            return by_name
+        if category is not None:
+            return Decision(False, INTERNAL, by_name.rule, category)
+        return by_name
+
+    def suggest(self, host: str | None, port: int | None, address: Address | str | None = None) -> str:
+        """The narrowest rule that would allow this destination."""
+        target = host
+        if target is None or parse_address(target) is not None:
+            addr = address if address is not None else (target and parse_address(target))
+            if isinstance(addr, str):
+                addr = parse_address(addr)
+            if addr:
+                text = format_address(addr)
+                if addr[0] == 6:
+                    return f"[{text}]:{port}" if port else text
+                return f"{text}:{port}" if port else text
+        return f"{target}:{port}" if port else str(target)
