@@ -15,8 +15,8 @@ __all__ = [
     "check",
     "check_url",
     "correlation_id",
-    "install",
     "guarded",
+    "install",
     "status",
     "uninstall",
 ]

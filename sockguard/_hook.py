@@ -26,8 +26,9 @@ SOCKET_EVENTS = (
 )
 
 # Swapped whole (one atomic assignment) whenever the guard changes state.
-handlers: dict[str, Handler] = {}  # noqa: F821 (TYPE_CHECKING)
+handlers: dict[str, Handler] = {}
 _installed = False
+activated_at_startup = False  # set by activate() (sitecustomize / sockguard run)
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -128,8 +129,10 @@ def activate() -> None:
     """Start-up activation (sitecustomize): floor now, everything else lazily."""
     import os
 
+    global activated_at_startup
     if os.environ.get("SOCKGUARD_MODE", "").strip().lower() == "off":
         return
+    activated_at_startup = True
     if not handlers:
         set_lazy_handlers()
     install_audit_hook()

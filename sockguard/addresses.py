@@ -124,7 +124,7 @@ def format_address(addr: Address) -> str:
     words = [(value >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
     # Longest run of zero words (length >= 2) becomes "::", first one wins.
     best_start, best_len, run_start = -1, 0, -1
-    for i, word in enumerate(words + [1]):
+    for i, word in enumerate([*words, 1]):
         if word == 0 and i < 8:
             if run_start < 0:
                 run_start = i

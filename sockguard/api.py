@@ -12,9 +12,25 @@ from sockguard.errors import ConfigError
 from sockguard.policy import Decision
 from sockguard.rules import RuleError
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21, "smtp": 25, "smtps": 465,
-                  "redis": 6379, "rediss": 6379, "postgres": 5432, "postgresql": 5432, "mysql": 3306,
-                  "amqp": 5672, "amqps": 5671, "mongodb": 27017, "ldap": 389, "ldaps": 636}
+_DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "ws": 80,
+    "wss": 443,
+    "ftp": 21,
+    "smtp": 25,
+    "smtps": 465,
+    "redis": 6379,
+    "rediss": 6379,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "mysql": 3306,
+    "amqp": 5672,
+    "amqps": 5671,
+    "mongodb": 27017,
+    "ldap": 389,
+    "ldaps": 636,
+}
 
 
 def _settings(
@@ -33,7 +49,9 @@ def _settings(
         settings.deny = list(settings.deny) + list(deny) if from_environment else list(deny)
     if mode is not None:
         if mode not in MODES:
-            raise ConfigError(f"sockguard: mode must be one of {', '.join(MODES)}, got {mode!r}", key="mode", value=mode)
+            raise ConfigError(
+                f"sockguard: mode must be one of {', '.join(MODES)}, got {mode!r}", key="mode", value=mode
+            )
         settings.mode = mode
     if allow_loopback is not None:
         settings.allow_loopback = allow_loopback

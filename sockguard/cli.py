@@ -42,12 +42,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             host, port = _parse_target(target)
             decision = api.check(host, port)
-        results.append({"target": target, "allowed": decision.allowed, "reason": decision.reason,
-                        "rule": decision.rule, "detail": decision.detail})
+        results.append(
+            {
+                "target": target,
+                "allowed": decision.allowed,
+                "reason": decision.reason,
+                "rule": decision.rule,
+                "detail": decision.detail,
+            }
+        )
         if args.format == "text":
             verdict = "allowed" if decision.allowed else "BLOCKED"
             rule = f" by rule {decision.rule!r}" if decision.rule else ""
-            print(f"{target}: {verdict} ({decision.reason}{rule}){'' if decision.allowed else ': ' + decision.explain()}")
+            print(
+                f"{target}: {verdict} ({decision.reason}{rule}){'' if decision.allowed else ': ' + decision.explain()}"
+            )
     if args.format == "json":
         print(json.dumps(results, indent=2))
     return EXIT_OK if all(r["allowed"] for r in results) else EXIT_BLOCKED
@@ -82,9 +91,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    data = {"source": settings.source, "mode": settings.mode, "allow": settings.allow, "deny": settings.deny,
-            "allow_loopback": settings.allow_loopback, "allow_unix": settings.allow_unix, "log": settings.log,
-            "resolver": settings.resolver or "system"}
+    data = {
+        "source": settings.source,
+        "mode": settings.mode,
+        "allow": settings.allow,
+        "deny": settings.deny,
+        "allow_loopback": settings.allow_loopback,
+        "allow_unix": settings.allow_unix,
+        "log": settings.log,
+        "resolver": settings.resolver or "system",
+    }
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
@@ -93,8 +109,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-             handler: Callable[[argparse.Namespace], int]) -> None:
+def register(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
     _EXTRA[name] = (help, add_arguments, handler)
 
 
@@ -112,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    run = sub.add_parser("run", help="run a program with the guard active in it and every Python child",
-                         description="Run PROGRAM (a script, -m module, or any executable) guarded.")
+    run = sub.add_parser(
+        "run",
+        help="run a program with the guard active in it and every Python child",
+        description="Run PROGRAM (a script, -m module, or any executable) guarded.",
+    )
     _add_rule_flags(run)
     run.add_argument("--mode", choices=("enforce", "monitor", "off"))
     run.add_argument("--config", metavar="FILE", help="TOML config (default: ./sockguard.toml or pyproject)")

@@ -153,7 +153,7 @@ def _resolver(value: object, source: str, key: str) -> list[str] | None:
     servers = split_rules(value) if isinstance(value, str) else value
     if not isinstance(servers, list) or not servers or not all(isinstance(s, str) and s for s in servers):
         raise ConfigError(
-            f"sockguard: {source}: {key} must be \"system\" or a list of nameservers, got {value!r}",
+            f'sockguard: {source}: {key} must be "system" or a list of nameservers, got {value!r}',
             source=source,
             key=key,
             value=value,

@@ -16,6 +16,7 @@ plain dicts (atomic under the GIL: no lock on the hot path) with hard bounds.
 
 from __future__ import annotations
 
+import _socket
 import _thread
 import os
 import sys
@@ -23,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import _socket
 from sockguard import _hook
 from sockguard.addresses import format_address, parse_address
 from sockguard.errors import ConfigError, EgressBlocked
@@ -68,7 +68,7 @@ class State:
     """One policy in force, with its caches. Replaced whole, never mutated in
     place, so a thread always sees one consistent policy."""
 
-    __slots__ = ("policy", "mode", "sinks", "error", "names", "addrs", "answers", "settings", "breaker")
+    __slots__ = ("addrs", "answers", "breaker", "error", "mode", "names", "policy", "settings", "sinks")
 
     def __init__(
         self,
@@ -239,15 +239,17 @@ def install(state: State) -> State | None:
 
 
 def restore(previous: State | None) -> None:
-    """Undo :func:`install`. With no previous state the guard goes back to
-    loading its configuration lazily."""
+    """Undo :func:`install`: back to the previous state, or to the start-up
+    configuration (sitecustomize), or off."""
     global _state
     with _load_lock:
-        if previous is None:
-            _state = None
+        if previous is not None:
+            _activate(previous)
+        elif _hook.activated_at_startup:
+            _state = None  # back to the environment's policy, loaded lazily
             _hook.set_lazy_handlers()
         else:
-            _activate(previous)
+            _activate(State(Policy(), "off"))
 
 
 @contextmanager
@@ -304,8 +306,16 @@ def _suggestion(state: State, decision: Decision, host: Any, port: Any, address:
     return state.policy.suggest(name, number, address)
 
 
-def block_message(operation: str, decision: Decision, host: Any, port: Any, address: str | None,
-                  caller: str | None, suggestion: str | None, mode: str) -> str:
+def block_message(
+    operation: str,
+    decision: Decision,
+    host: Any,
+    port: Any,
+    address: str | None,
+    caller: str | None,
+    suggestion: str | None,
+    mode: str,
+) -> str:
     verb = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup"}.get(operation, operation)
     head = "would block" if mode == "monitor" else "blocked"
     dest = _destination(host, port) if host is not None else _destination(address, port)
@@ -323,16 +333,36 @@ def block_message(operation: str, decision: Decision, host: Any, port: Any, addr
     return text
 
 
-def report(state: State, decision: Decision, operation: str, sock: Any, host: Any, port: Any,
-           address: str | None, *, log: bool = True, fail: bool = True) -> None:
+def report(
+    state: State,
+    decision: Decision,
+    operation: str,
+    sock: Any,
+    host: Any,
+    port: Any,
+    address: str | None,
+    *,
+    log: bool = True,
+    fail: bool = True,
+) -> None:
     """Log a decision; raise EgressBlocked for a block in enforce mode."""
     if decision.allowed:
         if not state.sinks.wants_allow() or getattr(_emitting, "active", False):
             return
         caller = find_caller(2)
-        event = make_event(operation=operation, protocol=_protocol(sock), host=_text(host), port=_port_number(port),
-                           address=address, decision="allow", reason=decision.reason, rule=decision.rule,
-                           mode=state.mode, caller=caller, detail=decision.detail)
+        event = make_event(
+            operation=operation,
+            protocol=_protocol(sock),
+            host=_text(host),
+            port=_port_number(port),
+            address=address,
+            decision="allow",
+            reason=decision.reason,
+            rule=decision.rule,
+            mode=state.mode,
+            caller=caller,
+            detail=decision.detail,
+        )
         _emit(state, event, f"sockguard allowed {operation} to {_destination(_text(host) or address, port)}", 20)
         return
     caller = find_caller(2)
@@ -340,14 +370,32 @@ def report(state: State, decision: Decision, operation: str, sock: Any, host: An
     message = block_message(operation, decision, host, port, address, caller, suggestion, state.mode)
     monitor = state.mode == "monitor"
     if log and not getattr(_emitting, "active", False):
-        event = make_event(operation=operation, protocol=_protocol(sock), host=_text(host), port=_port_number(port),
-                           address=address, decision="would-block" if monitor else "block", reason=decision.reason,
-                           rule=decision.rule, mode=state.mode, caller=caller, detail=decision.detail)
+        event = make_event(
+            operation=operation,
+            protocol=_protocol(sock),
+            host=_text(host),
+            port=_port_number(port),
+            address=address,
+            decision="would-block" if monitor else "block",
+            reason=decision.reason,
+            rule=decision.rule,
+            mode=state.mode,
+            caller=caller,
+            detail=decision.detail,
+        )
         _emit(state, event, message, 30)
     if fail and not monitor:
-        raise EgressBlocked(message, host=_text(host), port=_port_number(port), address=address,
-                            reason=decision.reason, rule=decision.rule, operation=operation, caller=caller,
-                            suggestion=suggestion)
+        raise EgressBlocked(
+            message,
+            host=_text(host),
+            port=_port_number(port),
+            address=address,
+            reason=decision.reason,
+            rule=decision.rule,
+            operation=operation,
+            caller=caller,
+            suggestion=suggestion,
+        )
 
 
 def _text(host: Any) -> str | None:
@@ -379,7 +427,7 @@ def _check_socket(sock: Any, address: Any, operation: str) -> None:
         family = _family_of(sock)
     except Exception:
         family = -1
-    if family == AF_INET or family == AF_INET6:
+    if family in (AF_INET, AF_INET6):
         host = address[0]
         port = address[1]
         decision = state.address(host, port)
@@ -476,7 +524,7 @@ def _remember(ip: str, name: str, state: State) -> None:
     names = _resolved.get(ip)
     if names is not None and name in names:
         return
-    _resolved[ip] = (name,) if names is None else (names + (name,))[-4:]
+    _resolved[ip] = (name,) if names is None else ((*names, name))[-4:]
     state.addrs.pop(ip, None)  # a cached raw-IP block for it is stale now
     if len(_resolved) > _RESOLVED_MAX:
         _evict()
@@ -508,7 +556,7 @@ def patch_socket_module(module: Any) -> None:
     original_gethostbyname = module.gethostbyname
     original_gethostbyname_ex = module.gethostbyname_ex
 
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 (stdlib signature)
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         state = _state or current()
         if host is None or state.mode == "off":
             return original_getaddrinfo(host, port, family, type, proto, flags)
@@ -597,11 +645,11 @@ def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
                     _numeric.clear()
                 _numeric.add(canonical)
                 return address
-            return (canonical,) + tuple(address[1:])
+            return (canonical, *tuple(address[1:]))
         infos = guarded_getaddrinfo(host, address[1], family)
         sockaddr = infos[0][4]
         if family == AF_INET6 and len(address) > 2:
-            return (sockaddr[0], address[1]) + tuple(address[2:])
+            return (sockaddr[0], address[1], *tuple(address[2:]))
         return sockaddr
 
     def connect(self, address):
@@ -627,7 +675,7 @@ def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
         if len(args) >= 3:
             address = args[2]
             if address.__class__ is tuple and address and address[0] not in _numeric:
-                args = (args[0], args[1], prepare(self, address)) + args[3:]
+                args = (args[0], args[1], prepare(self, address), *args[3:])
         return original_sendmsg(self, buffers, *args)
 
     for wrapper, original in (

@@ -79,8 +79,10 @@ def isolation_warning(argv: list[str]) -> str | None:
             break
         for letter, meaning in _ISOLATING_FLAGS.items():
             if letter in arg[1:]:
-                return (f"sockguard: warning: {argv[0]} runs Python with {meaning}; that process "
-                        "ignores PYTHONPATH/site and will NOT be guarded")
+                return (
+                    f"sockguard: warning: {argv[0]} runs Python with {meaning}; that process "
+                    "ignores PYTHONPATH/site and will NOT be guarded"
+                )
     return None
 
 
