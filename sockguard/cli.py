@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
 
-#: Subcommands added by other modules: name -> (help, add_arguments, handler)
-_EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+#: Subcommands that live in their own modules: name -> (module, help). Each module
+#: defines ``add_arguments(parser)`` and ``main(args) -> int``.
+TOOL_COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("sockguard.audit", "find raw IPs, internal and unlisted destinations in config and code"),
+    "report": ("sockguard.report", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
+    "export": ("sockguard.export", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
+}
 
 
 def _parse_target(target: str) -> tuple[str, int | None]:
@@ -109,15 +115,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(
-    name: str,
-    help: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    handler: Callable[[argparse.Namespace], int],
-) -> None:
-    _EXTRA[name] = (help, add_arguments, handler)
-
-
 def _add_rule_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow", action="append", default=[], metavar="RULE", help="allow a destination (repeatable)")
     parser.add_argument("--deny", action="append", default=[], metavar="RULE", help="deny a destination (repeatable)")
@@ -161,16 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fast", action="store_true", help="fewer retry rounds")
     demo.set_defaults(func=cmd_demo)
 
-    for module in ("sockguard.tools",):
+    for name, (module_name, help_text) in TOOL_COMMANDS.items():
         try:
-            __import__(module)
-        except ImportError as exc:
-            if exc.name != module:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
                 raise
-    for name, (help_text, add_arguments, handler) in _EXTRA.items():
-        extra = sub.add_parser(name, help=help_text)
-        add_arguments(extra)
-        extra.set_defaults(func=handler)
+            continue  # not built yet
+        tool = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(tool)
+        tool.set_defaults(func=module.main)
     return parser
 
 
