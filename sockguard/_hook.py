@@ -111,7 +111,9 @@ _finder = _PostImportFinder()
 
 def when_imported(name: str, callback: Callable[[Any], None]) -> None:
     """Run ``callback(module)`` after ``name`` is imported (now, if it already is)."""
-    _post_import.setdefault(name, []).append(callback)
+    callbacks = _post_import.setdefault(name, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
     if _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
     module = sys.modules.get(name)

@@ -136,8 +136,10 @@ class State:
             return Decision(False, CONFIG_ERROR, None, self.error)
         addr = parse_address(host) if isinstance(host, str) else None
         if addr is None:
-            # A hostname reached C without the wrappers (e.g. ``_socket`` used
-            # directly): C has resolved it already; decide on the name.
+            # A hostname reached C without the wrappers: C has resolved it
+            # already (no event fires for that). Decide on the name, and put
+            # the wrappers back if someone replaced them.
+            _wrappers_bypassed(host)
             return self._lookup(host, port)[0]
         decision = self.policy.check_address(addr, port)
         if decision.reason == RAW_IP:
@@ -163,6 +165,28 @@ class State:
                 self.answers.clear()
             self.answers[key] = found
         return found
+
+
+_bypass_reported = False
+
+
+def _wrappers_bypassed(host: Any) -> None:
+    global _bypass_reported
+    module = sys.modules.get("socket")
+    if module is None:
+        return
+    replaced = not getattr(getattr(module.socket, "connect", None), "__sockguard__", False)
+    if replaced:
+        patch_socket_module(module)
+    if not _bypass_reported:
+        _bypass_reported = True
+        why = "socket.socket.connect had been replaced; sockguard re-applied its wrapper" if replaced else (
+            "the hostname was passed to _socket directly"
+        )
+        sys.stderr.write(
+            f"sockguard: warning: a connect/sendto with hostname {_text(host)!r} reached the C layer, which resolved "
+            f"it before any check ({why}). Pass addresses from socket.getaddrinfo instead.\n"
+        )
 
 
 def _port_number(port: Any) -> int | None:
@@ -551,6 +575,9 @@ def patch_socket_module(module: Any) -> None:
     Idempotent; safe after ``importlib.reload(socket)`` (the post-import hook
     runs again and re-wraps the fresh functions)."""
     if getattr(module.getaddrinfo, "__sockguard__", False):
+        # Functions still ours; the class methods may have been put back by
+        # someone holding the originals (pytest-socket does, per test).
+        _patch_socket_class(module.socket, module.getaddrinfo)
         return
     original_getaddrinfo = module.getaddrinfo
     original_gethostbyname = module.gethostbyname
