@@ -171,9 +171,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RUN_VALUE_OPTIONS = {"--allow", "--deny", "--mode", "--config", "--log"}
+
+
+def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``run``'s own options, and the program command line (which may itself
+    start with ``-m``/``-c`` or contain options argparse must not touch)."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return argv[:i], argv[i + 1 :]
+        if arg in _RUN_VALUE_OPTIONS:
+            i += 2
+        elif arg.split("=", 1)[0] in _RUN_VALUE_OPTIONS or arg in ("-h", "--help"):
+            i += 1
+        else:
+            break
+    return argv[:i], argv[i:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        options, program = _split_run(argv)
+        args = parser.parse_args(options)
+        args.program = program
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

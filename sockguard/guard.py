@@ -180,8 +180,10 @@ def _wrappers_bypassed(host: Any) -> None:
         patch_socket_module(module)
     if not _bypass_reported:
         _bypass_reported = True
-        why = "socket.socket.connect had been replaced; sockguard re-applied its wrapper" if replaced else (
-            "the hostname was passed to _socket directly"
+        why = (
+            "socket.socket.connect had been replaced; sockguard re-applied its wrapper"
+            if replaced
+            else ("the hostname was passed to _socket directly")
         )
         sys.stderr.write(
             f"sockguard: warning: a connect/sendto with hostname {_text(host)!r} reached the C layer, which resolved "

@@ -65,9 +65,10 @@ def test_cidr_rule_and_port_scope(allowed, target):
 
 
 def test_deny_beats_allow(target):
-    with sockguard.guarded(allow=["127.0.0.0/8"], deny=["127.0.0.3"], **STRICT), pytest.raises(
-        sockguard.EgressBlocked
-    ) as info:
+    with (
+        sockguard.guarded(allow=["127.0.0.0/8"], deny=["127.0.0.3"], **STRICT),
+        pytest.raises(sockguard.EgressBlocked) as info,
+    ):
         socket.create_connection((target.host, target.port), timeout=2)
     assert info.value.reason == "denied" and info.value.rule == "127.0.0.3"
     assert target.settle() == 0

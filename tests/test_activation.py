@@ -1,0 +1,260 @@
+"""Activation surfaces end to end, in real child processes: sitecustomize,
+``sockguard run`` (scripts, -m, executables, grandchildren), fail-closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sockguard.paths import sitecustomize_dir
+from tests.loopback import CountingTCPServer
+
+PY = sys.executable
+
+# A probe: connects to the given raw loopback address, prints what happened,
+# and optionally starts itself again as a grandchild.
+PROBE = textwrap.dedent(
+    """
+    import json, os, socket, subprocess, sys
+    host, port, depth = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        outcome = "connected"
+    except OSError as exc:
+        outcome = type(exc).__name__ + ":" + str(getattr(exc, "reason", ""))
+    print(json.dumps({"pid": os.getpid(), "depth": depth, "outcome": outcome}), flush=True)
+    if depth > 0:
+        subprocess.run([sys.executable, __file__, host, str(port), str(depth - 1)], check=True)
+    """
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def probe(tmp_path):
+    path = tmp_path / "probe.py"
+    path.write_text(PROBE)
+    return str(path)
+
+
+@pytest.fixture
+def target():
+    with CountingTCPServer("127.0.0.3") as server:
+        yield server
+
+
+def outcomes(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_run_guards_the_program_and_its_python_grandchild(probe, target, tmp_path):
+    log = tmp_path / "run.jsonl"
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "run", "--log", str(log), "--", probe, target.host, str(target.port), "1"],
+        env=clean_env(SOCKGUARD_ALLOW_LOOPBACK="0"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = outcomes(result.stdout)
+    assert [s["outcome"] for s in seen] == ["EgressBlocked:raw-ip", "EgressBlocked:raw-ip"]
+    assert target.settle() == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    blocks = [e for e in events if e["decision"] == "block"]
+    assert {e["pid"] for e in blocks} == {s["pid"] for s in seen}  # both processes logged
+    assert all(e["caller"].startswith("__main__:<module>:") for e in blocks)
+
+
+def test_run_allow_flag_and_exit_status(probe, target, tmp_path):
+    allowed = subprocess.run(
+        [
+            PY,
+            "-m",
+            "sockguard",
+            "run",
+            "--allow",
+            f"127.0.0.3:{target.port}",
+            probe,
+            target.host,
+            str(target.port),
+            "0",
+        ],
+        env=clean_env(SOCKGUARD_ALLOW_LOOPBACK="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert outcomes(allowed.stdout)[0]["outcome"] == "connected"
+    assert target.settle(1) == 1
+    status = subprocess.run([PY, "-m", "sockguard", "run", "-c", "raise SystemExit(7)"], env=clean_env(), timeout=60)
+    assert status.returncode == 7
+
+
+def test_run_module_and_executable(tmp_path, target):
+    pkg = tmp_path / "probe_mod.py"
+    pkg.write_text(PROBE)
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "run", "-m", "probe_mod", target.host, str(target.port), "0"],
+        env=clean_env(SOCKGUARD_ALLOW_LOOPBACK="0", PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert outcomes(result.stdout)[0]["outcome"] == "EgressBlocked:raw-ip", result.stderr
+    script = tmp_path / "tool"
+    script.write_text(f"#!{PY}\n" + PROBE)
+    script.chmod(0o755)
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "run", str(script), target.host, str(target.port), "0"],
+        env=clean_env(SOCKGUARD_ALLOW_LOOPBACK="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert outcomes(result.stdout)[0]["outcome"] == "EgressBlocked:raw-ip", result.stderr
+    assert target.settle() == 0
+
+
+def test_run_refuses_to_start_with_a_broken_config(tmp_path):
+    marker = tmp_path / "started"
+    (tmp_path / "sockguard.toml").write_text('allow = ["10.0.0.1/8"]\n')
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "run", "-c", f"open({str(marker)!r}, 'w')"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "sockguard.toml" in result.stderr and "10.0.0.1/8" in result.stderr and "host bits" in result.stderr
+    assert not marker.exists()
+
+
+def test_run_warns_about_isolated_python(tmp_path):
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "run", PY, "-I", "-c", "pass"], env=clean_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "-I (isolated mode)" in result.stderr and "NOT be guarded" in result.stderr
+
+
+def test_run_reports_missing_program():
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "run", "no-such-program-sockguard"], env=clean_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 127 and "not found" in result.stderr
+
+
+def test_sitecustomize_fails_closed_on_a_broken_config(probe, target, tmp_path):
+    (tmp_path / "sockguard.toml").write_text('mode = "sideways"\n')
+    result = subprocess.run(
+        [PY, probe, target.host, str(target.port), "0"],
+        env=clean_env(PYTHONPATH=sitecustomize_dir()),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert outcomes(result.stdout)[0]["outcome"] == "EgressBlocked:config-error"
+    assert "mode must be one of" in result.stderr and "blocking all network traffic" in result.stderr
+    assert target.settle() == 0
+
+
+def test_sitecustomize_chains_to_the_next_one(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sitecustomize.py").write_text("import builtins\nbuiltins.NEXT_SITECUSTOMIZE_RAN = True\n")
+    code = "import builtins, sys; print(getattr(builtins, 'NEXT_SITECUSTOMIZE_RAN', False), sys.modules['sitecustomize'].__file__)"
+    result = subprocess.run(
+        [PY, "-c", code],
+        env=clean_env(PYTHONPATH=os.pathsep.join([sitecustomize_dir(), str(other)])),
+        capture_output=True,
+        text=True,
+    )
+    ran, module_file = result.stdout.split()
+    assert ran == "True"
+    assert module_file.startswith(sitecustomize_dir())
+    # An ImportError raised *inside* the next sitecustomize is not swallowed.
+    (other / "sitecustomize.py").write_text("import no_such_module_sockguard_test\n")
+    result = subprocess.run(
+        [PY, "-c", "pass"],
+        env=clean_env(PYTHONPATH=os.pathsep.join([sitecustomize_dir(), str(other)])),
+        capture_output=True,
+        text=True,
+    )
+    assert "no_such_module_sockguard_test" in result.stderr
+
+
+def test_startup_path_stays_light(tmp_path):
+    """With a config file present, start-up adds only sockguard's small start-up
+    modules: the policy is compiled at the first socket event, socket is
+    patched when imported, and nothing heavy is imported on the way."""
+    (tmp_path / "sockguard.toml").write_text('allow = ["api.partner.test"]\n')
+    code = "import sys; print(' '.join(sorted(sys.modules)))"
+
+    def modules(**env: str) -> set[str]:
+        result = subprocess.run(
+            [PY, "-c", code], env=clean_env(**env), capture_output=True, text=True, cwd=tmp_path, check=True
+        )
+        return set(result.stdout.split())
+
+    added = modules(PYTHONPATH=sitecustomize_dir()) - modules()
+    assert added <= {"sitecustomize", "sockguard", "sockguard._hook", "sockguard.errors", "errno"}, added
+    assert "sockguard._hook" in added
+
+
+def test_mode_off_in_environment_skips_activation(tmp_path):
+    probe_code = (
+        "import socket\n"
+        "s = socket.socket()\n"
+        "try:\n    s.connect(('127.0.0.3', 9))\nexcept OSError as e:\n    print(type(e).__name__)\n"
+    )
+    result = subprocess.run(
+        [PY, "-c", probe_code],
+        env=clean_env(PYTHONPATH=sitecustomize_dir(), SOCKGUARD_MODE="off", SOCKGUARD_ALLOW_LOOPBACK="0"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.strip() == "ConnectionRefusedError"
+
+
+def test_check_command_exit_codes():
+    ok = subprocess.run(
+        [PY, "-m", "sockguard", "check", "--allow", "api.partner.test:443", "https://api.partner.test/x"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "allowed" in ok.stdout and "api.partner.test:443" in ok.stdout
+    blocked = subprocess.run(
+        [PY, "-m", "sockguard", "check", "--format", "json", "http://203.0.113.9/health", "localhost:80"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert blocked.returncode == 1
+    data = json.loads(blocked.stdout)
+    assert [d["reason"] for d in data] == ["raw-ip", "loopback"]
+    broken = subprocess.run(
+        [PY, "-m", "sockguard", "check", "x.test"], env=clean_env(SOCKGUARD_MODE="nope"), capture_output=True, text=True
+    )
+    assert broken.returncode == 2 and "SOCKGUARD_MODE" in broken.stderr
+
+
+def test_pythonpath_command_prints_the_activation_directory():
+    result = subprocess.run([PY, "-m", "sockguard", "pythonpath"], capture_output=True, text=True, env=clean_env())
+    assert result.stdout.strip() == sitecustomize_dir()
+    assert os.path.isfile(os.path.join(result.stdout.strip(), "sitecustomize.py"))
