@@ -18,12 +18,55 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("soc
 
 # Frames from these top-level packages are plumbing, not "the application".
 _PLUMBING = frozenset(
-    (
-        "sockguard urllib3 requests httpx httpcore h11 h2 hpack aiohttp aiohappyeyeballs aiodns anyio sniffio trio "
-        "asyncio gevent eventlet websockets dns socks certifi idna concurrent threading selectors socket ssl http "
-        "urllib smtplib ftplib poplib imaplib nntplib xmlrpc multiprocessing wsgiref pytest _pytest pluggy uvloop "
-        "botocore boto3 s3transfer grpc psycopg redis"
-    ).split()
+    [
+        "sockguard",
+        "urllib3",
+        "requests",
+        "httpx",
+        "httpcore",
+        "h11",
+        "h2",
+        "hpack",
+        "aiohttp",
+        "aiohappyeyeballs",
+        "aiodns",
+        "anyio",
+        "sniffio",
+        "trio",
+        "asyncio",
+        "gevent",
+        "eventlet",
+        "websockets",
+        "dns",
+        "socks",
+        "certifi",
+        "idna",
+        "concurrent",
+        "threading",
+        "selectors",
+        "socket",
+        "ssl",
+        "http",
+        "urllib",
+        "smtplib",
+        "ftplib",
+        "poplib",
+        "imaplib",
+        "nntplib",
+        "xmlrpc",
+        "multiprocessing",
+        "wsgiref",
+        "pytest",
+        "_pytest",
+        "pluggy",
+        "uvloop",
+        "botocore",
+        "boto3",
+        "s3transfer",
+        "grpc",
+        "psycopg",
+        "redis",
+    ]
 )
 _STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
 _plumbing_code: dict[Any, bool] = {}

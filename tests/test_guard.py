@@ -275,7 +275,7 @@ def test_threads_get_consistent_decisions(allowed, target):
 def test_asyncio_paths(allowed, target):
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        reader, writer = await asyncio.open_connection(allowed.host, allowed.port)
+        _reader, writer = await asyncio.open_connection(allowed.host, allowed.port)
         writer.close()
         with pytest.raises(sockguard.EgressBlocked):
             await asyncio.open_connection(target.host, target.port)
