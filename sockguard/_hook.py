@@ -25,16 +25,27 @@ SOCKET_EVENTS = (
     "socket.gethostbyaddr",
 )
 
-# Swapped whole (one atomic assignment) whenever the guard changes state.
+# Event name -> handler. Updated in place, key by key (each store is atomic), so
+# the hook can bind ``handlers.get`` once; an empty table makes the hook a no-op.
 handlers: dict[str, Handler] = {}
 _installed = False
 activated_at_startup = False  # set by activate() (sitecustomize / sockguard run)
 
 
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    handler = handlers.get(event)
+def _audit(event: str, args: tuple[Any, ...], _handler_for=handlers.get) -> None:
+    # Runs for every audited event in the process (open, import, exec, ...):
+    # one C-level dict lookup and out.
+    handler = _handler_for(event)
     if handler is not None:
         handler(args)
+
+
+def set_handlers(table: dict[str, Handler]) -> None:
+    """Replace the handler table in place; keys are overwritten one by one, so
+    an event never finds its key missing while switching between two policies."""
+    handlers.update(table)
+    for event in [e for e in handlers if e not in table]:
+        del handlers[event]
 
 
 def install_audit_hook() -> None:
@@ -59,8 +70,7 @@ def _lazy(event: str) -> Handler:
 
 
 def set_lazy_handlers() -> None:
-    global handlers
-    handlers = {event: _lazy(event) for event in SOCKET_EVENTS}
+    set_handlers({event: _lazy(event) for event in SOCKET_EVENTS})
 
 
 # --- post-import hooks ------------------------------------------------------

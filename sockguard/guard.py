@@ -249,9 +249,9 @@ def _activate(state: State) -> None:
     global _state
     _state = state
     if state.mode == "off":
-        _hook.handlers = {}
+        _hook.set_handlers({})
     else:
-        _hook.handlers = _HANDLERS
+        _hook.set_handlers(_HANDLERS)
         _hook.install_audit_hook()
         _hook.when_imported("socket", patch_socket_module)
 

@@ -74,7 +74,7 @@ def test_deny_beats_allow(target):
     assert target.settle() == 0
 
 
-@pytest.mark.parametrize("spelling", ["2130706435", "0x7f.3", "0177.0.0.3", "127.3", "0x7f000003", "127.0.0.3."])
+@pytest.mark.parametrize("spelling", ["2130706435", "0x7f.3", "0177.0.0.3", "127.3", "0x7f000003", "１２７.０.０.３"])
 def test_raw_ip_spellings_decide_on_the_real_address(target, spelling):
     # Blocked: no rule covers 127.0.0.3, however it is written.
     with sockguard.guarded(allow=["127.0.0.2"], **STRICT), pytest.raises(sockguard.EgressBlocked):
@@ -84,6 +84,14 @@ def test_raw_ip_spellings_decide_on_the_real_address(target, spelling):
     with sockguard.guarded(allow=["127.0.0.3"], **STRICT):
         socket.create_connection((spelling, target.port), timeout=2).close()
     assert target.settle(1) == 1
+
+
+def test_numeric_host_with_trailing_dot_is_refused(target):
+    # glibc does not parse "127.0.0.3." as an address: it would go to DNS as a name.
+    with sockguard.guarded(allow=["127.0.0.3"], **STRICT), pytest.raises(sockguard.EgressBlocked) as info:
+        socket.create_connection(("127.0.0.3.", target.port), timeout=2)
+    assert info.value.reason == "invalid-host"
+    assert target.settle() == 0
 
 
 def test_ipv4_mapped_ipv6_is_the_ipv4_host(target):
