@@ -74,7 +74,10 @@ def test_deny_beats_allow(target):
     assert target.settle() == 0
 
 
-@pytest.mark.parametrize("spelling", ["2130706435", "0x7f.3", "0177.0.0.3", "127.3", "0x7f000003", "１２７.０.０.３"])
+FULLWIDTH_127_0_0_3 = "\uff11\uff12\uff17.\uff10.\uff10.\uff13"  # IDNA folds these digits to ASCII
+
+
+@pytest.mark.parametrize("spelling", ["2130706435", "0x7f.3", "0177.0.0.3", "127.3", "0x7f000003", FULLWIDTH_127_0_0_3])
 def test_raw_ip_spellings_decide_on_the_real_address(target, spelling):
     # Blocked: no rule covers 127.0.0.3, however it is written.
     with sockguard.guarded(allow=["127.0.0.2"], **STRICT), pytest.raises(sockguard.EgressBlocked):
