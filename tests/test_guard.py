@@ -372,6 +372,7 @@ def test_forked_child_keeps_enforcing_and_log_lines_stay_whole(target, tmp_path)
     assert statuses == [0, 0, 0, 0]
     lines = log.read_text().splitlines()
     events = [json.loads(line) for line in lines]  # every line whole
+    events = [e for e in events if e["event"] == "decision"]  # (the breaker may add alerts)
     assert len(events) == 200
     assert len({e["pid"] for e in events}) == 4
     assert target.settle() == 0

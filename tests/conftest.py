@@ -1,0 +1,50 @@
+"""Suite-wide set-up: the whole pytest process (and every child) runs inside the netlab namespace.
+
+See docs/netlab.md. Tests that need the lab use the ``netlab`` fixture (or the ``netlab`` marker); both skip
+with the reason when the namespace could not be created (not root, no unshare).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests import netlab as _netlab
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The earliest hook, before any thread exists: unshare() must see a single-threaded process.
+    _netlab.enter_isolated_namespace()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"netlab: {_netlab.STATUS.describe()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"netlab", "netlab_session"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.netlab)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("netlab") is not None and not _netlab.STATUS.active:
+        pytest.skip(f"netlab unavailable: {_netlab.STATUS.reason}")
+
+
+@pytest.fixture(scope="session")
+def netlab_session() -> Iterator[_netlab.Lab]:
+    """The lab server for this process, shared by every test (state persists: call reset() yourself)."""
+    if not _netlab.STATUS.active:
+        pytest.skip(f"netlab unavailable: {_netlab.STATUS.reason}")
+    lab = _netlab.Lab()
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture
+def netlab(netlab_session: _netlab.Lab) -> _netlab.Lab:
+    """The lab, reset for this test: no TCP/UDP servers, empty zone and query log, default resolv.conf."""
+    netlab_session.reset()
+    return netlab_session
