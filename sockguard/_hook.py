@@ -108,7 +108,7 @@ class _PostImportFinder:
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _NotifyingLoader(spec.loader, name)
+                    spec.loader = _NotifyingLoader(spec.loader, name)  # type: ignore[assignment]
                 return spec
         return None
 

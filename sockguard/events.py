@@ -93,7 +93,7 @@ def find_caller(depth: int = 2) -> str | None:
     """``module:function:line`` of the first frame outside sockguard, the
     standard library and known client libraries."""
     try:
-        frame = sys._getframe(depth)
+        frame: Any = sys._getframe(depth)
     except ValueError:
         return None
     last = None

@@ -29,13 +29,16 @@ from sockguard.addresses import format_address, parse_address
 from sockguard.errors import ConfigError, EgressBlocked
 from sockguard.events import Sinks, find_caller, make_event
 from sockguard.policy import (
+    BREAKER_OPEN,
     CONFIG_ERROR,
     DENIED,
     FAMILY,
     INTERNAL,
     INVALID,
     METADATA,
+    RATE_LIMITED,
     RAW_IP,
+    SCAN_PATTERN,
     UNIX,
     Decision,
     Policy,
@@ -229,12 +232,14 @@ def _load_from_environment() -> State:
 
 def state_from_settings(settings: Any) -> State:
     sinks = Sinks(settings.log)
+    policy = settings.build_policy()
     breaker = None
-    if settings.breaker.get("enabled", False):
+    # On by default (docs/breaker.md): its defaults never trip a healthy service.
+    if settings.mode != "off" and settings.breaker.get("enabled", True):
         from sockguard.breaker import Breaker
 
-        breaker = Breaker.from_settings(settings.breaker)
-    return State(settings.build_policy(), settings.mode, sinks, settings=settings, breaker=breaker)
+        breaker = Breaker.from_settings(settings.breaker, sinks=sinks, mode=settings.mode, names=_resolved.get)
+    return State(policy, settings.mode, sinks, settings=settings, breaker=breaker)
 
 
 def fail_closed(message: str) -> State:
@@ -317,7 +322,7 @@ def _destination(host: Any, port: Any) -> str:
 
 def _suggestion(state: State, decision: Decision, host: Any, port: Any, address: str | None) -> str | None:
     reason = decision.reason
-    if reason in (INVALID, FAMILY, CONFIG_ERROR, UNIX) or reason == DENIED:
+    if reason in (INVALID, FAMILY, CONFIG_ERROR, UNIX, BREAKER_OPEN, SCAN_PATTERN, RATE_LIMITED) or reason == DENIED:
         return None
     number = _port_number(port)
     if reason == INTERNAL:
@@ -410,6 +415,8 @@ def report(
             detail=decision.detail,
         )
         _emit(state, event, message, 30)
+    if fail and operation == "resolve" and state.breaker is not None:
+        state.breaker.lookup_blocked(host, port, decision)  # a retry loop on a blocked name alerts too
     if fail and not monitor:
         raise EgressBlocked(
             message,
@@ -459,7 +466,7 @@ def _check_socket(sock: Any, address: Any, operation: str) -> None:
         decision = state.address(host, port)
         breaker = state.breaker
         if breaker is not None and operation == "connect":
-            decision = breaker.before_connect(host, port, decision)
+            decision = breaker.before_connect(host, port, decision, sock)
         if not decision.allowed or state.sinks.wants_allow():
             names = _resolved.get(host) if host.__class__ is str else None
             if names:
@@ -628,11 +635,17 @@ def patch_socket_module(module: Any) -> None:
         (gethostbyname, original_gethostbyname),
         (gethostbyname_ex, original_gethostbyname_ex),
     ):
-        wrapper.__sockguard__ = True  # type: ignore[attr-defined]
-        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-        wrapper.__doc__ = original.__doc__
-        setattr(module, wrapper.__name__, wrapper)
+        install_wrapper(module, wrapper, original)
     _patch_socket_class(module.socket, getaddrinfo)
+
+
+def install_wrapper(owner: Any, wrapper: Any, original: Any) -> None:
+    """Put ``wrapper`` in place of ``original`` on a module or class, marked so a
+    second patch is recognised and the original stays reachable."""
+    wrapper.__sockguard__ = True
+    wrapper.__wrapped__ = original
+    wrapper.__doc__ = original.__doc__
+    setattr(owner, wrapper.__name__, wrapper)
 
 
 def _canonical(host: Any) -> Any:
@@ -645,6 +658,16 @@ def _canonical(host: Any) -> Any:
     return format_address(addr)
 
 
+_SOL_SOCKET = _socket.SOL_SOCKET
+_SO_ERROR = _socket.SO_ERROR
+
+
+def _connect_outcome(sock: Any, address: Any, outcome: Any) -> None:
+    state = _state
+    if state is not None and state.breaker is not None:
+        state.breaker.after_connect(sock, address, outcome)
+
+
 def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
     if getattr(cls.connect, "__sockguard__", False):
         return
@@ -652,6 +675,7 @@ def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
     original_connect_ex = cls.connect_ex
     original_sendto = cls.sendto
     original_sendmsg = getattr(cls, "sendmsg", None)
+    original_getsockopt = cls.getsockopt
 
     def prepare(sock: Any, address: Any) -> Any:
         """Numeric hosts to their canonical form, hostnames resolved through
@@ -681,15 +705,42 @@ def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
             return (sockaddr[0], address[1], *tuple(address[2:]))
         return sockaddr
 
+    # The breaker learns how each connect ended: failures (and in-progress non-blocking connects)
+    # always, successes only for destinations it watches (one truth test on the hot path).
     def connect(self, address):
         if address.__class__ is tuple and address and address[0] not in _numeric:
             address = prepare(self, address)
-        return original_connect(self, address)
+        try:
+            result = original_connect(self, address)
+        except OSError as exc:
+            _connect_outcome(self, address, exc)
+            raise
+        breaker = _state.breaker if _state is not None else None
+        if breaker is not None and breaker.watched:
+            breaker.after_connect(self, address, 0)
+        return result
 
     def connect_ex(self, address):
         if address.__class__ is tuple and address and address[0] not in _numeric:
             address = prepare(self, address)
-        return original_connect_ex(self, address)
+        try:
+            err = original_connect_ex(self, address)
+        except OSError as exc:
+            _connect_outcome(self, address, exc)
+            raise
+        breaker = _state.breaker if _state is not None else None
+        if breaker is not None and (err or breaker.watched):
+            breaker.after_connect(self, address, err)
+        return err
+
+    def getsockopt(self, level, optname, *buflen):
+        # asyncio/trio learn a non-blocking connect's outcome from SO_ERROR: so does the breaker.
+        value = original_getsockopt(self, level, optname, *buflen)
+        if optname == _SO_ERROR and level == _SOL_SOCKET and not buflen:
+            breaker = _state.breaker if _state is not None else None
+            if breaker is not None and breaker.pending:
+                breaker.connect_result(self, value)
+        return value
 
     def sendto(self, data, flags_or_address, *rest):
         address = rest[0] if rest else flags_or_address
@@ -712,10 +763,8 @@ def _patch_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
         (connect_ex, original_connect_ex),
         (sendto, original_sendto),
         (sendmsg, original_sendmsg),
+        (getsockopt, original_getsockopt),
     ):
         if original is None:
             continue
-        wrapper.__sockguard__ = True  # type: ignore[attr-defined]
-        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-        wrapper.__doc__ = original.__doc__
-        setattr(cls, wrapper.__name__, wrapper)
+        install_wrapper(cls, wrapper, original)
