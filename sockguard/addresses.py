@@ -51,7 +51,9 @@ def parse_ipv4_loose(text: str) -> int | None:
             digits, base, alphabet = part[1:], 8, _OCT
         else:
             digits, base, alphabet = part, 10, _DEC
-        if not digits or not alphabet.issuperset(digits):
+        # Decimal has no leading zeros, so more than 10 digits is out of range
+        # (and int() refuses over 4300 digits with ValueError).
+        if not digits or not alphabet.issuperset(digits) or (base == 10 and len(digits) > 10):
             return None
         numbers.append(int(digits, base))
     *head, last = numbers
@@ -151,10 +153,11 @@ def parse_network(text: str) -> tuple[int, int, int]:
     else:
         version, bits, value = 4, 32, parse_ipv4_strict(addr_text)
     if value is None:
-        raise ValueError(f"{addr_text!r} is not an IP address (write IPv4 as a.b.c.d)")
+        form = "an IPv6 address" if version == 6 else "an IP address (write IPv4 as a.b.c.d)"
+        raise ValueError(f"{addr_text!r} is not {form}")
     prefix = bits
     if slash:
-        if not len_text.isdigit() or not 0 <= int(len_text) <= bits:
+        if not (len_text.isascii() and len_text.isdigit() and len(len_text) <= 3) or int(len_text) > bits:
             raise ValueError(f"prefix length {len_text!r} must be 0-{bits}")
         prefix = int(len_text)
     host_mask = (1 << (bits - prefix)) - 1
@@ -214,6 +217,7 @@ _V6_RANGES = [
     ("::1", 128, "loopback"),
     ("64:ff9b:1::", 48, "nat64-local"),
     ("100::", 64, "discard"),
+    ("2001:2::", 48, "benchmarking"),
     ("fc00::", 7, "unique-local"),
     ("fe80::", 10, "link-local"),
     ("fec0::", 10, "site-local"),

@@ -15,6 +15,7 @@ from sockguard.addresses import (
     METADATA_NAMES,
     Address,
     classify,
+    embedded_ipv4,
     format_address,
     is_loopback,
     parse_address,
@@ -35,6 +36,10 @@ METADATA = "metadata-name"
 INVALID = "invalid-host"
 FAMILY = "unsupported-family"
 CONFIG_ERROR = "config-error"
+# Set by the breaker (sockguard.breaker), never by the policy; the detail says why.
+BREAKER_OPEN = "breaker-open"
+SCAN_PATTERN = "scan-pattern"
+RATE_LIMITED = "rate-limited"
 
 EXPLAIN = {
     DENIED: "matches a deny rule",
@@ -46,6 +51,9 @@ EXPLAIN = {
     FAMILY: "socket family {detail} is not supported by the guard",
     CONFIG_ERROR: "configuration is broken, all traffic blocked: {detail}",
     UNIX: "AF_UNIX sockets are disabled (allow_unix = false)",
+    BREAKER_OPEN: "{detail}",
+    SCAN_PATTERN: "{detail}",
+    RATE_LIMITED: "{detail}",
 }
 
 
@@ -88,10 +96,18 @@ class _NetIndex:
     (most specific first)."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
-        self.tables: dict[int, tuple[list[int], list[tuple[Rule, ...]]]] = {}
-        for version, bits in ((4, 32), (6, 128)):
-            chosen = [r for r in rules if r.kind == "cidr" and r.version == version] if rules else []
-            self.tables[version] = self._build(chosen, bits)
+        cidrs = [r for r in rules if r.kind == "cidr"]
+        v4 = [r for r in cidrs if r.version == 4]
+        # A rule inside ::ffff:0:0/96 names IPv4 hosts: it also covers their plain IPv4 form.
+        v4 += [
+            r._replace(version=4, network=r.network & 0xFFFFFFFF, prefix=r.prefix - 96)
+            for r in cidrs
+            if r.version == 6 and r.prefix >= 96 and r.network >> 32 == 0xFFFF
+        ]
+        self.tables: dict[int, tuple[list[int], list[tuple[Rule, ...]]]] = {
+            4: self._build(v4, 32),
+            6: self._build([r for r in cidrs if r.version == 6], 128),
+        }
 
     @staticmethod
     def _build(rules: list[Rule], bits: int) -> tuple[list[int], list[tuple[Rule, ...]]]:
@@ -134,6 +150,8 @@ def _first(rules: Iterable[Rule] | None, port: int | None, strict_port: bool) ->
 
 def compile_rules(texts: Iterable[str], where: str) -> list[Rule]:
     """Parse rules, prefixing errors with where they came from (file/key/flag)."""
+    if isinstance(texts, str):
+        raise RuleError(f"{where}: expected a list of rules, got the string {texts!r}")
     parsed = []
     for text in texts:
         try:
@@ -159,6 +177,9 @@ class Policy:
         allow_loopback: bool = True,
         allow_unix: bool = True,
     ) -> None:
+        for what, rules in (("allow", allow), ("deny", deny)):
+            if isinstance(rules, (str, bytes)):  # would silently become one rule per character
+                raise RuleError(f"{what} must be a list of rules, not the string {rules!r}")
         self.allow = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in allow)
         self.deny = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
         self.allow_loopback = allow_loopback
@@ -190,11 +211,12 @@ class Policy:
             if exact is not None:
                 return Decision(True, ALLOWED_NAME, exact.text)
             return Decision(False, METADATA, None, name)
-        if self.allow_loopback and (name == "localhost" or name.endswith(".localhost")):
-            return Decision(True, LOOPBACK)
         rule = self._allow_names.match(name, port)
         if rule is not None:
             return Decision(True, ALLOWED_NAME, rule.text)
+        # Only the bare name: glibc sends "x.localhost" to DNS like any other name.
+        if self.allow_loopback and name == "localhost":
+            return Decision(True, LOOPBACK)
         return Decision(False, NOT_ALLOWED)
 
     def check_address(self, address: Address | str, port: int | None = None, name: str | None = None) -> Decision:
@@ -203,8 +225,14 @@ class Policy:
             return Decision(False, INVALID, None, f"{address!r} is not an IP address")
         routable = unwrap_routable(addr)
         rule = self._deny_nets.match(addr, port, strict_port=True)
-        if rule is None and routable is not addr:
-            rule = self._deny_nets.match(routable, port, strict_port=True)
+        embedded = embedded_ipv4(addr[1]) if addr[0] == 6 else None
+        if rule is None and embedded is not None:  # every embedding, not only the routable ones
+            rule = self._deny_nets.match((4, embedded[1]), port, strict_port=True)
+        if rule is None and name is not None:
+            try:
+                rule = self._deny_names.match(normalize_host(name), port, strict_port=True)
+            except InvalidHost as exc:
+                return Decision(False, INVALID, None, str(exc))
         if rule is not None:
             return Decision(False, DENIED, rule.text)
         if self.allow_loopback and is_loopback(addr):
@@ -222,18 +250,26 @@ class Policy:
             return by_name
         if category is not None:
             return Decision(False, INTERNAL, by_name.rule, category)
+        if by_name.reason == LOOPBACK:  # "localhost" answered with a non-loopback address
+            return Decision(False, NOT_ALLOWED, None, f"{name!r} resolved to non-loopback {format_address(addr)}")
         return by_name
 
-    def suggest(self, host: str | None, port: int | None, address: Address | str | None = None) -> str:
-        """The narrowest rule that would allow this destination."""
-        target = host
-        if target is None or parse_address(target) is not None:
-            addr = address if address is not None else (target and parse_address(target))
-            if isinstance(addr, str):
-                addr = parse_address(addr)
-            if addr:
-                text = format_address(addr)
-                if addr[0] == 6:
-                    return f"[{text}]:{port}" if port else text
-                return f"{text}:{port}" if port else text
-        return f"{target}:{port}" if port else str(target)
+    def suggest(self, host: str | bytes | None, port: int | None, address: Address | str | None = None) -> str | None:
+        """The narrowest rule that would allow this destination, or None if no rule can
+        (invalid host, nothing given). Reached by name, an internal address still needs an
+        IP rule, so that is what is suggested then."""
+        addr = parse_address(address) if isinstance(address, str) else address
+        name = None
+        if host is not None:
+            try:
+                name = normalize_host(host)
+            except InvalidHost:
+                return None
+            numeric = parse_address(name)
+            if numeric is not None:
+                addr, name = numeric, None
+        suffix = f":{port}" if isinstance(port, int) and 0 < port <= 65535 else ""
+        if addr is not None and (name is None or classify(addr) is not None):
+            text = format_address(addr)
+            return f"[{text}]{suffix}" if addr[0] == 6 and suffix else text + suffix
+        return None if name is None else name + suffix

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sockguard.addresses import Address, format_address, parse_address, parse_network
+from sockguard.addresses import Address, format_address, parse_address, parse_ipv6, parse_network, split_zone
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_DIGITS = frozenset("0123456789")
 
 
 class RuleError(ValueError):
@@ -47,7 +48,9 @@ def normalize_host(host: str | bytes | bytearray) -> str:
     CPython encodes ``str`` hosts with the ``idna`` codec (IDNA 2003 with
     nameprep: fullwidth and circled characters fold to ASCII), so matching runs
     on that encoding; a homograph becomes its own ``xn--`` label and cannot match
-    an ASCII rule. Case and one trailing dot are folded. Raises InvalidHost.
+    an ASCII rule. Case and one trailing dot are folded. Raises InvalidHost,
+    also for a numeric host with a trailing dot ("127.0.0.1."): the C library
+    does not take that as an address but sends it to DNS as a name.
     """
     if isinstance(host, (bytes, bytearray)):
         try:
@@ -64,13 +67,16 @@ def normalize_host(host: str | bytes | bytearray) -> str:
                 raise InvalidHost(f"host {host!r} fails IDNA encoding ({exc})") from None
     else:
         raise InvalidHost(f"host must be str or bytes, not {type(host).__name__}")
+    if ":" in text:  # only an IPv6 literal, optionally with a zone, has a colon
+        addr_text, zone = split_zone(text)
+        if parse_ipv6(addr_text) is None or ("%" in text and not _valid_zone(zone)):
+            raise InvalidHost(f"host {host!r} contains ':' but is not an IPv6 address (with an optional %zone)")
+        return addr_text.lower() + text[len(addr_text) :]
     text = text.lower()
-    if ":" in text:  # IPv6 literal (possibly with a zone): validated by the address parser
-        if "\x00" in text or " " in text:
-            raise InvalidHost(f"invalid character in host {host!r}")
-        return text
     if text.endswith("."):
         text = text[:-1]
+        if parse_address(text) is not None:
+            raise InvalidHost(f"host {host!r} is a numeric address with a trailing dot, which is looked up in DNS")
     if not text or len(text) > 253 or not _NAME_CHARS.issuperset(text):
         bad = sorted({c for c in text if c not in _NAME_CHARS})
         detail = f"characters {bad!r}" if bad else "length"
@@ -81,6 +87,10 @@ def normalize_host(host: str | bytes | bytearray) -> str:
     return text
 
 
+def _valid_zone(zone: str) -> bool:
+    return bool(zone) and zone.isascii() and zone.isprintable() and not any(c in zone for c in " %/")
+
+
 def host_address(normalised: str) -> Address | None:
     """The address a normalised host names, if it is numeric in any spelling."""
     return parse_address(normalised)
@@ -88,13 +98,18 @@ def host_address(normalised: str) -> Address | None:
 
 def _parse_ports(text: str, rule: str) -> tuple[int, int]:
     lo_text, dash, hi_text = text.partition("-")
-    if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
+    if not _is_number(lo_text) or (dash and not _is_number(hi_text)):
         raise RuleError(f"rule {rule!r}: port {text!r} must be N or N-M")
     lo = int(lo_text)
     hi = int(hi_text) if dash else lo
     if not 0 < lo <= hi <= 65535:
         raise RuleError(f"rule {rule!r}: port range {text!r} must lie within 1-65535, low to high")
     return lo, hi
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only (fullwidth digits pass str.isdigit()) and short (int() caps digits).
+    return 0 < len(text) <= 5 and _DIGITS.issuperset(text)
 
 
 def parse_rule(text: str) -> Rule:
@@ -105,7 +120,7 @@ def parse_rule(text: str) -> Rule:
     if not raw:
         raise RuleError("empty rule")
     if "://" in raw:
-        raise RuleError(f"rule {raw!r} looks like a URL; write the host (and port), e.g. 'api.example.com:443'")
+        raise RuleError(f"rule {raw!r}: looks like a URL; write the host (and port), e.g. 'api.example.com:443'")
     ports: tuple[int, int] | None = None
     body = raw
     if raw.startswith("["):
@@ -113,6 +128,8 @@ def parse_rule(text: str) -> Rule:
         if close < 0:
             raise RuleError(f"rule {raw!r}: missing ']'")
         body, rest = raw[1:close], raw[close + 1 :]
+        if ":" not in body:
+            raise RuleError(f"rule {raw!r}: brackets are only for IPv6 addresses, write 'host:port'")
         if rest:
             if not rest.startswith(":"):
                 raise RuleError(f"rule {raw!r}: expected ':PORT' after ']'")
@@ -120,6 +137,8 @@ def parse_rule(text: str) -> Rule:
     elif raw.count(":") == 1:
         body, port_text = raw.split(":")
         ports = _parse_ports(port_text, raw)
+    if "/" in body and not (":" in body or _looks_numeric(body.split("/")[0])):
+        raise RuleError(f"rule {raw!r}: a path is not part of a rule; write the host (and port)")
     if ":" in body or _looks_numeric(body):
         try:
             version, network, prefix = parse_network(body)
