@@ -17,6 +17,7 @@ __all__ = [
     "correlation_id",
     "guarded",
     "install",
+    "on_alert",
     "status",
     "uninstall",
 ]
@@ -36,4 +37,8 @@ def __getattr__(name: str):
         from sockguard.events import correlation_id
 
         return correlation_id
+    if name == "on_alert":
+        from sockguard.breaker import on_alert
+
+        return on_alert
     raise AttributeError(f"module 'sockguard' has no attribute {name!r}")

@@ -32,7 +32,8 @@ class Settings:
     allow_loopback: bool = True
     allow_unix: bool = True
     log: str | None = None
-    resolver: list[str] | None = None  # None = the system resolver
+    resolver: list[str] | None = None  # None = the system resolver; else canonical "ADDR:PORT" nameservers
+    resolver_options: dict[str, Any] = field(default_factory=dict)  # timeout, attempts... (sockguard/resolver.py)
     breaker: dict[str, Any] = field(default_factory=dict)
     source: str = "defaults"  # where the file part came from, for messages
 
@@ -54,6 +55,10 @@ class Settings:
             env["SOCKGUARD_LOG"] = self.log
         if self.resolver:
             env["SOCKGUARD_RESOLVER"] = ",".join(self.resolver)
+            env.update({f"SOCKGUARD_RESOLVER_{k.upper()}": str(v) for k, v in self.resolver_options.items()})
+        for key, value in self.breaker.items():
+            var = "SOCKGUARD_BREAKER" if key == "enabled" else f"SOCKGUARD_BREAKER_{key.upper()}"
+            env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
 
 
@@ -148,17 +153,9 @@ def _mode(value: object, source: str, key: str) -> str:
 
 
 def _resolver(value: object, source: str, key: str) -> list[str] | None:
-    if value in ("system", "", None):
-        return None
-    servers = split_rules(value) if isinstance(value, str) else value
-    if not isinstance(servers, list) or not servers or not all(isinstance(s, str) and s for s in servers):
-        raise ConfigError(
-            f'sockguard: {source}: {key} must be "system" or a list of nameservers, got {value!r}',
-            source=source,
-            key=key,
-            value=value,
-        )
-    return servers
+    from sockguard.resolver import normalize_servers
+
+    return normalize_servers(value, source, key)
 
 
 def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> None:
@@ -187,11 +184,18 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
             log = os.path.join(os.path.dirname(os.path.abspath(base)), log)
         settings.log = log
     if "resolver" in table:
-        settings.resolver = _resolver(table["resolver"], source, "resolver")
+        if isinstance(table["resolver"], dict):  # [resolver] servers = [...], timeout = ..., attempts = ...
+            from sockguard.resolver import parse_table as resolver_table
+
+            settings.resolver, settings.resolver_options = resolver_table(table["resolver"], source)
+        else:
+            settings.resolver = _resolver(table["resolver"], source, "resolver")
     if "breaker" in table:
         if not isinstance(table["breaker"], dict):
             raise ConfigError(f"sockguard: {source}: [breaker] must be a table", source=source, key="breaker")
-        settings.breaker = dict(table["breaker"])
+        from sockguard.breaker import parse_table
+
+        settings.breaker = parse_table(table["breaker"], source)
 
 
 def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
@@ -209,6 +213,14 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
         settings.log = var_log
     if get("SOCKGUARD_RESOLVER"):
         settings.resolver = _resolver(get("SOCKGUARD_RESOLVER"), "environment", "SOCKGUARD_RESOLVER")
+    if any(var.startswith("SOCKGUARD_RESOLVER_") for var in environ):
+        from sockguard.resolver import parse_env as resolver_env
+
+        settings.resolver_options = {**settings.resolver_options, **resolver_env(environ)}
+    if any(var.startswith("SOCKGUARD_BREAKER") for var in environ):  # SOCKGUARD_BREAKER=off, SOCKGUARD_BREAKER_<KEY>
+        from sockguard.breaker import parse_env
+
+        settings.breaker = {**settings.breaker, **parse_env(environ)}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Settings:

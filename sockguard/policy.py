@@ -40,6 +40,8 @@ CONFIG_ERROR = "config-error"
 BREAKER_OPEN = "breaker-open"
 SCAN_PATTERN = "scan-pattern"
 RATE_LIMITED = "rate-limited"
+# Set by the guard in pinned-resolver mode (sockguard.resolver) for a lookup that would reach the system resolver.
+PINNED_RESOLVER = "pinned-resolver"
 
 EXPLAIN = {
     DENIED: "matches a deny rule",
@@ -54,6 +56,7 @@ EXPLAIN = {
     BREAKER_OPEN: "{detail}",
     SCAN_PATTERN: "{detail}",
     RATE_LIMITED: "{detail}",
+    PINNED_RESOLVER: "{detail}",
 }
 
 

@@ -1,0 +1,809 @@
+"""Retry-storm breaker, fan-out detector and per-destination rate limit.
+
+An allowlist stops traffic to unlisted destinations. It does not stop a health
+check retrying every 5 s against an allowlisted-but-down host, or a bug that
+walks across many addresses: the patterns a provider reports as "active
+scanning". This module watches connect attempts per destination (address,
+port) and
+
+* trips a breaker after ``threshold`` failed or blocked attempts within
+  ``window`` seconds with no success in between: further attempts fail fast
+  (``breaker-open``) for a cooldown that doubles on each failed probe;
+* raises one scan-pattern alert when more than ``fanout_addresses``
+  destinations, or ``fanout_ports`` ports on one address, are attempted within
+  ``fanout_window`` (``fanout_action = "block"`` also refuses new destinations).
+  Counted: destinations new to the process (no use in the last ~10 minutes),
+  and failing or blocked ones; steady traffic to known hosts never adds up;
+* optionally limits new connections per destination (token bucket).
+
+Alerts (one per episode) go to the decision log (``"event": "alert"``), to the
+``sockguard`` logger at ERROR and to callbacks registered with
+:func:`on_alert`. See docs/breaker.md.
+
+Hot path (an allowed connect to a known, healthy destination): one dict
+lookup, two attribute tests and a flag store; no clock read, no lock. Everything
+else runs under one lock, and alerts are delivered after it is released.
+"""
+
+from __future__ import annotations
+
+import _thread
+import errno
+import math
+import os
+import sys
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sockguard import guard as _guard
+from sockguard.errors import ConfigError
+from sockguard.events import find_caller, make_event
+from sockguard.policy import BREAKER_OPEN, RATE_LIMITED, SCAN_PATTERN, Decision
+
+# -- settings ----------------------------------------------------------------------
+
+#: Defaults chosen so that a healthy service never trips them (docs/breaker.md explains each number).
+DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "threshold": 10,  # consecutive failed/blocked attempts to one address:port ...
+    "window": 300.0,  # ... within this many seconds trip the breaker (0 threshold = never)
+    "cooldown": 5.0,  # first fail-fast period; doubles after each failed probe ...
+    "max_cooldown": 300.0,  # ... up to this
+    "fanout_addresses": 100,  # distinct destinations within fanout_window (0 = off)
+    "fanout_ports": 50,  # distinct ports on one address within fanout_window (0 = off)
+    "fanout_window": 60.0,
+    "fanout_action": "alert",  # or "block": refuse new destinations for fanout_cooldown
+    "fanout_cooldown": 300.0,
+    "rate": 0.0,  # new connections per second per address:port (0 = no limit)
+    "burst": 10,  # token bucket size for rate
+}
+_KINDS = {
+    "enabled": "bool",
+    "threshold": "count",
+    "window": "seconds",
+    "cooldown": "seconds",
+    "max_cooldown": "seconds",
+    "fanout_addresses": "count",
+    "fanout_ports": "count",
+    "fanout_window": "seconds",
+    "fanout_action": "action",
+    "fanout_cooldown": "seconds",
+    "rate": "rate",
+    "burst": "positive",
+}
+_WHAT = {
+    "bool": "true/false (or on/off, 1/0)",
+    "count": "a whole number >= 0 (0 turns the check off)",
+    "positive": "a whole number >= 1",
+    "seconds": "a number of seconds > 0",
+    "rate": "a number >= 0 (connections per second; 0 = no limit)",
+    "action": '"alert" or "block"',
+}
+ENV_PREFIX = "SOCKGUARD_BREAKER"
+
+
+def _value(kind: str, value: Any, source: str, name: str) -> Any:
+    """One setting, converted and checked; strings are accepted (environment)."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    result: Any = None
+    if kind == "bool":
+        if isinstance(value, bool):
+            result = value
+        elif text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            result = text in ("1", "true", "yes", "on")
+    elif kind == "action":
+        if text in ("alert", "block"):
+            result = text
+    elif kind in ("count", "positive"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            result = value
+        elif text is not None and text.isdigit():
+            result = int(text)
+        if result is not None and result < (1 if kind == "positive" else 0):
+            result = None
+    else:  # seconds, rate
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif text:
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
+        if number is not None and math.isfinite(number) and (number > 0 or (kind == "rate" and number == 0)):
+            result = number
+    if result is None:
+        raise ConfigError(
+            f"sockguard: {source}: {name} must be {_WHAT[kind]}, got {value!r}", source=source, key=name, value=value
+        )
+    return result
+
+
+def parse_table(table: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The ``[breaker]`` table, checked key by key. Raises ConfigError."""
+    settings = {}
+    for key, value in table.items():
+        if key not in _KINDS:
+            raise ConfigError(
+                f"sockguard: {source}: unknown key 'breaker.{key}' (known: {', '.join(_KINDS)})",
+                source=source,
+                key=f"breaker.{key}",
+                value=value,
+            )
+        settings[key] = _value(_KINDS[key], value, source, f"breaker.{key}")
+    return settings
+
+
+def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SOCKGUARD_BREAKER`` (on/off) and ``SOCKGUARD_BREAKER_<KEY>``. A misspelt variable is an error,
+    not silently ignored."""
+    settings = {}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or not value.strip():
+            continue
+        key = "enabled" if var == ENV_PREFIX else var[len(ENV_PREFIX) + 1 :].lower()
+        if var != ENV_PREFIX and (not var.startswith(ENV_PREFIX + "_") or key not in _KINDS or key == "enabled"):
+            known = ", ".join(f"{ENV_PREFIX}_{k.upper()}" for k in _KINDS if k != "enabled")
+            raise ConfigError(
+                f"sockguard: environment: unknown variable {var} (known: {ENV_PREFIX}, {known})",
+                source="environment",
+                key=var,
+                value=value,
+            )
+        settings[key] = _value(_KINDS[key], value, "environment", var)
+    return settings
+
+
+def resolve(table: Mapping[str, Any], source: str = "[breaker]") -> dict[str, Any]:
+    """All settings (defaults filled in), checked together."""
+    settings = {**DEFAULTS, **parse_table(table, source)}
+    if settings["max_cooldown"] < settings["cooldown"]:
+        raise ConfigError(
+            f"sockguard: {source}: breaker.max_cooldown ({settings['max_cooldown']:g}) must be at least "
+            f"breaker.cooldown ({settings['cooldown']:g})",
+            source=source,
+            key="breaker.max_cooldown",
+            value=settings["max_cooldown"],
+        )
+    return settings
+
+
+# -- alert callbacks ------------------------------------------------------------------
+
+_callbacks: list[Callable[[dict[str, Any]], Any]] = []
+
+
+def on_alert(callback: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """Call ``callback(event)`` for every alert (``event["state"]`` is "firing" or "resolved"), e.g. to page
+    someone. It runs in the thread that made the attempt: keep it quick, hand slow work to a queue.
+    Returns the callback, so it works as a decorator."""
+    if not callable(callback):
+        raise TypeError(f"sockguard.on_alert needs a callable, got {callback!r}")
+    if callback not in _callbacks:
+        _callbacks.append(callback)
+    return callback
+
+
+def remove_alert_callback(callback: Callable[[dict[str, Any]], Any]) -> None:
+    if callback in _callbacks:
+        _callbacks.remove(callback)
+
+
+# -- the breaker ----------------------------------------------------------------------
+
+#: errno values that count as a failed connect (refused, timed out, unreachable, reset).
+FAILURES = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNREFUSED",
+        "ETIMEDOUT",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "EHOSTDOWN",
+        "ENETDOWN",
+        "ECONNRESET",
+        "ECONNABORTED",
+    )
+    if hasattr(errno, name)
+)
+_IN_PROGRESS = frozenset((errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EAGAIN))
+_MAX_DESTINATIONS = 4096  # per-destination records kept (older, healthy ones are dropped first)
+_MAX_DISTINCT = 8192  # fan-out tables: past this the count is saturated (already far over any limit)
+_MAX_PENDING = 4096  # in-progress non-blocking connects awaiting their SO_ERROR
+
+
+class _Dest:
+    """What the breaker knows about one (address, port)."""
+
+    __slots__ = (
+        "blocked",
+        "cooldown",
+        "failures",
+        "fast",
+        "hit",
+        "last",
+        "limited",
+        "open_until",
+        "probe_until",
+        "stamp",
+        "tokens",
+        "trips",
+        "why",
+    )
+
+    def __init__(self, now: float, cooldown: float, burst: int) -> None:
+        self.fast = False  # closed and not rate-limited: an allowed attempt needs no bookkeeping (hot path)
+        self.hit = False  # used on the hot path since the last sweep (which has the clock)
+        self.last = now  # last use known to the slow path or a sweep (expiry)
+        self.failures: deque[float] = deque()  # times of the current run of failures
+        self.why = ""  # the last failure, in words
+        self.blocked = False  # was the last failure a policy block?
+        self.trips = 0  # 0 closed; >0 open or half-open (failed probes + 1)
+        self.cooldown = cooldown
+        self.open_until = 0.0
+        self.probe_until = 0.0  # a probe is in flight until then
+        self.tokens = float(burst)
+        self.stamp = now
+        self.limited = False  # rate-limit alert sent for this episode
+
+
+class _Distinct:
+    """Keys seen within the last ``window`` seconds (sliding), counted."""
+
+    __slots__ = ("last", "order", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.last: dict[Any, float] = {}
+        self.order: deque[tuple[float, Any]] = deque()
+
+    def expire(self, now: float) -> None:
+        cutoff, order, last = now - self.window, self.order, self.last
+        while order and order[0][0] <= cutoff:
+            stamp, key = order.popleft()
+            if last.get(key) == stamp:
+                del last[key]
+
+    def touch(self, key: Any, now: float) -> int:
+        self.expire(now)
+        seen = self.last.get(key)
+        # Refresh at most twice per window, so a hot key cannot grow the queue.
+        if (seen is None and len(self.last) < _MAX_DISTINCT) or (seen is not None and now - seen > self.window / 2):
+            self.last[key] = now
+            self.order.append((now, key))
+        return len(self.last)
+
+
+class Breaker:
+    """Per-process watch on connect attempts; one per :class:`sockguard.guard.State`.
+
+    ``clock`` (seconds, monotonic) is injectable so tests never sleep. ``names(address)`` returns the
+    names an address was resolved from (the guard's map), so a CDN rotating addresses counts as one
+    destination for fan-out and alerts can name the host.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: int = DEFAULTS["threshold"],
+        window: float = DEFAULTS["window"],
+        cooldown: float = DEFAULTS["cooldown"],
+        max_cooldown: float = DEFAULTS["max_cooldown"],
+        fanout_addresses: int = DEFAULTS["fanout_addresses"],
+        fanout_ports: int = DEFAULTS["fanout_ports"],
+        fanout_window: float = DEFAULTS["fanout_window"],
+        fanout_action: str = DEFAULTS["fanout_action"],
+        fanout_cooldown: float = DEFAULTS["fanout_cooldown"],
+        rate: float = DEFAULTS["rate"],
+        burst: int = DEFAULTS["burst"],
+        clock: Callable[[], float] | None = None,
+        sinks: Any = None,
+        mode: str = "enforce",
+        names: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self.fanout_addresses = fanout_addresses
+        self.fanout_ports = fanout_ports
+        self.fanout_window = fanout_window
+        self.fanout_action = fanout_action
+        self.fanout_cooldown = fanout_cooldown
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock or time.monotonic
+        self.sinks = sinks
+        self.mode = mode
+        self.names = names
+        #: (address, port) -> record; read without the lock on the hot path, changed under it.
+        self.dests: dict[tuple[Any, Any], _Dest] = {}
+        #: destinations with failures or an open breaker: the socket wrappers report successes for these.
+        self.watched: dict[tuple[Any, Any], _Dest] = {}
+        #: fd -> (id(socket), key) of non-blocking connects in progress (outcome read from SO_ERROR).
+        self.pending: dict[int, tuple[int, tuple[Any, Any]]] = {}
+        self._fanout = bool(fanout_addresses or fanout_ports)
+        self._keep = max(window, fanout_window, max_cooldown, fanout_cooldown) * 2  # idle records older than this go
+        self._addresses = _Distinct(fanout_window)
+        self._ports: dict[Any, _Distinct] = {}
+        self._scan_firing = False
+        self._block_until = 0.0
+        self._next_sweep = 0.0
+        self._lock = _thread.RLock()
+        _live.add(self)
+
+    @classmethod
+    def from_settings(cls, table: Mapping[str, Any], **kwargs: Any) -> Breaker:
+        """From a ``[breaker]`` table (validated again here, so a hand-built Settings is checked too)."""
+        settings = resolve(table)
+        del settings["enabled"]
+        return cls(**settings, **kwargs)
+
+    # -- before the connect (audit hook) ------------------------------------------------
+
+    def before_connect(self, host: Any, port: Any, decision: Decision, sock: Any = None) -> Decision:
+        """The decision to apply: ``decision`` itself, or a block by the breaker, the fan-out detector
+        or the rate limit. Counts a policy block as a failure."""
+        dest = self.dests.get((host, port))
+        if dest is not None and dest.fast and decision.allowed:
+            dest.hit = True
+            return decision
+        return self._decide(host, port, decision, sock)
+
+    def _decide(self, host: Any, port: Any, decision: Decision, sock: Any) -> Decision:
+        alerts: list[tuple[dict[str, Any], str, int]] = []
+        key = (host, port)
+        with self._lock:
+            now = self.clock()
+            if now >= self._next_sweep or len(self.dests) >= _MAX_DESTINATIONS:
+                self._sweep(now)
+            dest = self.dests.get(key)
+            if self._fanout:
+                refused = self._count_fanout(key, dest, decision, now, sock, alerts)
+                if refused is not None:
+                    decision = refused
+                    dest = None  # a refused new destination stays new
+            if dest is None and decision.reason != SCAN_PATTERN:
+                dest = self.dests[key] = _Dest(now, self.cooldown, self.burst)
+            if dest is not None:
+                dest.last = now
+                if not decision.allowed:
+                    if decision.reason != SCAN_PATTERN:
+                        self._failed(key, dest, now, decision.explain(), True, "connect", sock, alerts)
+                elif dest.trips:
+                    decision = self._while_open(key, dest, now, decision)
+                elif self.rate:
+                    decision = self._rate_limit(key, dest, decision, now, sock, alerts)
+                dest.fast = decision.allowed and not dest.trips and not self.rate
+        self._deliver(alerts)
+        return decision
+
+    def _while_open(self, key: tuple[Any, Any], dest: _Dest, now: float, decision: Decision) -> Decision:
+        """Open: fail fast. Cooldown over: let one probe through. Probe silent for a whole cooldown:
+        count it as failed."""
+        if dest.probe_until and now >= dest.probe_until:
+            self._retrip(dest, now, "the probe got no answer within the cooldown")
+        if now >= dest.open_until and not dest.probe_until:
+            dest.probe_until = now + dest.cooldown
+            return decision
+        wait = dest.open_until - now if now < dest.open_until else dest.probe_until - now
+        state = "a probe is in flight" if now >= dest.open_until else f"next probe in {wait:.0f} s"
+        detail = (
+            f"circuit breaker open for {_where(*key)} after {self.threshold} failed or blocked attempts "
+            f"(last: {dest.why}); {state}, nothing is sent until then"
+        )
+        return Decision(False, BREAKER_OPEN, None, detail)
+
+    def _rate_limit(
+        self, key: tuple[Any, Any], dest: _Dest, decision: Decision, now: float, sock: Any, alerts: list
+    ) -> Decision:
+        dest.tokens = min(float(self.burst), dest.tokens + (now - dest.stamp) * self.rate)
+        dest.stamp = now
+        if dest.tokens >= 1.0:
+            dest.tokens -= 1.0
+            if dest.limited and dest.tokens >= self.burst - 1:
+                dest.limited = False  # the bucket refilled: the episode is over
+            return decision
+        detail = f"more than {self.rate:g} new connections per second to {_where(*key)} (burst {self.burst})"
+        if not dest.limited:
+            dest.limited = True
+            message = (
+                f"sockguard ALERT rate limit: {detail}; the excess is refused (rate-limited). "
+                f"Code: {find_caller(1) or 'unknown'}. Setting: [breaker] rate / burst."
+            )
+            alerts.append(self._alert(key, "rate-limit", "firing", message, detail, sock))
+        return Decision(False, RATE_LIMITED, None, detail)
+
+    # -- fan-out ------------------------------------------------------------------------
+
+    def _count_fanout(
+        self, key: tuple[Any, Any], dest: _Dest | None, decision: Decision, now: float, sock: Any, alerts: list
+    ) -> Decision | None:
+        """Count the attempt; alert once per episode; in block mode refuse a new destination."""
+        host, port = key
+        identity = self._name(host) or host
+        addresses = self._addresses.touch(identity, now)
+        ports_table = self._ports.get(host)
+        if ports_table is None and len(self._ports) < _MAX_DISTINCT:  # past that, addresses are far over anyway
+            ports_table = self._ports[host] = _Distinct(self.fanout_window)
+        ports = ports_table.touch(port, now) if ports_table is not None else 0
+        over = None
+        if self.fanout_addresses and addresses > self.fanout_addresses:
+            over = (
+                f"{addresses} distinct destinations attempted within {self.fanout_window:g} s "
+                f"(limit fanout_addresses = {self.fanout_addresses})"
+            )
+        elif self.fanout_ports and ports > self.fanout_ports:
+            over = (
+                f"{ports} ports on {_text(host)} attempted within {self.fanout_window:g} s "
+                f"(limit fanout_ports = {self.fanout_ports})"
+            )
+        block = self.fanout_action == "block"
+        if over is not None:
+            if block:
+                self._block_until = now + self.fanout_cooldown
+            if not self._scan_firing:
+                self._scan_firing = True
+                if block:
+                    action = (
+                        f"new destinations are refused for {self.fanout_cooldown:g} s after the pattern stops "
+                        "(scan-pattern); destinations already in use keep working"
+                    )
+                else:
+                    action = 'alert only (set [breaker] fanout_action = "block" to refuse new destinations)'
+                message = (
+                    f"sockguard ALERT scan pattern: {over}, latest {_where(host, port)}; {action}. "
+                    f"Code: {find_caller(1) or 'unknown'}."
+                )
+                alerts.append(self._alert(key, "scan-pattern", "firing", message, over, sock))
+        elif self._scan_firing and now >= self._block_until and self._fanout_quiet(now):
+            self._scan_firing = False
+            message = "sockguard scan pattern over: destinations attempted are back under the fan-out limits"
+            alerts.append(self._alert(key, "scan-pattern", "resolved", message, None, sock, level=20))
+        if block and dest is None and decision.allowed and now < self._block_until:
+            detail = (
+                f"scan pattern: new destinations are refused for {self._block_until - now:.0f} s more "
+                f"([breaker] fanout_action = block)"
+            )
+            return Decision(False, SCAN_PATTERN, None, detail)
+        return None
+
+    def _fanout_quiet(self, now: float) -> bool:
+        if self.fanout_addresses and len(self._addresses.last) > self.fanout_addresses:
+            return False
+        if self.fanout_ports:
+            for table in self._ports.values():
+                if len(table.last) > self.fanout_ports:
+                    table.expire(now)
+                    if len(table.last) > self.fanout_ports:
+                        return False
+        return True
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _failed(
+        self,
+        key: tuple[Any, Any],
+        dest: _Dest,
+        now: float,
+        why: str,
+        blocked: bool,
+        operation: str,
+        sock: Any,
+        alerts: list,
+    ) -> None:
+        if dest.trips:
+            if dest.probe_until:  # the probe failed: open again, for longer
+                self._retrip(dest, now, why)
+            return  # late results of attempts made before the trip add nothing
+        failures = dest.failures
+        failures.append(now)
+        while failures and now - failures[0] > self.window:
+            failures.popleft()
+        while len(failures) > max(self.threshold, 1):
+            failures.popleft()
+        dest.why, dest.blocked = why, blocked
+        self.watched[key] = dest
+        if self.threshold and len(failures) >= self.threshold:
+            dest.trips = 1
+            dest.cooldown = self.cooldown
+            dest.open_until = now + self.cooldown
+            dest.probe_until = 0.0
+            dest.fast = False
+            alerts.append(self._storm_alert(key, dest, now, operation, sock))
+
+    def _retrip(self, dest: _Dest, now: float, why: str) -> None:
+        dest.trips += 1
+        dest.cooldown = min(dest.cooldown * 2, self.max_cooldown)
+        dest.open_until = now + dest.cooldown
+        dest.probe_until = 0.0
+        dest.why = why
+
+    def _succeeded(self, key: tuple[Any, Any]) -> None:
+        alerts = []
+        with self._lock:
+            dest = self.watched.get(key)
+            if dest is None or dest.blocked:  # a (would-)blocked destination: monitor mode let it through
+                return
+            del self.watched[key]
+            dest.failures.clear()
+            if dest.trips:
+                dest.trips = 0
+                dest.open_until = dest.probe_until = 0.0
+                dest.cooldown = self.cooldown
+                message = f"sockguard breaker closed for {self._target(key)}: a connection succeeded"
+                alerts.append(self._alert(key, "retry-storm", "resolved", message, None, None, level=20))
+        self._deliver(alerts)
+
+    def after_connect(self, sock: Any, address: Any, outcome: OSError | int) -> None:
+        """How a connect ended, from the socket wrappers: an exception, a connect_ex errno, or 0."""
+        if address.__class__ is not tuple or len(address) < 2:
+            return
+        key = (address[0], address[1])
+        if isinstance(outcome, OSError):
+            code = outcome.errno
+            if code is None and isinstance(outcome, TimeoutError):
+                code = errno.ETIMEDOUT
+        else:
+            code = outcome
+        if not code or code == errno.EISCONN:  # EISCONN: a second connect() on a connected socket
+            if key in self.watched:
+                self._succeeded(key)
+            return
+        if code in _IN_PROGRESS:
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK) and _timeout(sock):
+                code = errno.ETIMEDOUT  # connect_ex on a socket with a timeout: it expired
+            else:
+                self._in_progress(sock, key)
+                return
+        if code in FAILURES:
+            self.failed(key, code, sock)
+
+    def _in_progress(self, sock: Any, key: tuple[Any, Any]) -> None:
+        try:
+            fd = sock.fileno()
+        except OSError:
+            return
+        if len(self.pending) >= _MAX_PENDING:
+            self.pending.clear()
+        self.pending[fd] = (id(sock), key)
+
+    def connect_result(self, sock: Any, value: int) -> None:
+        """``getsockopt(SOL_SOCKET, SO_ERROR)`` after a non-blocking connect (asyncio, trio, selectors)."""
+        try:
+            entry = self.pending.pop(sock.fileno(), None)
+        except OSError:
+            return
+        if entry is None or entry[0] != id(sock):
+            return
+        if value == 0:
+            if entry[1] in self.watched:
+                self._succeeded(entry[1])
+        elif value in FAILURES:
+            self.failed(entry[1], value, sock)
+
+    def failed(self, key: tuple[Any, Any], code: int, sock: Any = None) -> None:
+        """A connect to ``key`` failed with errno ``code``."""
+        alerts: list[tuple[dict[str, Any], str, int]] = []
+        with self._lock:
+            now = self.clock()
+            dest = self.dests.get(key)
+            if dest is None:
+                dest = self.dests[key] = _Dest(now, self.cooldown, self.burst)
+            if not dest.blocked:  # else counted already, as a would-block (monitor mode)
+                self._failed(key, dest, now, _strerror(code), False, "connect", sock, alerts)
+        self._deliver(alerts)
+
+    def lookup_blocked(self, host: Any, port: Any, decision: Decision) -> None:
+        """A blocked lookup counts toward the same alert (a retry loop on a misconfigured *name*)."""
+        alerts: list[tuple[dict[str, Any], str, int]] = []
+        key = ("lookup", _text(host), port)  # own namespace: never confused with an address
+        with self._lock:
+            now = self.clock()
+            if now >= self._next_sweep or len(self.dests) >= _MAX_DESTINATIONS:
+                self._sweep(now)
+            dest = self.dests.get(key)  # type: ignore[arg-type]
+            if dest is None:
+                dest = self.dests[key] = _Dest(now, self.cooldown, self.burst)  # type: ignore[index]
+            dest.last = now
+            self._failed(key, dest, now, decision.explain(), True, "resolve", None, alerts)  # type: ignore[arg-type]
+        self._deliver(alerts)
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def _sweep(self, now: float) -> None:
+        """Drop idle records, and the oldest healthy ones if there are still too many (bounded memory)."""
+        self._next_sweep = now + min(self.fanout_window, self.window, 60.0)
+        cutoff = now - self._keep
+        for dest in self.dests.values():
+            if dest.hit:
+                dest.hit, dest.last = False, now
+        for key in [k for k, d in self.dests.items() if d.last < cutoff]:
+            del self.dests[key]
+            self.watched.pop(key, None)
+        if len(self.dests) >= _MAX_DESTINATIONS:
+            idle = sorted((d.last, i, k) for i, (k, d) in enumerate(self.dests.items()) if not d.trips)
+            for _last, _i, key in idle[: len(self.dests) - _MAX_DESTINATIONS * 3 // 4]:
+                del self.dests[key]
+                self.watched.pop(key, None)
+            if len(self.dests) >= _MAX_DESTINATIONS:  # all tripped: keep the newest
+                for key in list(self.dests)[: len(self.dests) - _MAX_DESTINATIONS * 3 // 4]:
+                    del self.dests[key]
+                    self.watched.pop(key, None)
+        self._addresses.expire(now)
+        for host in list(self._ports):
+            table = self._ports[host]
+            table.expire(now)
+            if not table.last:
+                del self._ports[host]
+
+    def _after_fork(self) -> None:
+        self._lock = _thread.RLock()  # another thread may have held it at fork time
+        self.pending.clear()  # those connects belong to the parent
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def _target(self, key: tuple[Any, ...]) -> str:
+        """'name:port (address)' when the address came from a lookup, else 'address:port'."""
+        host, port = key[-2], key[-1]
+        name = self._name(host) if len(key) == 2 else None
+        return f"{_where(name, port)} ({_text(host)})" if name else _where(host, port)
+
+    def _name(self, host: Any) -> str | None:
+        if self.names is None or host.__class__ is not str:
+            return None
+        found = self.names(host)
+        return found[0] if found else None
+
+    def _storm_alert(
+        self, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any
+    ) -> tuple[dict[str, Any], str, int]:
+        host = key[-2]
+        name = host if operation == "resolve" else self._name(host)
+        target = self._target(key)
+        count, span = len(dest.failures), now - dest.failures[0]
+        caller = find_caller(1) or "unknown code"
+        monitor = self.mode == "monitor"
+        if operation == "resolve":
+            what = f"{count} lookups in {span:.0f} s were blocked ({dest.why}); no DNS query was sent"
+            then = ""
+        elif dest.blocked:
+            what = f"{count} attempts in {span:.0f} s were blocked ({dest.why})"
+            what += "; the connections went ahead (monitor mode)" if monitor else "; no packet was sent"
+            then = ""
+        else:
+            what = f"{count} connection attempts in {span:.0f} s failed ({dest.why})"
+            then = (
+                f"; further attempts {'would ' if monitor else ''}fail fast (breaker-open) for {self.cooldown:g} s, "
+                f"then one probe goes through (the wait doubles after each failed probe, up to {self.max_cooldown:g} s)"
+            )
+        settings = _settings_naming([_text(host), name])
+        source = f"it comes from {_plural(settings)}" if settings else "fix the URL/host setting that code uses"
+        if dest.blocked:
+            fix = f"Fix the destination: {source}" + ("; fix that setting (or the code)." if settings else ".")
+            fix += " Allowlist it only if it is intended."
+        else:
+            fix = f"Check that the service is up; if the address is wrong, {source}."
+        message = (
+            f"sockguard ALERT retry storm to {target}: {what}{then}. Retrying code: {caller}. {fix} "
+            f"(Alert after [breaker] threshold = {self.threshold} in window = {self.window:g} s.)"
+        )
+        event = self._alert(key, "retry-storm", "firing", message, dest.why, sock, caller=caller)
+        event[0].update(count=count, settings=settings, operation=operation)
+        return event
+
+    def _alert(
+        self,
+        key: tuple[Any, ...],
+        alert: str,
+        state: str,
+        message: str,
+        detail: str | None,
+        sock: Any,
+        *,
+        level: int = 40,
+        caller: str | None = None,
+    ) -> tuple[dict[str, Any], str, int]:
+        host, port = key[-2], key[-1]
+        name = self._name(host) if len(key) == 2 else _text(host)
+        numeric = len(key) == 2 and host.__class__ is str
+        event = make_event(
+            kind="alert",
+            operation="resolve" if len(key) == 3 else "connect",
+            protocol=_guard._protocol(sock) if sock is not None else ("dns" if len(key) == 3 else "tcp"),
+            host=name,
+            port=port if port.__class__ is int else None,
+            address=host if numeric else None,
+            decision="alert",
+            reason=alert,
+            rule=None,
+            mode=self.mode,
+            caller=caller or find_caller(1),
+            detail=detail,
+        )
+        event["state"] = state
+        event["message"] = message
+        return event, message, level
+
+    def _deliver(self, alerts: list[tuple[dict[str, Any], str, int]]) -> None:
+        """Outside the lock: a log handler or callback may itself connect (and come back here)."""
+        for event, message, level in alerts:
+            sinks = self.sinks
+            if sinks is not None and not getattr(_guard._emitting, "active", False):
+                _guard._emitting.active = True
+                try:
+                    sinks.emit(event, message, level)
+                except Exception:
+                    pass
+                finally:
+                    _guard._emitting.active = False
+            for callback in tuple(_callbacks):
+                try:
+                    callback(dict(event))
+                except Exception as exc:
+                    try:
+                        sys.stderr.write(f"sockguard: alert callback {callback!r} raised {exc!r}\n")
+                    except Exception:
+                        pass
+
+
+def _text(host: Any) -> str:
+    if isinstance(host, (bytes, bytearray)):
+        return bytes(host).decode("ascii", "replace")
+    return str(host)
+
+
+def _where(host: Any, port: Any) -> str:
+    text = _text(host)
+    if port is None:
+        return text
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def _strerror(code: int) -> str:
+    text = os.strerror(code)
+    return text[:1].lower() + text[1:]
+
+
+def _plural(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"the environment variable {names[0]}"
+    return "the environment variables " + ", ".join(names)
+
+
+def _settings_naming(texts: list[str | None]) -> list[str]:
+    """Environment variables whose value mentions the destination: the setting to fix. Names only,
+    never values (they may hold secrets)."""
+    import re
+
+    patterns = [re.compile(rf"(?<![\w.-]){re.escape(t)}(?![\w-]|\.\w)", re.IGNORECASE) for t in texts if t]
+    if not patterns:
+        return []
+    found = []
+    for var, value in os.environ.items():
+        if var.startswith("SOCKGUARD_") or len(value) > 4096:
+            continue
+        if any(p.search(value) for p in patterns):
+            found.append(var)
+    return sorted(found)[:3]
+
+
+def _timeout(sock: Any) -> bool:
+    try:
+        return bool(sock.gettimeout())
+    except Exception:
+        return False
+
+
+_live: weakref.WeakSet[Breaker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for breaker in list(_live):
+        breaker._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
