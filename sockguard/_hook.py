@@ -25,6 +25,9 @@ SOCKET_EVENTS = (
     "socket.gethostbyaddr",
 )
 
+# A guarded process warns when it starts a Python that will not be guarded (guard._on_child).
+CHILD_EVENTS = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.system")
+
 # Event name -> handler. Updated in place, key by key (each store is atomic), so
 # the hook can bind ``handlers.get`` once; an empty table makes the hook a no-op.
 handlers: dict[str, Handler] = {}
@@ -70,7 +73,7 @@ def _lazy(event: str) -> Handler:
 
 
 def set_lazy_handlers() -> None:
-    set_handlers({event: _lazy(event) for event in SOCKET_EVENTS})
+    set_handlers({event: _lazy(event) for event in SOCKET_EVENTS + CHILD_EVENTS})
 
 
 # --- post-import hooks ------------------------------------------------------
