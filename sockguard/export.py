@@ -1,0 +1,377 @@
+"""Hand the policy to the engines that enforce egress for a fleet.
+
+Formats: aws-sg (IpPermissions JSON for aws ec2 authorize-security-group-egress),
+nftables (nft -f), iptables / ip6tables (iptables-restore), k8s (NetworkPolicy),
+cilium (CiliumNetworkPolicy), json (the parsed policy with resolved addresses).
+Whatever a format cannot express is left out with a warning on stderr: the export
+is never wider than the policy. Exit codes: 0 ok, 1 something could not be
+expressed and --strict was given, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+
+from sockguard.addresses import Address, format_address, parse_network
+from sockguard.errors import ConfigError
+from sockguard.export_model import name_allows
+from sockguard.export_targets import (
+    K8sOptions,
+    Plan,
+    Resolution,
+    render_aws_sg,
+    render_cilium,
+    render_iptables,
+    render_json,
+    render_k8s,
+    render_nftables,
+)
+from sockguard.rules import Rule, RuleError, parse_rule
+
+EXIT_OK, EXIT_STRICT, EXIT_USAGE = 0, 1, 2
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "aws-sg": render_aws_sg,
+    "nftables": render_nftables,
+    "iptables": lambda plan: render_iptables(plan, 4),
+    "ip6tables": lambda plan: render_iptables(plan, 6),
+    "k8s": render_k8s,
+    "cilium": render_cilium,
+    "json": render_json,
+}
+#: Formats that need names as addresses, and DNS server addresses for the DNS rule.
+ADDRESS_FORMATS = frozenset({"aws-sg", "nftables", "iptables", "ip6tables", "json"})
+
+Resolver = Callable[[str], Resolution]
+
+
+class UsageError(ValueError):
+    """A bad option value; the message names the option."""
+
+
+# --- parsing options --------------------------------------------------------------------------
+
+
+def parse_server(text: str, option: str) -> tuple[Address, int]:
+    """``ADDR``, ``ADDR:PORT`` or ``[IPV6]:PORT`` (numeric addresses only: no lookups to find the resolver)."""
+    raw = text.strip()
+    host, port_text = raw, ""
+    if raw.startswith("["):
+        host, _, rest = raw[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"{option} {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+    elif raw.count(":") == 1:
+        host, port_text = raw.split(":")
+    try:
+        version, value, _ = parse_network(host)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
+    if "/" in host:
+        raise UsageError(f"{option} {text!r}: give an address, not a network")
+    port = 53
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise UsageError(f"{option} {text!r}: port must be 1-65535")
+        port = int(port_text)
+    return (version, value), port
+
+
+def _server_text(server: tuple[Address, int]) -> str:
+    addr, port = server
+    shown = format_address(addr)
+    if port == 53:
+        return shown
+    return f"[{shown}]:{port}" if addr[0] == 6 else f"{shown}:{port}"
+
+
+_LABEL_PART = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
+    """KEY=VALUE label selectors, checked against Kubernetes' label syntax."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        prefix, slash, name = key.rpartition("/")
+        ok = (
+            eq
+            and name
+            and len(name) <= 63
+            and _LABEL_PART.match(name)
+            and len(value) <= 63
+            and _LABEL_PART.match(value)
+            and (not slash or (len(prefix) <= 253 and _DNS_SUBDOMAIN.match(prefix)))
+        )
+        if not ok:
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE with Kubernetes label syntax")
+        labels[key] = value
+    return labels
+
+
+def k8s_options(args: argparse.Namespace) -> K8sOptions:
+    if len(args.name) > 253 or not _DNS_SUBDOMAIN.match(args.name):
+        raise UsageError(f"--name {args.name!r}: must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')")
+    for option, value in (("--namespace", args.namespace), ("--dns-namespace", args.dns_namespace)):
+        if value is not None and (len(value) > 63 or not _DNS_LABEL.match(value)):
+            raise UsageError(f"{option} {value!r}: must be a lowercase DNS label (a-z, 0-9, '-')")
+    match = re.fullmatch(r"(\d+)\.(\d+)", args.cilium_version)
+    if not match:
+        raise UsageError(f"--cilium-version {args.cilium_version!r}: expected MAJOR.MINOR, e.g. 1.19")
+    return K8sOptions(
+        name=args.name,
+        namespace=args.namespace,
+        pod_labels=parse_labels(args.pod_selector, "--pod-selector"),
+        dns_namespace=args.dns_namespace,
+        dns_labels=parse_labels(args.dns_selector or ["k8s-app=kube-dns"], "--dns-selector"),
+        cilium_version=(int(match[1]), int(match[2])),
+        dns_names=args.dns_names,
+    )
+
+
+# --- resolution -------------------------------------------------------------------------------
+
+
+def dns_resolver(servers: list[tuple[Address, int]] | None, timeout: float = 5.0) -> Resolver:
+    """Look names up with dnspython (A and AAAA, no search list), keeping the TTL.
+
+    ``servers`` None means the system's resolv.conf nameservers.
+    """
+    import dns.exception
+    import dns.nameserver
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=not servers)
+    if servers:
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(format_address(a), port) for a, port in servers]
+    resolver.lifetime = timeout
+
+    def resolve(host: str) -> Resolution:
+        found: list[tuple[Address, int]] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = resolver.resolve(host + ".", rdtype, search=False, raise_on_no_answer=False)
+            except dns.resolver.NXDOMAIN:
+                return Resolution((), "no such name (NXDOMAIN)")
+            except dns.exception.DNSException as exc:
+                return Resolution((), f"{type(exc).__name__}: {exc}")
+            if answer.rrset is None:
+                continue
+            ttl = int(answer.chaining_result.minimum_ttl)  # the shortest TTL along any CNAME chain
+            for record in answer.rrset:
+                version, value, _ = parse_network(record.address)
+                found.append(((version, value), ttl))
+        return Resolution(tuple(found))
+
+    return resolve
+
+
+def system_nameservers() -> list[tuple[Address, int]]:
+    """The nameservers in resolv.conf (read from the file: no query is sent)."""
+    import dns.resolver
+
+    try:
+        names = dns.resolver.Resolver().nameservers
+    except dns.resolver.NoResolverConfiguration:
+        return []
+    out = []
+    for server in names:
+        try:
+            version, value, _ = parse_network(str(server))
+        except ValueError:
+            continue
+        out.append(((version, value), 53))
+    return out
+
+
+# --- the export -------------------------------------------------------------------------------
+
+
+def build_plan(
+    allow: Iterable[str | Rule],
+    deny: Iterable[str | Rule] = (),
+    *,
+    fmt: str,
+    source: str = "command line",
+    allow_loopback: bool = True,
+    resolve: Resolver | None = None,
+    resolver_name: str = "system resolver",
+    dns_servers: list[tuple[Address, int]] | None = None,
+    dns: bool = True,
+    k8s: K8sOptions | None = None,
+) -> Plan:
+    """Everything a renderer needs. ``resolve`` None means names are not resolved."""
+    allow_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in allow)
+    deny_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
+    names, cancelled = name_allows(allow_rules, deny_rules)
+    plan = Plan(
+        source=source,
+        allow=allow_rules,
+        deny=deny_rules,
+        names=names,
+        allow_loopback=allow_loopback,
+        resolver=resolver_name,
+        dns_servers=list(dns_servers or []),
+        dns=dns,
+        k8s=k8s or K8sOptions(),
+    )
+    for rule, by, exact in cancelled:
+        if exact:
+            plan.messages.note(f"{fmt}: allow rule {rule.text!r} is cancelled by deny rule {by.text!r}")
+        else:
+            plan.messages.warn(
+                f"{fmt}: allow rule {rule.text!r}: deny rule {by.text!r} covers some of its names and a name "
+                "selector cannot leave them out; not exported (narrower)"
+            )
+    if resolve is not None and fmt in ADDRESS_FORMATS:
+        plan.resolved = {}
+        for name in names:
+            if name.rule.kind == "name" and name.rule.host not in plan.resolved:
+                plan.resolved[name.rule.host] = resolve(name.rule.host)
+        plan.resolved_at = time.time()
+    return plan
+
+
+def render(fmt: str, plan: Plan) -> str:
+    return RENDERERS[fmt](plan)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", required=True, choices=tuple(RENDERERS), help="target format")
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: ./sockguard.toml or pyproject)")
+    parser.add_argument("--allow", action="append", default=[], metavar="RULE", help="allow a destination (repeatable)")
+    parser.add_argument("--deny", action="append", default=[], metavar="RULE", help="deny a destination (repeatable)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if anything could not be expressed")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print warnings only, not notes")
+    names = parser.add_argument_group("names and DNS (aws-sg, nftables, iptables, ip6tables, json)")
+    names.add_argument(
+        "--resolver", action="append", default=[], metavar="ADDR[:PORT]", help="nameserver to resolve names with"
+    )
+    names.add_argument("--no-resolve", action="store_true", help="do not resolve names (they are left out, warned)")
+    names.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per-name lookup time limit")
+    names.add_argument(
+        "--dns-server",
+        action="append",
+        default=[],
+        metavar="ADDR[:PORT]",
+        help="DNS server the fleet uses (default: --resolver, the config's resolver, or resolv.conf)",
+    )
+    names.add_argument("--no-dns", action="store_true", help="do not add the rule that allows DNS (all formats)")
+    k8s = parser.add_argument_group("k8s and cilium")
+    k8s.add_argument("--name", default="sockguard-egress", help="metadata.name (default: sockguard-egress)")
+    k8s.add_argument("--namespace", help="metadata.namespace (default: none, kubectl's current namespace)")
+    k8s.add_argument("--pod-selector", action="append", default=[], metavar="KEY=VALUE", help="pods to apply to")
+    k8s.add_argument("--dns-namespace", default="kube-system", help="namespace of the cluster DNS pods")
+    k8s.add_argument(
+        "--dns-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cluster DNS pod labels (default k8s-app=kube-dns)",
+    )
+    k8s.add_argument("--cilium-version", default="1.19", metavar="X.Y", help="target Cilium version (default 1.19)")
+    k8s.add_argument(
+        "--dns-names", choices=("any", "policy"), default="any", help="cilium: which lookups the DNS proxy allows"
+    )
+
+
+def _settings(args: argparse.Namespace):
+    from sockguard.config import load_settings
+
+    env = dict(os.environ)
+    if args.config:
+        env["SOCKGUARD_CONFIG"] = os.path.abspath(args.config)
+    for flag, var in (("allow", "SOCKGUARD_ALLOW"), ("deny", "SOCKGUARD_DENY")):
+        values = getattr(args, flag) or []
+        if values:
+            env[var] = ",".join(filter(None, [env.get(var, ""), *values]))
+    return load_settings(env, os.getcwd())
+
+
+def _write(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".sockguard-export-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
+    """``resolve`` replaces dnspython (tests inject one)."""
+    fmt = args.format
+    try:
+        settings = _settings(args)
+        options = k8s_options(args)
+        resolvers = [parse_server(s, "--resolver") for s in args.resolver]
+        if not resolvers and settings.resolver:
+            resolvers = [parse_server(s, f"{settings.source}: resolver") for s in settings.resolver]
+        dns_servers = [parse_server(s, "--dns-server") for s in args.dns_server]
+        if args.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+    except (ConfigError, RuleError, UsageError) as exc:
+        print(f"sockguard export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    dns_source = "--dns-server"
+    if not dns_servers and not args.no_dns and fmt in ADDRESS_FORMATS:
+        dns_servers, dns_source = (resolvers, "the resolver") if resolvers else (system_nameservers(), "resolv.conf")
+    resolver_name = ", ".join(_server_text(s) for s in resolvers) or "system resolver"
+    if fmt in ADDRESS_FORMATS and not args.no_resolve and resolve is None:
+        resolve = dns_resolver(resolvers or None, args.timeout)
+    plan = build_plan(
+        settings.allow,
+        settings.deny,
+        fmt=fmt,
+        source=settings.source,
+        allow_loopback=settings.allow_loopback,
+        resolve=None if args.no_resolve else resolve,
+        resolver_name=resolver_name,
+        dns_servers=dns_servers,
+        dns=not args.no_dns,
+        k8s=options,
+    )
+    if settings.mode != "enforce":
+        plan.messages.note(f"{fmt}: the policy's mode is {settings.mode}; the export enforces it regardless")
+    if fmt in ADDRESS_FORMATS and not args.no_dns:
+        if dns_servers:
+            shown = ", ".join(_server_text(s) for s in dns_servers)
+            plan.messages.note(f"{fmt}: DNS to {shown} (from {dns_source}) is allowed; --no-dns leaves it out")
+        else:
+            plan.messages.note(f"{fmt}: no DNS server known (resolv.conf is empty); pass --dns-server to allow DNS")
+    text = render(fmt, plan)
+    if args.output:
+        try:
+            _write(args.output, text)
+        except OSError as exc:
+            print(f"sockguard export: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    for warning in plan.messages.warnings:
+        print(f"sockguard export: warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        for note in plan.messages.notes:
+            print(f"sockguard export: note: {note}", file=sys.stderr)
+    if plan.messages.warnings and args.strict:
+        print(
+            f"sockguard export: {len(plan.messages.warnings)} warning(s) and --strict: exit {EXIT_STRICT}",
+            file=sys.stderr,
+        )
+        return EXIT_STRICT
+    return EXIT_OK
