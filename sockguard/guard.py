@@ -451,8 +451,6 @@ def report(
             return
         caller = find_caller(depth)
         text = _text(host)
-        # The text is for the logger only: not built unless it shows INFO.
-        message = f"sockguard allowed {operation} to {_destination(text or address, port)}" if sinks.shows(20) else ""
         event = make_event(
             operation=operation,
             protocol=_protocol(sock),
@@ -466,7 +464,10 @@ def report(
             caller=caller,
             detail=decision.detail,
         )
-        _emit(state, event, message, 20)
+        if sinks.beyond_file(20):
+            _emit(state, event, f"sockguard allowed {operation} to {_destination(text or address, port)}", 20)
+        else:  # the JSON-lines file alone: no message text, and a file write cannot recurse
+            sinks.write(event)
         return
     caller = find_caller(depth)
     suggestion, before, after = _block_text(state, decision, operation, host, port, address)
@@ -526,7 +527,11 @@ def _emit(state: State, event: dict[str, Any], message: str, level: int) -> None
 # -- audit-hook handlers (the floor) ------------------------------------------
 
 
-def _check_socket(sock: Any, address: Any, operation: str) -> None:
+def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
+    """The ``socket.connect`` audit handler itself (one Python call fewer on every connect); sends come
+    through _on_sendto/_on_sendmsg."""
+    sock = args[0]
+    address = args[1]
     state = _state or current()
     try:
         family = _family_of(sock)
@@ -559,21 +564,20 @@ def _check_socket(sock: Any, address: Any, operation: str) -> None:
         report(state, Decision(False, FAMILY, None, str(family)), operation, sock, repr(address), None, None)
 
 
-# find_caller depth for report() from _check_socket: past report, _check_socket, _on_*, _hook._audit.
-_HOOK_DEPTH = 5
+# find_caller depth for report() from _check_socket: past report, _check_socket, _hook._audit (for sends
+# find_caller walks past _on_sendto/_on_sendmsg itself).
+_HOOK_DEPTH = 4
 
-
-def _on_connect(args: tuple[Any, ...]) -> None:
-    _check_socket(args[0], args[1], "connect")
+_on_connect = _check_socket
 
 
 def _on_sendto(args: tuple[Any, ...]) -> None:
-    _check_socket(args[0], args[1], "send")
+    _check_socket(args, "send")
 
 
 def _on_sendmsg(args: tuple[Any, ...]) -> None:
     if args[1] is not None:
-        _check_socket(args[0], args[1], "send")
+        _check_socket(args, "send")
 
 
 def _on_lookup(host: Any, port: Any) -> None:
@@ -688,7 +692,8 @@ def _resolve_results(state: State, name: str, port: Any, infos: list[Any], addre
             refused = (decision, ip)
             report(state, decision, "resolve", None, name, number, ip, fail=False)
     if not kept and refused is not None:
-        # Never an empty answer in silence: the caller learns why.
+        # Never an empty answer in silence: the caller learns why (each refused
+        # answer is already in the log as a block of this lookup).
         report(state, refused[0], "resolve", None, name, number, refused[1], log=False)
     return kept
 
@@ -721,7 +726,7 @@ _evict_lock = _thread.allocate_lock()
 # -- resolvers outside the socket module (c-ares, dnspython, gevent: sockguard/integrations.py) --
 
 
-def check_lookup(host: Any, port: Any = None) -> str | None:
+def check_lookup(host: Any, port: Any = None, *, log_allowed: bool = True) -> str | None:
     """Decide a lookup that a resolver outside the socket module is about to send (c-ares, dnspython,
     gevent's resolvers): raises EgressBlocked before the query leaves. Returns the normalised name for
     :func:`admit_answers`, or None when there is nothing to admit (numeric host, guard off)."""
@@ -731,7 +736,7 @@ def check_lookup(host: Any, port: Any = None) -> str | None:
     decision, name = state.lookup(host, port)
     if not decision.allowed:
         report(state, decision, "resolve", None, host, port, None)
-    elif name is not None and state.sinks.wants_allow():
+    elif log_allowed and name is not None and state.sinks.wants_allow():
         report(state, decision, "resolve", None, name, port, None)
     return name
 
@@ -762,6 +767,7 @@ def check_connect(address: str, port: Any, protocol: str = "tcp") -> None:
 #: Libraries that resolve or connect outside the socket module: sockguard/integrations.py patches each one
 #: when it is imported (that module itself loads only then).
 INTEGRATIONS = (
+    "asyncio.base_events",
     "pycares",
     "aiohttp.resolver",
     "gevent.resolver",
@@ -872,6 +878,23 @@ def install_wrapper(owner: Any, wrapper: Any, original: Any) -> None:
 
 
 def _canonical(host: Any) -> Any:
+    """``host`` with a numeric address in its canonical spelling (memoised for str hosts: every
+    getaddrinfo of an IP literal, as urllib3 and httpx do per connection, asks)."""
+    if host.__class__ is not str:
+        return _canonical_uncached(host)
+    found = _canonicals.get(host)
+    if found is None:
+        found = _canonical_uncached(host)
+        if len(_canonicals) >= _NUMERIC_MAX:
+            _canonicals.clear()
+        _canonicals[host] = found
+    return found
+
+
+_canonicals: dict[str, Any] = {}
+
+
+def _canonical_uncached(host: Any) -> Any:
     try:
         addr = parse_address(normalize_host(host))
     except (InvalidHost, TypeError):

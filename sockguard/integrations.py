@@ -286,6 +286,22 @@ def _patch_gevent_socket(module: Any) -> None:
 # -- uvloop: libuv resolves and connects in C ---------------------------------------------------------
 
 
+def _patch_asyncio(module: Any) -> None:
+    """asyncio resolves in its default executor, where the only frames are the thread pool's. Decide the name
+    on the loop thread first, where the awaiting application code is on the stack, so the error and the log
+    name the real caller; the socket wrapper in the executor then resolves and admits the answers as usual."""
+
+    def getaddrinfo(original: Any) -> Any:
+        async def wrapper(self: Any, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if host is not None:
+                guard.check_lookup(host, port, log_allowed=False)
+            return await original(self, host, port, *args, **kwargs)
+
+        return wrapper
+
+    _wrap(module.BaseEventLoop, "getaddrinfo", getaddrinfo)
+
+
 def _patch_uvloop(module: Any) -> None:
     """uvloop.Loop (a Python subclass of the Cython loop): lookups checked and admitted; TCP connections and
     connected UDP endpoints made on a Python socket (connected through ``sock_connect``/``connect``, so the
@@ -619,6 +635,7 @@ def _is_coroutine_function(function: Any) -> bool:
 
 #: module name -> its patch; the names are ``guard.INTEGRATIONS`` (the post-import hooks), in the same order
 PATCHES: dict[str, Callable[[Any], None]] = {
+    "asyncio.base_events": _patch_asyncio,
     "pycares": _patch_pycares,
     "aiohttp.resolver": _patch_aiohttp_resolver,
     "gevent.resolver": _patch_gevent_resolvers,

@@ -290,8 +290,10 @@ def test_asyncio_paths(allowed, target):
         writer.close()
         with pytest.raises(sockguard.EgressBlocked):
             await asyncio.open_connection(target.host, target.port)
-        with pytest.raises(sockguard.EgressBlocked):
+        with pytest.raises(sockguard.EgressBlocked) as info:
             await loop.getaddrinfo("blocked.test", 80)  # resolved in the default executor
+        # decided on the loop thread, where this coroutine is on the stack
+        assert "test_guard:main:" in info.value.caller
         sock = socket.socket()
         sock.setblocking(False)
         with pytest.raises(sockguard.EgressBlocked):

@@ -1,0 +1,566 @@
+"""Drop-in compatibility with pytest-socket, and the comparison behind docs/pytest-plugin.md.
+
+The same inner suites run twice in-process: under pytest-socket (``-p no:sockguard``) and under sockguard
+handling pytest-socket's names (``-p no:socket``). Where the two agree the test asserts one expectation for
+both; where sockguard is meant to differ the test asserts both outcomes, one per comparison-table row.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from tests.test_pytest_plugin_helpers import BASE_INI, run, text
+
+pytest_plugins = ["pytester", "tests.test_pytest_plugin_helpers"]
+
+PLUGINS = ["pytest-socket", "sockguard"]
+
+# Event loops pytest-socket stopped half-way (socketpair blocked) complain in __del__; collected right after
+# each run (see run_under) so that complaint is theirs and is ignored here.
+pytestmark = pytest.mark.filterwarnings("ignore:Exception ignored in. <function BaseEventLoop.__del__")
+
+
+def run_under(pytester: pytest.Pytester, plugin: str, *args: str) -> pytest.RunResult:
+    if plugin != "pytest-socket":
+        return run(pytester, *args)
+    result = run(pytester, "-p", "no:sockguard", *args, pytest_socket=True)
+    # Finalise those loops now, not during some later ast.parse: CPython 3.11.7 then fails that parse with
+    # "AST constructor recursion depth mismatch" (the unraisable hook formats a traceback inside it).
+    gc.collect()
+    return result
+
+
+# --- options, markers and fixtures behave the same ------------------------------------------------
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize(
+    ("args", "expected", "counts"),
+    [
+        (["--disable-socket"], "blocked blocked blocked", (0, 0, 0)),
+        (["--disable-socket", "--allow-unix-socket"], "blocked blocked ok", (0, 0, 1)),
+        (["--allow-hosts=127.0.0.1"], "ok ok blocked", (1, 1, 0)),
+        (["--allow-hosts=127.0.0.0/8,::1", "--allow-unix-socket"], "ok ok ok", (1, 1, 1)),
+        (["--allow-hosts", "127.0.0.2", "--disable-socket"], "blocked ok blocked", (0, 1, 0)),
+        (["--disable-socket", "--force-enable-socket"], "ok ok ok", (1, 1, 1)),
+    ],
+    ids=["disable", "disable+unix", "allow-hosts", "allow-cidr+unix", "allow-other-udp", "force-enable"],
+)
+def test_command_line_options(sg, servers, plugin, args, expected, counts) -> None:
+    """UDP is the one divergence here, and it is sockguard's: pytest-socket checks only connect()."""
+    if plugin == "sockguard" and args[:2] == ["--allow-hosts", "127.0.0.2"]:
+        expected, counts = "blocked blocked blocked", (0, 0, 0)
+    sg.makepyfile(
+        test_inner=f"""
+        def test_probe(probe):
+            assert " ".join([probe.tcp(), probe.udp(), probe.unix()]) == {expected!r}
+        """
+    )
+    run_under(sg, plugin, *args).assert_outcomes(passed=1)
+    assert (servers["tcp"].count(), servers["udp"].count(), servers["unix"].count()) == counts
+
+
+def test_sockguard_options_refine_pytest_socket_options(sg, servers) -> None:
+    port = servers["tcp"].port
+    sg.makepyfile(
+        test_inner="""
+        def test_probe(probe):
+            assert (probe.tcp(), probe.tcp(env="SG_PORT2"), probe.udp()) == ("ok", "blocked", "blocked")
+        """
+    )
+    result = run(sg, "--disable-socket", f"--sockguard-allow=127.0.0.1:{port}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [f"sockguard: enforce; allow: 127.0.0.1:{port}; *pytest-socket options: --disable-socket"]
+    )
+    assert (servers["tcp"].count(), servers["tcp2"].count(), servers["udp"].count()) == (1, 0, 0)
+
+
+PRECEDENCE = """
+import pytest
+
+EXPECT = {expect!r}
+
+
+@pytest.fixture
+def expect(request):
+    return EXPECT[request.node.name]
+
+
+def test_cli(probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.enable_socket
+def test_enable_marker(probe, expect):
+    assert probe.tcp() == expect
+
+
+def test_enable_fixture(socket_enabled, probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.disable_socket
+def test_disable_marker(probe, expect):
+    assert probe.tcp() == expect
+
+
+def test_disable_fixture(socket_disabled, probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_allow_hosts_list(probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.allow_hosts("127.0.0.2, 127.0.0.1")
+def test_allow_hosts_csv(probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.allow_hosts(["127.0.0.2"])
+def test_allow_hosts_other(probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.enable_socket
+@pytest.mark.disable_socket
+def test_enable_beats_disable(probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.disable_socket
+def test_enable_fixture_beats_disable_marker(socket_enabled, probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_disable_fixture_beats_allow_hosts(socket_disabled, probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.disable_socket
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_disable_marker_beats_allow_hosts(probe, expect):
+    assert probe.tcp() == expect
+
+
+@pytest.mark.disable_socket
+def test_dynamic_enable(request, probe):
+    assert probe.tcp() == "blocked"
+    request.getfixturevalue("socket_enabled")
+    assert probe.tcp() == "ok"
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_dynamic_disable(request, probe, expect):
+    assert probe.tcp() == "ok"
+    request.getfixturevalue("socket_disabled")
+    assert probe.tcp() == expect
+"""
+
+OK, BLOCKED = "ok", "blocked"
+MARKERS = {  # outcomes decided by the test's own markers and fixtures, whatever the command line says
+    "test_enable_marker": OK,
+    "test_enable_fixture": OK,
+    "test_disable_marker": BLOCKED,
+    "test_disable_fixture": BLOCKED,
+    "test_allow_hosts_list": OK,
+    "test_allow_hosts_csv": OK,
+    "test_allow_hosts_other": BLOCKED,
+    "test_enable_beats_disable": OK,
+    "test_enable_fixture_beats_disable_marker": OK,
+    "test_disable_fixture_beats_allow_hosts": BLOCKED,
+    "test_disable_marker_beats_allow_hosts": BLOCKED,
+    "test_dynamic_disable": BLOCKED,
+}
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize(
+    ("args", "cli"),
+    [([], OK), (["--disable-socket"], BLOCKED), (["--allow-hosts=127.0.0.2"], BLOCKED)],
+    ids=["no-option", "disable", "allow-hosts"],
+)
+def test_precedence_matches_pytest_socket(sg, servers, plugin, args, cli) -> None:
+    """force-enable > enable marker/fixture > disable marker/fixture > allow_hosts marker > command line."""
+    sg.makepyfile(test_precedence=PRECEDENCE.format(expect={**MARKERS, "test_cli": cli}))
+    result = run_under(sg, plugin, *args)
+    result.assert_outcomes(passed=len(MARKERS) + 2)
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_force_enable_beats_everything(sg, servers, plugin) -> None:
+    """One documented divergence: pytest-socket's socket_disabled fixture body disables sockets after
+    --force-enable-socket enabled them; sockguard keeps the documented order (force-enable wins)."""
+    expect = dict.fromkeys([*MARKERS, "test_cli"], OK)
+    if plugin == "pytest-socket":
+        expect["test_disable_fixture"] = expect["test_disable_fixture_beats_allow_hosts"] = BLOCKED
+        expect["test_dynamic_disable"] = BLOCKED
+    sg.makepyfile(test_precedence=PRECEDENCE.format(expect=expect).replace('== "blocked"', "in ('ok', 'blocked')"))
+    run_under(sg, plugin, "--force-enable-socket", "--disable-socket").assert_outcomes(passed=len(MARKERS) + 2)
+
+
+def test_pytest_socket_installed_keeps_its_names_and_sockguard_says_so_once(sg) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import socket
+        import pytest
+        import pytest_socket
+
+        def test_pytest_socket_handles_disable_socket():
+            with pytest.raises(pytest_socket.SocketBlockedError):
+                socket.socket()
+
+        @pytest.mark.sockguard(allow=["api.example.test:443"])
+        def test_sockguard_marker_still_works(sockguard):
+            assert sockguard.rules.allow == ("api.example.test:443",)
+        """
+    )
+    result = run(sg, "--sockguard", "--disable-socket", pytest_socket=True)
+    result.assert_outcomes(passed=2)
+    note = "sockguard: pytest-socket is installed, so --disable-socket, --allow-hosts, --allow-unix-socket, "
+    assert [line for line in result.outlines if line.startswith(note)] == [
+        note + "--force-enable-socket and its markers and fixtures stay with it (-p no:socket hands them to sockguard)"
+    ]
+    help_text = run(sg, "--help", pytest_socket=True).stdout.str()
+    assert [line for line in help_text.splitlines() if line.split()[:1] == ["--disable-socket"]] == [
+        "  --disable-socket      Disable socket.socket by default to block network calls."
+    ]
+    assert "Block all network access (sockguard)" not in help_text
+
+
+# --- a pytest-socket suite, migrated without changes ------------------------------------------------------
+
+
+MIGRATED_INI = """
+[pytest]
+addopts = -p no:cacheprovider --disable-socket --allow-unix-socket
+asyncio_default_fixture_loop_scope = function
+"""
+
+MIGRATED_SUITE = """
+import asyncio
+import os
+import socket
+
+import pytest
+
+PORT = int(os.environ["SG_PORT"])
+
+
+def connect(host="127.0.0.1"):
+    socket.create_connection((host, PORT), timeout=5).close()
+
+
+def test_pure_logic():
+    assert sum(range(4)) == 6
+
+
+def test_network_is_off():
+    with pytest.raises(Exception):
+        connect()
+
+
+@pytest.mark.enable_socket
+def test_enabled_by_marker():
+    connect()
+
+
+def test_enabled_by_fixture(socket_enabled):
+    connect()
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_allowed_host_list():
+    connect()
+
+
+@pytest.mark.allow_hosts("127.0.0.1,::1")
+class TestAllowedHostsOnAClass:
+    def test_in_class(self):
+        connect()
+
+
+@pytest.mark.asyncio
+async def test_asyncio_event_loop():
+    await asyncio.sleep(0)
+
+
+def test_unix_socket_pair():
+    a, b = socket.socketpair()
+    a.sendall(b"x")
+    assert b.recv(1) == b"x"
+    a.close()
+    b.close()
+
+
+@pytest.mark.enable_socket
+def test_in_process_server():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        conn, _ = server.accept()
+        client.sendall(b"hi")
+        assert conn.recv(2) == b"hi"
+        conn.close()
+        client.close()
+"""
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_pytest_socket_suite_runs_unchanged(sg, servers, plugin) -> None:
+    sg.makeini(MIGRATED_INI)
+    sg.makepyfile(test_suite=MIGRATED_SUITE)
+    result = run_under(sg, plugin)
+    result.assert_outcomes(passed=9)
+    assert servers["tcp"].count() == 4
+
+
+# --- where sockguard differs (each is a row of the comparison table) ---------------------------------
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "errors", "error")}
+
+
+def test_row_asyncio_needs_no_unix_socket_exception(sg) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_loop():
+            await asyncio.sleep(0)
+        """
+    )
+    assert outcomes(run_under(sg, "pytest-socket", "--disable-socket")) == {"errors": 1}  # socketpair blocked
+    assert outcomes(run_under(sg, "sockguard", "--disable-socket")) == {"passed": 1}
+
+
+def test_row_accept_keeps_working_for_in_process_servers(sg) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import socket
+        import pytest
+
+        CLIENTS = []
+
+        @pytest.fixture(scope="module")
+        def listener():
+            with socket.create_server(("127.0.0.1", 0)) as server:
+                yield server
+
+        @pytest.mark.enable_socket
+        def test_1_client_connects(listener):
+            CLIENTS.append(socket.create_connection(listener.getsockname(), timeout=5))
+
+        def test_2_server_accepts_while_the_network_is_off(listener):
+            conn, _ = listener.accept()
+            conn.close()
+            CLIENTS.pop().close()
+        """
+    )
+    assert outcomes(run_under(sg, "pytest-socket", "--disable-socket")) == {"passed": 1, "failed": 1}
+    assert outcomes(run_under(sg, "sockguard", "--disable-socket")) == {"passed": 2}
+
+
+def test_row_module_fixture_does_not_escape(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import pytest
+
+        import os, socket
+
+        @pytest.fixture(scope="module")
+        def warm_cache():
+            try:
+                socket.create_connection(("127.0.0.1", int(os.environ["SG_PORT"])), timeout=5).close()
+            except Exception:
+                return "blocked"
+            return "ok"
+
+        @pytest.mark.enable_socket
+        def test_first_needs_network(warm_cache):
+            pass
+
+        def test_second(warm_cache):
+            pass
+        """
+    )
+    run_under(sg, "pytest-socket", "--disable-socket").assert_outcomes(passed=2)
+    assert servers["tcp"].count() == 1  # set up under the first test's enable_socket: it got out
+    run_under(sg, "sockguard", "--disable-socket").assert_outcomes(passed=2)
+    assert servers["tcp"].count() == 1  # the module's policy (no network) applied: nothing more arrived
+
+
+def test_row_session_teardown_is_guarded(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import os, socket
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def client():
+            yield
+            socket.create_connection(("127.0.0.1", int(os.environ["SG_PORT"])), timeout=5).close()
+
+        def test_uses_client(client):
+            pass
+        """
+    )
+    assert outcomes(run_under(sg, "pytest-socket", "--disable-socket")) == {"passed": 1}
+    assert servers["tcp"].count() == 1
+    result = run_under(sg, "sockguard", "--disable-socket")
+    assert outcomes(result) == {"passed": 1, "errors": 1}
+    result.stdout.fnmatch_lines(["*during teardown of fixture 'client' (session scope)*"])
+    assert servers["tcp"].count() == 1
+
+
+def test_row_collection_is_guarded(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import os, socket
+        socket.create_connection(("127.0.0.1", int(os.environ["SG_PORT"])), timeout=5).close()
+
+        def test_x():
+            pass
+        """
+    )
+    assert outcomes(run_under(sg, "pytest-socket", "--disable-socket")) == {"passed": 1}
+    assert servers["tcp"].count() == 1
+    assert outcomes(run_under(sg, "sockguard", "--disable-socket")) == {"errors": 1}
+    assert servers["tcp"].count() == 1
+
+
+def test_row_swallowed_blocks_are_reported(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import os
+        import app
+
+        def test_app_hides_the_error():
+            assert app.fetch_quietly("127.0.0.1", int(os.environ["SG_PORT"])) is None
+        """
+    )
+    pytest_socket = run_under(sg, "pytest-socket", "--disable-socket")
+    pytest_socket.assert_outcomes(passed=1, warnings=1)
+    assert "app:fetch_quietly" not in text(pytest_socket)
+    compatible = run_under(sg, "sockguard", "--disable-socket")
+    compatible.assert_outcomes(passed=1, warnings=1)  # pytest-socket-compatible run: a precise warning
+    compatible.stdout.fnmatch_lines(["*SockguardWarning*", "*called from app:fetch_quietly:*"])
+    strict = run_under(sg, "sockguard", "--disable-socket", "--sockguard")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*and the code under test swallowed the exception*"])
+
+
+def test_row_errors_are_oserrors_so_app_error_handling_runs(sg, servers) -> None:
+    sg.makepyfile(
+        app_http="""
+        import os
+        import urllib.request
+
+        def status():
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{os.environ['SG_PORT']}/", timeout=5)
+            except OSError:
+                return "offline"
+            return "online"
+        """,
+        test_inner="""
+        import app_http
+
+        def test_offline_path():
+            assert app_http.status() == "offline"
+        """,
+    )
+    pytest_socket = run_under(sg, "pytest-socket", "--disable-socket")
+    pytest_socket.assert_outcomes(failed=1)
+    pytest_socket.stdout.fnmatch_lines(["*SocketBlockedError*"])  # a RuntimeError: escapes `except OSError`
+    sockguard = run_under(sg, "sockguard", "--disable-socket")
+    sockguard.assert_outcomes(passed=1, warnings=1)  # the app handled it; the swallowed block is still reported
+    sockguard.stdout.fnmatch_lines(["*SockguardWarning: sockguard blocked 1 attempt(s) during call*", "*status:*"])
+
+
+def test_row_udp_is_checked_under_allow_hosts(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        def test_send(probe):
+            probe.udp()
+        """
+    )
+    run_under(sg, "pytest-socket", "--allow-hosts=127.0.0.2").assert_outcomes(passed=1)
+    assert servers["udp"].count() == 1
+    run_under(sg, "sockguard", "--allow-hosts=127.0.0.2").assert_outcomes(passed=1)
+    assert servers["udp"].count() == 1
+
+
+def test_row_child_processes_are_guarded(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import os, subprocess, sys
+
+        CHILD = "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ['SG_PORT'])), timeout=5)"
+
+        def test_child():
+            subprocess.run([sys.executable, "-c", CHILD], capture_output=True)
+        """
+    )
+    run_under(sg, "pytest-socket", "--disable-socket").assert_outcomes(passed=1)
+    assert servers["tcp"].count() == 1
+    result = run_under(sg, "sockguard", "--disable-socket")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*- test_inner.py::test_child (call) from __main__:<module>:1 [[]child process*"])
+    assert servers["tcp"].count() == 1
+
+
+def test_row_dns_lookups_are_checked_under_allow_hosts(pytester, netlab) -> None:
+    """pytest-socket lets every lookup out under --allow-hosts; sockguard refuses unlisted names before DNS.
+    Needs the lab (no dns_net here): the lookup really leaves the process under pytest-socket."""
+    sg = pytester
+    sg.makeini(BASE_INI)
+    sg.makepyfile(
+        test_inner="""
+        import socket
+
+        def test_lookup():
+            try:
+                socket.getaddrinfo("leak.example.test", 443)
+            except Exception:
+                pass
+        """
+    )
+    netlab.dns.clear_log()
+    run_under(sg, "pytest-socket", "--allow-hosts=127.0.0.1").assert_outcomes(passed=1)
+    assert netlab.dns.queries("leak.example.test") >= 1
+    netlab.dns.clear_log()
+    run_under(sg, "sockguard", "--allow-hosts=127.0.0.1").assert_outcomes(passed=1)
+    assert netlab.dns.queries("leak.example.test") == 0
+
+
+def test_row_failure_names_call_site_and_rule(sg, servers) -> None:
+    sg.makepyfile(
+        test_inner="""
+        import os
+        import app
+
+        def test_fetch():
+            app.fetch("127.0.0.1", int(os.environ["SG_PORT"]))
+        """
+    )
+    pytest_socket = text(run_under(sg, "pytest-socket", "--allow-hosts=127.0.0.2"))
+    assert "called from" not in pytest_socket and "to allow it" not in pytest_socket
+    result = run_under(sg, "sockguard", "--allow-hosts=127.0.0.2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- sockguard -*",
+            "blocked connection to 127.0.0.1:* (tcp): raw IP address not covered by an IP/CIDR rule",
+            "    during call, called from app:fetch:*",
+            "    to allow it, add the rule '127.0.0.1:*'*",
+            "*= sockguard: blocked destinations =*",
+        ]
+    )
