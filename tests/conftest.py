@@ -48,3 +48,14 @@ def netlab(netlab_session: _netlab.Lab) -> _netlab.Lab:
     """The lab, reset for this test: no TCP/UDP servers, empty zone and query log, default resolv.conf."""
     netlab_session.reset()
     return netlab_session
+
+
+@pytest.fixture(autouse=True)
+def _fresh_address_memory() -> Iterator[None]:
+    """Which name an address was resolved from is process-wide knowledge that outlives any one policy (by
+    design); every test starts from a process that has resolved nothing, so results never depend on order."""
+    from sockguard import guard
+
+    guard._resolved.clear()
+    yield
+    guard._resolved.clear()

@@ -8,18 +8,8 @@ import socket
 import pytest
 
 import sockguard
-from sockguard import guard
 
 pytestmark = pytest.mark.netlab
-
-
-@pytest.fixture(autouse=True)
-def _forget_resolutions():
-    # "address A came from name N" is process-wide knowledge that outlives a
-    # policy; each test here starts from a process that has resolved nothing.
-    guard._resolved.clear()
-    yield
-    guard._resolved.clear()
 
 
 def test_blocked_name_never_reaches_dns(netlab):
