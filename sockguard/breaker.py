@@ -222,8 +222,6 @@ class _Dest:
         "blocked",
         "cooldown",
         "failures",
-        "fast",
-        "hit",
         "last",
         "limited",
         "open_until",
@@ -235,8 +233,6 @@ class _Dest:
     )
 
     def __init__(self, now: float, cooldown: float, burst: int) -> None:
-        self.fast = False  # closed and not rate-limited: an allowed attempt needs no bookkeeping (hot path)
-        self.hit = False  # used on the hot path since the last sweep (which has the clock)
         self.last = now  # last use known to the slow path or a sweep (expiry)
         self.failures: deque[float] = deque()  # times of the current run of failures
         self.why = ""  # the last failure, in words
@@ -321,6 +317,10 @@ class Breaker:
         self.names = names
         #: (address, port) -> record; read without the lock on the hot path, changed under it.
         self.dests: dict[tuple[Any, Any], _Dest] = {}
+        #: Healthy destinations used since the last sweep: an allowed connect to one of these needs no
+        #: bookkeeping at all, so the guard tests membership instead of calling before_connect (hot path).
+        #: A sweep empties it, so the next use of each goes through the slow path once and is timed there.
+        self.healthy: set[tuple[Any, Any]] = set()
         #: destinations with failures or an open breaker: the socket wrappers report successes for these.
         self.watched: dict[tuple[Any, Any], _Dest] = {}
         #: fd -> (id(socket), key) of non-blocking connects in progress (outcome read from SO_ERROR).
@@ -347,9 +347,7 @@ class Breaker:
     def before_connect(self, host: Any, port: Any, decision: Decision, sock: Any = None) -> Decision:
         """The decision to apply: ``decision`` itself, or a block by the breaker, the fan-out detector
         or the rate limit. Counts a policy block as a failure."""
-        dest = self.dests.get((host, port))
-        if dest is not None and dest.fast and decision.allowed:
-            dest.hit = True
+        if decision.allowed and (host, port) in self.healthy:
             return decision
         return self._decide(host, port, decision, sock)
 
@@ -377,7 +375,11 @@ class Breaker:
                     decision = self._while_open(key, dest, now, decision)
                 elif self.rate:
                     decision = self._rate_limit(key, dest, decision, now, sock, alerts)
-                dest.fast = decision.allowed and not dest.trips and not self.rate
+                # closed and not rate-limited: further allowed attempts need no bookkeeping (hot path)
+                if decision.allowed and not dest.trips and not self.rate:
+                    self.healthy.add(key)
+                else:
+                    self.healthy.discard(key)
         self._deliver(alerts)
         return decision
 
@@ -512,7 +514,7 @@ class Breaker:
             dest.cooldown = self.cooldown
             dest.open_until = now + self.cooldown
             dest.probe_until = 0.0
-            dest.fast = False
+            self.healthy.discard(key)
             alerts.append(self._storm_alert(key, dest, now, operation, sock))
 
     def _retrip(self, dest: _Dest, now: float, why: str) -> None:
@@ -618,9 +620,9 @@ class Breaker:
         """Drop idle records, and the oldest healthy ones if there are still too many (bounded memory)."""
         self._next_sweep = now + min(self.fanout_window, self.window, 60.0)
         cutoff = now - self._keep
-        for dest in self.dests.values():
-            if dest.hit:
-                dest.hit, dest.last = False, now
+        # Hot-path uses leave no trace; emptying the set sends each destination's next use through the slow
+        # path once, which records its time: recency is accurate to a sweep period (<= 60 s).
+        self.healthy.clear()
         for key in [k for k, d in self.dests.items() if d.last < cutoff]:
             del self.dests[key]
             self.watched.pop(key, None)

@@ -127,6 +127,7 @@ def _json_module():
 _quote: Any = None  # json.encoder.encode_basestring_ascii, once a log file is open
 #: make_event's fields that stay the same for every connection to one destination, in order.
 _FIXED = ("op", "proto", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
+_FIXED_PARAMS = ("operation", "protocol", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
 _fixed_fields = operator.itemgetter(*_FIXED)
 
 
@@ -226,31 +227,56 @@ class Sinks:
 
     def _line(self, event: dict[str, Any]) -> str:
         """One JSON object and a newline, as JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
-        writes it.
-
-        A decision event repeats all but four of its fields for every connection to the same destination:
-        their encoding is cached, which halves the cost of a logged decision."""
+        writes it."""
         chunks = self._chunks
         if chunks is None:
             return self._dumps(event) + "\n"  # type: ignore[misc]
         if len(event) == 15 and event.get("event") == "decision":
-            ts, pid, caller, cid = event.get("ts"), event.get("pid"), event.get("caller"), event.get("correlation_id")
-            if ts.__class__ is float and ts - ts == 0.0 and pid.__class__ is int:  # finite: repr is its JSON
-                try:
-                    fixed = _fixed_fields(event)
-                    middle = self._middles.get(fixed)
-                except (KeyError, TypeError):  # not make_event's layout, or an unhashable value
-                    return "".join(chunks(event, 0)) + "\n"
-                if middle is None:
-                    middle = "".join(chunks(dict(zip(_FIXED, fixed, strict=True)), 0))[1:-1]
-                    if len(self._middles) >= 1024:
-                        self._middles.clear()
-                    self._middles[fixed] = middle
-                who = _quote(caller) if caller.__class__ is str else _value(chunks, caller)
-                tag = "null" if cid is None else _quote(cid) if cid.__class__ is str else _value(chunks, cid)
-                head = f'{{"event":"decision","ts":{ts!r},"pid":{pid},{middle}'
-                return f'{head},"caller":{who},"correlation_id":{tag}}}\n'
+            try:
+                fixed = _fixed_fields(event)
+            except KeyError:  # not make_event's layout
+                return "".join(chunks(event, 0)) + "\n"
+            line = self._decision_line(
+                event.get("ts"), event.get("pid"), fixed, event.get("caller"), event.get("correlation_id")
+            )
+            if line is not None:
+                return line
         return "".join(chunks(event, 0)) + "\n"
+
+    def _decision_line(self, ts: Any, pid: Any, fixed: tuple[Any, ...], caller: Any, cid: Any) -> str | None:
+        """A decision event repeats all but four of its fields for every connection to the same destination:
+        their encoding is cached, which halves the cost of a logged decision. None if a value is unusual."""
+        chunks = self._chunks
+        if chunks is None or not (ts.__class__ is float and ts - ts == 0.0 and pid.__class__ is int):
+            return None  # (finite floats only: their repr is their JSON)
+        try:
+            middle = self._middles.get(fixed)
+        except TypeError:  # an unhashable value
+            return None
+        if middle is None:
+            middle = "".join(chunks(dict(zip(_FIXED, fixed, strict=True)), 0))[1:-1]
+            if len(self._middles) >= 1024:
+                self._middles.clear()
+            self._middles[fixed] = middle
+        who = _quote(caller) if caller.__class__ is str else _value(chunks, caller)
+        tag = "null" if cid is None else _quote(cid) if cid.__class__ is str else _value(chunks, cid)
+        return f'{{"event":"decision","ts":{ts!r},"pid":{pid},{middle},"caller":{who},"correlation_id":{tag}}}\n'
+
+    def write_decision(self, fixed: tuple[Any, ...], caller: str | None) -> None:
+        """Append a decision given its per-destination fields (in ``_FIXED`` order) without building the
+        event dict: the allowed-connect path when the JSON-lines file is the only sink."""
+        fd = self._fd
+        if fd is None:
+            return
+        line = self._decision_line(time.time_ns() // 1000 / 1e6, _pid[0], fixed, caller, correlation_id.get())
+        if line is None:
+            self.write(decision_event(fixed, caller))
+            return
+        try:
+            os.write(fd, line.encode())
+        except OSError as exc:
+            self._fd = None
+            self._report("write", f"writing decision log {self.log_path!r} failed: {exc.strerror or exc}")
 
     def _logger_wants(self, level: int) -> bool:
         levels = self._levels
@@ -310,3 +336,8 @@ def make_event(
         "caller": caller,
         "correlation_id": correlation_id.get(),
     }
+
+
+def decision_event(fixed: tuple[Any, ...], caller: str | None) -> dict[str, Any]:
+    """make_event from the per-destination fields in ``_FIXED`` order."""
+    return make_event(**dict(zip(_FIXED_PARAMS, fixed, strict=True)), caller=caller)

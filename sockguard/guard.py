@@ -27,7 +27,7 @@ from typing import Any
 from sockguard import _hook
 from sockguard.addresses import format_address, parse_address, unwrap_routable
 from sockguard.errors import ConfigError, EgressBlocked
-from sockguard.events import Sinks, find_caller, make_event
+from sockguard.events import Sinks, decision_event, find_caller, make_event
 from sockguard.policy import (
     BREAKER_OPEN,
     CONFIG_ERROR,
@@ -451,23 +451,13 @@ def report(
             return
         caller = find_caller(depth)
         text = _text(host)
-        event = make_event(
-            operation=operation,
-            protocol=_protocol(sock),
-            host=text,
-            port=_port_number(port),
-            address=address,
-            decision="allow",
-            reason=decision.reason,
-            rule=decision.rule,
-            mode=state.mode,
-            caller=caller,
-            detail=decision.detail,
-        )
+        fixed = (operation, _protocol(sock), text, _port_number(port), address, "allow", decision.reason,
+                 decision.rule, decision.detail, state.mode)  # fmt: skip
         if sinks.beyond_file(20):
-            _emit(state, event, f"sockguard allowed {operation} to {_destination(text or address, port)}", 20)
-        else:  # the JSON-lines file alone: no message text, and a file write cannot recurse
-            sinks.write(event)
+            message = f"sockguard allowed {operation} to {_destination(text or address, port)}"
+            _emit(state, decision_event(fixed, caller), message, 20)
+        else:  # the JSON-lines file alone: no event dict, no message text, and a file write cannot recurse
+            sinks.write_decision(fixed, caller)
         return
     caller = find_caller(depth)
     suggestion, before, after = _block_text(state, decision, operation, host, port, address)
@@ -538,6 +528,16 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
     except Exception:
         family = -1
     if family in _INET:
+        # Hot path: an IPv4 address tuple *is* the breaker's (host, port) key, and a healthy destination is
+        # one whose cached decision was allowed in this State: one set lookup, no tuple built.
+        breaker = state.breaker
+        if (
+            breaker is not None
+            and operation == "connect"
+            and address in breaker.healthy
+            and not state.sinks.wants_allow()
+        ):
+            return
         host = address[0]
         port = address[1]
         ports = state.addrs.get(host)  # State.address's cache hit, inlined: this runs on every connect
@@ -546,8 +546,11 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
             decision = state.address(host, port)
         if not decision.allowed and state.resolver is not None and state.resolver.owns(host, port):
             return  # the pinned resolver's own query to its nameserver (sockguard/resolver.py)
-        breaker = state.breaker
-        if breaker is not None and operation == "connect":
+        if (
+            breaker is not None
+            and operation == "connect"
+            and not (decision.allowed and (host, port) in breaker.healthy)  # before_connect's fast path, inlined
+        ):
             decision = breaker.before_connect(host, port, decision, sock)
         if not decision.allowed or state.sinks.wants_allow():
             names = _resolved.get(host) if host.__class__ is str else None
