@@ -177,7 +177,10 @@ def test_sitecustomize_chains_to_the_next_one(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "sitecustomize.py").write_text("import builtins\nbuiltins.NEXT_SITECUSTOMIZE_RAN = True\n")
-    code = "import builtins, sys; print(getattr(builtins, 'NEXT_SITECUSTOMIZE_RAN', False), sys.modules['sitecustomize'].__file__)"
+    code = (
+        "import builtins, sys; "
+        "print(getattr(builtins, 'NEXT_SITECUSTOMIZE_RAN', False), sys.modules['sitecustomize'].__file__)"
+    )
     result = subprocess.run(
         [PY, "-c", code],
         env=clean_env(PYTHONPATH=os.pathsep.join([sitecustomize_dir(), str(other)])),
