@@ -235,16 +235,13 @@ class Auditor:
 
 def load_policy(args: argparse.Namespace):
     """(Policy, description) from the config in force plus --config/--allow/--deny."""
-    from sockguard.config import load_settings
+    from sockguard.config import load_settings, with_flags
     from sockguard.rules import RuleError
 
-    environ = dict(os.environ)
-    if args.config:
-        if not os.path.isfile(args.config):
-            raise AuditError(f"--config {args.config}: no such file")
-        environ["SOCKGUARD_CONFIG"] = args.config
-    settings = load_settings(environ)
-    settings.allow = [*settings.allow, *args.allow]
+    if args.config and not os.path.isfile(args.config):
+        raise AuditError(f"--config {args.config}: no such file")
+    settings = load_settings(with_flags(os.environ, config=args.config))
+    settings.allow = [*settings.allow, *args.allow]  # validated with a message of audit's own below
     settings.deny = [*settings.deny, *args.deny]
     try:
         policy = settings.build_policy()

@@ -9,7 +9,7 @@ the scalars. Every problem raises ConfigError naming the source, key and value.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,6 +221,20 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
         from sockguard.breaker import parse_env
 
         settings.breaker = {**settings.breaker, **parse_env(environ)}
+
+
+def with_flags(
+    environ: Mapping[str, str], *, config: str | None = None, allow: Iterable[str] = (), deny: Iterable[str] = ()
+) -> dict[str, str]:
+    """``environ`` plus the command line's ``--config``/``--allow``/``--deny``, as the SOCKGUARD_* variables
+    they stand for (so the flags and the environment follow one precedence everywhere)."""
+    env = dict(environ)
+    if config:
+        env["SOCKGUARD_CONFIG"] = os.path.abspath(config)
+    for values, var in ((list(allow), "SOCKGUARD_ALLOW"), (list(deny), "SOCKGUARD_DENY")):
+        if values:
+            env[var] = ",".join(filter(None, [env.get(var, ""), *values]))
+    return env
 
 
 def load_settings(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Settings:

@@ -285,15 +285,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from sockguard.config import load_settings
+    from sockguard.config import load_settings, with_flags
 
-    env = dict(os.environ)
-    if args.config:
-        env["SOCKGUARD_CONFIG"] = os.path.abspath(args.config)
-    for flag, var in (("allow", "SOCKGUARD_ALLOW"), ("deny", "SOCKGUARD_DENY")):
-        values = getattr(args, flag) or []
-        if values:
-            env[var] = ",".join(filter(None, [env.get(var, ""), *values]))
+    env = with_flags(os.environ, config=args.config, allow=args.allow or (), deny=args.deny or ())
     return load_settings(env, os.getcwd())
 
 

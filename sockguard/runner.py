@@ -9,7 +9,7 @@ import shutil
 import sys
 from typing import Any
 
-from sockguard.config import config_path, load_settings
+from sockguard.config import config_path, load_settings, with_flags
 from sockguard.errors import ConfigError
 from sockguard.paths import sitecustomize_dir
 
@@ -18,13 +18,7 @@ _ISOLATING_FLAGS = {"I": "-I (isolated mode)", "E": "-E (ignore PYTHON* variable
 
 def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
     """The child environment; raises ConfigError if the result is not valid."""
-    env = dict(environ)
-    if args.config:
-        env["SOCKGUARD_CONFIG"] = os.path.abspath(args.config)
-    for flag, var in (("allow", "SOCKGUARD_ALLOW"), ("deny", "SOCKGUARD_DENY")):
-        values = getattr(args, flag) or []
-        if values:
-            env[var] = ",".join(filter(None, [env.get(var, ""), *values]))
+    env = with_flags(environ, config=args.config, allow=args.allow or (), deny=args.deny or ())
     if args.mode:
         env["SOCKGUARD_MODE"] = args.mode
     if args.log:
