@@ -87,6 +87,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def _breaker_summary(settings) -> dict[str, object] | str:
+    """The breaker settings in force (defaults filled in), or "off"."""
+    if settings.mode == "off" or not settings.breaker.get("enabled", True):
+        return "off"
+    from sockguard.breaker import Breaker
+
+    breaker = Breaker.from_settings(settings.breaker)
+    keys = ("threshold", "window", "cooldown", "max_cooldown", "fanout_addresses", "fanout_ports", "fanout_window",
+            "fanout_action", "rate")  # fmt: skip
+    return {key: getattr(breaker, key) for key in keys}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sockguard.config import load_settings
     from sockguard.errors import ConfigError
@@ -106,6 +118,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         "allow_unix": settings.allow_unix,
         "log": settings.log,
         "resolver": settings.resolver or "system",
+        "resolver_options": settings.resolver_options,
+        "breaker": _breaker_summary(settings),
     }
     if args.format == "json":
         print(json.dumps(data, indent=2))

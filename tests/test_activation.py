@@ -261,3 +261,23 @@ def test_pythonpath_command_prints_the_activation_directory():
     result = subprocess.run([PY, "-m", "sockguard", "pythonpath"], capture_output=True, text=True, env=clean_env())
     assert result.stdout.strip() == sitecustomize_dir()
     assert os.path.isfile(os.path.join(result.stdout.strip(), "sitecustomize.py"))
+
+
+def test_status_shows_the_configuration_in_force_and_fails_on_a_broken_one(tmp_path):
+    (tmp_path / "sockguard.toml").write_text('allow = ["api.partner.test:443"]\n[breaker]\nthreshold = 4\n')
+    result = subprocess.run(
+        [PY, "-m", "sockguard", "status", "--format", "json"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["source"] == str(tmp_path / "sockguard.toml")
+    assert (data["allow"], data["resolver"], data["breaker"]["threshold"]) == (["api.partner.test:443"], "system", 4)
+    (tmp_path / "sockguard.toml").write_text("[breaker]\nthreshold = -1\n")
+    broken = subprocess.run(
+        [PY, "-m", "sockguard", "status"], env=clean_env(), capture_output=True, text=True, cwd=tmp_path
+    )
+    assert broken.returncode == 2 and "threshold" in broken.stderr
