@@ -370,7 +370,16 @@ class Breaker:
                 dest.last = now
                 if not decision.allowed:
                     if decision.reason != SCAN_PATTERN:
+                        was_open = dest.trips
                         self._failed(key, dest, now, decision.explain(), True, "connect", sock, alerts)
+                        if was_open:  # a retry loop on a blocked destination: the breaker says so, and why
+                            decision = Decision(
+                                False,
+                                BREAKER_OPEN,
+                                decision.rule,
+                                f"circuit breaker open for {_where(*key)} after {self.threshold} failed or blocked "
+                                f"attempts; each one is refused by the policy ({decision.explain()})",
+                            )
                 elif dest.trips:
                     decision = self._while_open(key, dest, now, decision)
                 elif self.rate:

@@ -141,11 +141,16 @@ def test_incident_replay_raw_ip_health_check(tmp_path, monkeypatch, alerts, kern
     with CountingTCPServer("127.0.0.66") as target:
         monkeypatch.setenv("VPN_GATE_URL", f"http://127.0.0.66:{target.port}/health")
         with guarded_breaker(clock, allow_loopback=False, log=str(log)):
-            for _ in range(24):  # two minutes of retries, every 5 s
+            for attempt in range(24):  # two minutes of retries, every 5 s
                 with pytest.raises(urllib.error.URLError) as info:
                     vpn_gate_check()
-                assert isinstance(info.value.reason, sockguard.EgressBlocked)
-                assert info.value.reason.reason == "raw-ip"  # the policy's reason stays: it says what to allow
+                blocked = info.value.reason
+                assert isinstance(blocked, sockguard.EgressBlocked)
+                if attempt < 10:
+                    assert blocked.reason == "raw-ip"
+                else:  # the breaker has tripped; the policy's reason stays in the message
+                    assert blocked.reason == "breaker-open"
+                    assert "raw IP address not covered" in str(blocked)
                 clock.advance(5)
         assert target.settle() == 0
     assert kernel.passed() == 0
