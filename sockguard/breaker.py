@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sockguard import guard as _guard
+from sockguard.config import unknown_key
 from sockguard.errors import ConfigError
 from sockguard.events import find_caller, make_event
 from sockguard.policy import BREAKER_OPEN, RATE_LIMITED, SCAN_PATTERN, Decision
@@ -127,12 +128,7 @@ def parse_table(table: Mapping[str, Any], source: str) -> dict[str, Any]:
     settings = {}
     for key, value in table.items():
         if key not in _KINDS:
-            raise ConfigError(
-                f"sockguard: {source}: unknown key 'breaker.{key}' (known: {', '.join(_KINDS)})",
-                source=source,
-                key=f"breaker.{key}",
-                value=value,
-            )
+            raise unknown_key(source, f"breaker.{key}", _KINDS, value)
         settings[key] = _value(_KINDS[key], value, source, f"breaker.{key}")
     return settings
 

@@ -176,14 +176,17 @@ def _resolver(value: object, source: str, key: str) -> list[str] | None:
     return normalize_servers(value, source, key)
 
 
+def unknown_key(source: str, key: str, known: Iterable[str], value: object = None) -> ConfigError:
+    """The error for a key nobody reads: a typo must not leave a setting silently unused."""
+    return ConfigError(
+        f"sockguard: {source}: unknown key {key!r} (known: {', '.join(known)})", source=source, key=key, value=value
+    )
+
+
 def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> None:
     unknown = sorted(set(table) - KNOWN_KEYS)
     if unknown:
-        raise ConfigError(
-            f"sockguard: {source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KNOWN_KEYS))})",
-            source=source,
-            key=unknown[0],
-        )
+        raise unknown_key(source, unknown[0], sorted(KNOWN_KEYS))
     if "mode" in table:
         settings.mode = _mode(table["mode"], source, "mode")
     if "allow" in table:

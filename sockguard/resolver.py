@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from sockguard.addresses import format_address, parse_ipv4_strict, parse_ipv6
+from sockguard.config import unknown_key
 from sockguard.errors import ConfigError
 from sockguard.rules import InvalidHost, normalize_host
 
@@ -146,12 +147,7 @@ def parse_table(table: Mapping[str, Any], source: str) -> tuple[list[str] | None
     options = {}
     for key, value in table.items():
         if key not in known:
-            raise ConfigError(
-                f"sockguard: {source}: unknown key 'resolver.{key}' (known: {', '.join(known)})",
-                source=source,
-                key=f"resolver.{key}",
-                value=value,
-            )
+            raise unknown_key(source, f"resolver.{key}", known, value)
         if key != "servers":
             options[key] = _option(key, value, source, f"resolver.{key}")
     if "servers" not in table:
