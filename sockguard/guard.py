@@ -748,11 +748,19 @@ def admit_answers(name: str, port: Any, addresses: Iterable[str]) -> list[str]:
     """The answers such a resolver gave for ``name`` that the policy admits, remembered as reached through
     ``name`` so that connects to them are allowed, as after ``socket.getaddrinfo``. Refused ones (internal,
     denied) are logged and dropped; raises EgressBlocked if none is left."""
+    return _admit(name, port, list(addresses), -1)
+
+
+def admit_addrinfo(name: str, port: Any, infos: Iterable[Any]) -> list[Any]:
+    """:func:`admit_answers` for ``getaddrinfo``-shaped results: the admitted tuples, kept whole."""
+    return _admit(name, port, list(infos), 4)
+
+
+def _admit(name: str, port: Any, found: list[Any], address_index: int) -> list[Any]:
     state = _state or current()
-    found = list(addresses)
     if state.mode == "off" or not found:
         return found
-    return _resolve_results(state, name, port, found, -1)
+    return _resolve_results(state, name, port, found, address_index)
 
 
 def check_connect(address: str, port: Any, protocol: str = "tcp") -> None:

@@ -197,10 +197,7 @@ def _checked_resolver_methods(cls: Any) -> None:
         def wrapper(self: Any, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
             name = guard.check_lookup(host, port) if host is not None else None
             infos = original(self, host, port, *args, **kwargs)
-            if name is None:
-                return infos
-            keep = set(guard.admit_answers(name, port, [info[4][0] for info in infos]))
-            return [info for info in infos if info[4][0] in keep]
+            return infos if name is None else guard.admit_addrinfo(name, port, infos)
 
         return wrapper
 
@@ -315,10 +312,7 @@ def _patch_uvloop(module: Any) -> None:
         async def wrapper(self: Any, host: Any, port: Any, **kwargs: Any) -> Any:
             name = guard.check_lookup(host, port) if host is not None else None
             infos = await original(self, host, port, **kwargs)
-            if name is None:
-                return infos
-            keep = set(guard.admit_answers(name, port, [info[4][0] for info in infos]))
-            return [info for info in infos if info[4][0] in keep]
+            return infos if name is None else guard.admit_addrinfo(name, port, infos)
 
         return wrapper
 
