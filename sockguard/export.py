@@ -14,7 +14,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 
@@ -32,6 +31,7 @@ from sockguard.export_targets import (
     render_k8s,
     render_nftables,
 )
+from sockguard.paths import write_atomically
 from sockguard.rules import Rule, RuleError, parse_rule
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE = 0, 1, 2
@@ -291,21 +291,6 @@ def _settings(args: argparse.Namespace):
     return load_settings(env, os.getcwd())
 
 
-def _write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sockguard-export-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
     """``resolve`` replaces dnspython (tests inject one)."""
     fmt = args.format
@@ -350,7 +335,7 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
     text = render(fmt, plan)
     if args.output:
         try:
-            _write(args.output, text)
+            write_atomically(args.output, [text])
         except OSError as exc:
             print(f"sockguard export: cannot write {args.output}: {exc}", file=sys.stderr)
             return EXIT_USAGE

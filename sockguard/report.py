@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from sockguard.addresses import METADATA_NAMES, classify, format_address, parse_address
+from sockguard.paths import write_atomically
 from sockguard.rules import InvalidHost, RuleError, normalize_host, parse_rule
 
 EXIT_OK, EXIT_BLOCKS, EXIT_USAGE = 0, 1, 2
@@ -1378,12 +1379,12 @@ def main(args: argparse.Namespace) -> int:
         from sockguard.report_html import render_html
 
         try:
-            _write(args.html, render_html(summary))
+            write_atomically(args.html, render_html(summary))
         except OSError as exc:
             return _error(f"cannot write HTML to {_describe(exc)}")
     try:
         if args.output:
-            _write(args.output, text)
+            write_atomically(args.output, text)
         else:
             for chunk in text:
                 sys.stdout.write(chunk)
@@ -1407,23 +1408,3 @@ def _json_chunks(data: Any) -> Iterable[str]:
     """JSON written piecewise: a large report is never one big string in memory."""
     yield from json.JSONEncoder(indent=1).iterencode(data)
     yield "\n"
-
-
-def _write(path: str, chunks: Iterable[str]) -> None:
-    """Write to a temporary file, then rename: readers never see half a report."""
-    if os.path.exists(path) and not os.path.isfile(path):  # /dev/null, a FIFO ...
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.writelines(chunks)
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
