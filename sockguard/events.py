@@ -14,6 +14,10 @@ import sys
 import time
 from typing import Any
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 #: Correlation id the application can set (per task / thread via contextvars).
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("sockguard_correlation_id", default=None)
 
@@ -139,15 +143,16 @@ class Sinks:
     """The logger and the optional JSON-lines file. A failing sink is reported
     once on stderr and then skipped; enforcement never depends on a sink."""
 
-    def __init__(self, log_path: str | None) -> None:
+    def __init__(self, log_path: str | None, observer: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.log_path = log_path
+        #: Called with every event, whatever the levels (the pytest plugin records blocks through it).
+        self.observer = observer
         self._fd: int | None = None
         self._dumps = None
         self._chunks = None
         self._middles: dict[tuple[Any, ...], str] = {}
         self._logger = None
         self._levels: dict[int, bool] | None = None  # the logger's own isEnabledFor memo (see wants_allow)
-        self._custom_emit = type(self).emit is not Sinks.emit  # a subclass wants every event
         self._reported: set[str] = set()
         if log_path:
             self._open()
@@ -200,17 +205,19 @@ class Sinks:
         """Whether anything but the JSON-lines file takes an event at ``level`` (the logger shows it, or a
         subclass's own emit): only then is the message text needed, and a guard against recursion (a
         logging handler may use the network; a file write cannot)."""
-        return self._custom_emit or ((level >= 30 or "logging" in sys.modules) and self._logger_wants(level))
+        return self.observer is not None or ((level >= 30 or "logging" in sys.modules) and self._logger_wants(level))
 
     def wants(self, level: int) -> bool:
         """Whether an event at ``level`` reaches any sink, so nobody builds one for nothing."""
-        if self._fd is not None or self._custom_emit:
+        if self._fd is not None or self.observer is not None:
             return True
         if level < 30 and "logging" not in sys.modules:
             return False
         return self._logger_wants(level)
 
     def emit(self, event: dict[str, Any], message: str, level: int) -> None:
+        if self.observer is not None:
+            self.observer(event)
         self.write(event)
         if (level >= 30 or "logging" in sys.modules) and self._logger_wants(level):
             self._logger.log(level, "%s", message, extra={"sockguard": event})  # type: ignore[attr-defined]

@@ -248,8 +248,10 @@ def _load_from_environment() -> State:
         return fail_closed(f"unexpected error loading the configuration: {exc!r}")
 
 
-def state_from_settings(settings: Any) -> State:
-    sinks = Sinks(settings.log)
+def state_from_settings(settings: Any, *, observer: Any = None) -> State:
+    """The one constructor of a :class:`State` from :class:`~sockguard.config.Settings` (runtime, API and
+    pytest plugin alike). ``observer`` is called with every event this state emits."""
+    sinks = Sinks(settings.log, observer)
     policy = settings.build_policy()
     breaker = None
     # On by default (docs/breaker.md): its defaults never trip a healthy service.

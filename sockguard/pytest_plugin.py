@@ -28,8 +28,6 @@ from typing import Any
 
 import pytest
 
-from sockguard.events import Sinks
-
 __all__ = ["Blocked", "Controller", "Rules", "SockguardWarning"]
 
 MODES = ("enforce", "monitor", "off")
@@ -447,22 +445,6 @@ def _explain(reason: str, rule: str | None, detail: str | None) -> str:
     return Decision(False, reason, rule, detail).explain()
 
 
-class _Collector(Sinks):
-    """The guard's sinks for the plugin's states: blocks go to the plugin as well as to the logger."""
-
-    def __init__(self, plugin: _Plugin) -> None:
-        super().__init__(None)
-        self.plugin = plugin
-        self.state: Any = None
-
-    def emit(self, event: dict[str, Any], message: str, level: int) -> None:
-        # Only decisions that refused something: alerts, resolver errors and
-        # unguarded-child warnings are reported by the guard itself.
-        if event.get("event") == "decision" and event.get("decision") in ("block", "would-block"):
-            self.plugin.record(event, self.state)
-        super().emit(event, message, level)
-
-
 # --- the policy stack -----------------------------------------------------------------------------------
 
 
@@ -630,17 +612,21 @@ class _Plugin:
         state = self._states.get(rules)
         if state is None:
             from sockguard import guard
-            from sockguard.policy import Policy
 
-            sinks = _Collector(self)
-            if rules.mode == "off":
-                policy = Policy()
-            else:
-                policy = Policy(
-                    rules.allow, rules.deny, allow_loopback=rules.allow_loopback, allow_unix=rules.allow_unix
-                )
-            state = guard.State(policy, rules.mode, sinks, settings=rules.settings())
-            sinks.state = state
+            settings = rules.settings()
+            # Under pytest: no breaker (tests refuse and retry connections on purpose) and the system
+            # resolver (docs/pytest-plugin.md); everything else is the runtime's own State.
+            settings.breaker = {"enabled": False}
+            holder: list[Any] = []
+
+            def observe(event: dict[str, Any]) -> None:
+                # Only decisions that refused something: alerts, resolver errors and
+                # unguarded-child warnings are reported by the guard itself.
+                if event.get("event") == "decision" and event.get("decision") in ("block", "would-block"):
+                    self.record(event, holder[0] if holder else None)
+
+            state = guard.state_from_settings(settings, observer=observe)
+            holder.append(state)
             self._states[rules] = state
         return state
 
