@@ -21,19 +21,19 @@ NAMED_ADDRESS = "198.51.100.201"  # only ever a string here: remembered as an an
 
 
 def setup(variant: str, *, count: int) -> Bench:
-    from sockguard import guard
-    from sockguard.policy import Policy
+    from sockguard import addrmap, guard
+    from sockguard.config import Settings
 
     rules = generated(count)
     rss_before = rss_kib()
     start = time.perf_counter()
-    policy = Policy(rules, allow_loopback=False)
+    settings = Settings(allow=rules, allow_loopback=False, breaker={"enabled": False})
+    state = guard.state_from_settings(settings)
     build = time.perf_counter() - start
     rss_after = rss_kib()
-    state = guard.State(policy, "enforce")
     questions = probes(count)
     exact_name = questions["name: exact rule"][0]
-    guard._remember(NAMED_ADDRESS, exact_name, state)
+    addrmap.remember(NAMED_ADDRESS, exact_name)
     names = [(h, p) for h, p in questions.values() if not h[0].isdigit()]
     addresses = [(h, p) for h, p in questions.values() if h[0].isdigit()] + [(NAMED_ADDRESS, 443)]
     mixed = [(state._lookup, h, p) for h, p in names] + [(state._address, h, p) for h, p in addresses]

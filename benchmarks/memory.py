@@ -51,7 +51,7 @@ class _Stub:
 
 
 def setup(variant: str) -> Bench:
-    from sockguard import guard
+    from sockguard import addrmap
 
     state = variants.apply(variant, ["*.bench.test"])
     getaddrinfo = socket.getaddrinfo
@@ -73,7 +73,7 @@ def setup(variant: str) -> Bench:
                     {
                         "lookups": checkpoint,
                         "rss_added_kib": rss_kib() - before,
-                        "address_map": len(guard._resolved),
+                        "address_map": addrmap.size(),
                         "name_cache": len(state.names),
                         "answer_cache": len(state.answers),
                         "address_cache": len(state.addrs),
@@ -81,7 +81,7 @@ def setup(variant: str) -> Bench:
                 )
         finally:
             socket._socket = original  # type: ignore[attr-defined,assignment]
-        return {"samples": samples, "seconds": time.perf_counter() - start, "map_bound": guard._RESOLVED_MAX}
+        return {"samples": samples, "seconds": time.perf_counter() - start, "map_bound": addrmap.MAX_ADDRESSES}
 
     return Bench({}, info)
 

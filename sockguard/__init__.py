@@ -1,11 +1,22 @@
 """sockguard: a process-wide egress guard under every Python network library.
 
-Import-light on purpose: the public API below loads its modules on first use.
+The public API is this module's ``__all__``; ``sockguard.lowlevel`` is the door for code that resolves or
+connects outside Python's socket module, and ``sockguard.testing`` holds resets for test suites.
+
+Import-light on purpose (the activation imports this package in every guarded process): the names below
+load their modules on first use; the ``TYPE_CHECKING`` block shows them to static tools.
 """
 
 from __future__ import annotations
 
 from sockguard.errors import ConfigError, EgressBlocked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sockguard.alerts import on_alert
+    from sockguard.api import check, check_url, guarded, install, status, uninstall
+    from sockguard.events import correlation_id
+    from sockguard.policy import Decision, Policy
 
 __all__ = [
     "ConfigError",
@@ -23,22 +34,24 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+_LAZY = {
+    "check": "sockguard.api",
+    "check_url": "sockguard.api",
+    "install": "sockguard.api",
+    "uninstall": "sockguard.api",
+    "guarded": "sockguard.api",
+    "status": "sockguard.api",
+    "Policy": "sockguard.policy",
+    "Decision": "sockguard.policy",
+    "correlation_id": "sockguard.events",
+    "on_alert": "sockguard.alerts",
+}
 
-def __getattr__(name: str):
-    if name in ("check", "check_url", "install", "uninstall", "guarded", "status"):
-        from sockguard import api
 
-        return getattr(api, name)
-    if name in ("Policy", "Decision"):
-        from sockguard import policy as _policy
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sockguard' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_policy, name)
-    if name == "correlation_id":
-        from sockguard.events import correlation_id
-
-        return correlation_id
-    if name == "on_alert":
-        from sockguard.breaker import on_alert
-
-        return on_alert
-    raise AttributeError(f"module 'sockguard' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

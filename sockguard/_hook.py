@@ -25,7 +25,7 @@ SOCKET_EVENTS = (
     "socket.gethostbyaddr",
 )
 
-# A guarded process warns when it starts a Python that will not be guarded (guard._on_child).
+# A guarded process warns when it starts a Python that will not be guarded (sockguard.floor._on_child).
 CHILD_EVENTS = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.system")
 
 # Event name -> handler. Updated in place, key by key (each store is atomic), so
@@ -62,9 +62,9 @@ def install_audit_hook() -> None:
 
 def _lazy(event: str) -> Handler:
     def first_event(args: tuple[Any, ...]) -> None:
-        from sockguard import guard
+        from sockguard import active
 
-        guard.current()  # loads the configuration and swaps in the real handlers
+        active.current()  # loads the configuration and swaps in the real handlers
         handler = handlers.get(event)
         if handler is not None and handler is not first_event:
             handler(args)
@@ -135,9 +135,44 @@ def when_imported(name: str, callback: Callable[[Any], None]) -> None:
 
 
 def _patch_socket(module: Any) -> None:
-    from sockguard import guard
+    from sockguard.wrappers import patch_socket_module
 
-    guard.patch_socket_module(module)
+    patch_socket_module(module)
+
+
+#: Libraries that resolve or connect outside the socket module: sockguard/integrations.py patches each one
+#: when it is imported (that module itself loads only then).
+INTEGRATIONS = (
+    "asyncio.base_events",
+    "pycares",
+    "aiohttp.resolver",
+    "gevent.resolver",
+    "gevent.resolver.thread",
+    "gevent.resolver.blocking",
+    "gevent.resolver.ares",
+    "gevent._socket3",
+    "uvloop",
+    "psycopg.connection",
+    "psycopg.connection_async",
+    "dns.query",
+    "dns.asyncquery",
+    "dns.resolver",
+    "dns.asyncresolver",
+)
+
+
+def _integrate(module: Any) -> None:
+    from sockguard import integrations
+
+    integrations.patch(module)
+
+
+def watch_imports() -> None:
+    """Wrap ``socket`` and adapt every library of :data:`INTEGRATIONS` when (and each time) it is imported:
+    before the first socket event, so a library's first lookup is already guarded."""
+    when_imported("socket", _patch_socket)
+    for name in INTEGRATIONS:
+        when_imported(name, _integrate)
 
 
 def activate() -> None:
@@ -151,4 +186,4 @@ def activate() -> None:
     if not handlers:
         set_lazy_handlers()
     install_audit_hook()
-    when_imported("socket", _patch_socket)
+    watch_imports()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sockguard import guard
-from sockguard.config import MODES, Settings, load_settings
-from sockguard.errors import ConfigError
+from sockguard.config import Settings, load_settings
+from sockguard.errors import ConfigError, RuleError
 from sockguard.policy import Decision
-from sockguard.rules import RuleError
+from sockguard.values import parse_mode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
+    from sockguard.active import State
 
 _DEFAULT_PORTS = {
     "http": 80,
@@ -43,16 +48,12 @@ def _settings(
     from_environment: bool,
 ) -> Settings:
     settings = load_settings() if from_environment else Settings()
-    if allow is not None:
-        settings.allow = list(settings.allow) + list(allow) if from_environment else list(allow)
-    if deny is not None:
-        settings.deny = list(settings.deny) + list(deny) if from_environment else list(deny)
+    try:
+        settings.extend(allow or (), deny or ())
+    except RuleError as exc:
+        raise ConfigError(f"sockguard: {exc}") from None
     if mode is not None:
-        if mode not in MODES:
-            raise ConfigError(
-                f"sockguard: mode must be one of {', '.join(MODES)}, got {mode!r}", key="mode", value=mode
-            )
-        settings.mode = mode
+        settings.mode = parse_mode(mode, "arguments", "mode")
     if allow_loopback is not None:
         settings.allow_loopback = allow_loopback
     if allow_unix is not None:
@@ -62,7 +63,7 @@ def _settings(
     return settings
 
 
-def _state(settings: Settings) -> guard.State:
+def _state(settings: Settings) -> State:
     try:
         return guard.state_from_settings(settings)
     except RuleError as exc:
@@ -87,7 +88,7 @@ def install(
 
 def uninstall() -> None:
     """Stop enforcing (mode off). The audit hook stays, as a no-op."""
-    guard.install(guard.State(guard.Policy(), "off"))
+    guard.install(guard.off())
 
 
 @contextmanager
@@ -100,7 +101,7 @@ def guarded(
     allow_unix: bool | None = None,
     log: str | None = None,
     from_environment: bool = False,
-) -> Iterator[guard.State]:
+) -> Iterator[State]:
     """Apply a policy for the duration of a ``with`` block, process-wide
     (all threads), then restore what was in force before."""
     state = _state(_settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment))

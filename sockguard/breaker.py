@@ -29,164 +29,22 @@ from __future__ import annotations
 
 import _thread
 import errno
-import math
 import os
-import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any
 
-from sockguard import guard as _guard
-from sockguard.config import unknown_key
-from sockguard.errors import ConfigError
-from sockguard.events import find_caller, make_event
+from sockguard import alerts
+from sockguard.alerts import _text
+from sockguard.breaker_settings import DEFAULTS, resolve
+from sockguard.caller import find_caller
 from sockguard.policy import BREAKER_OPEN, RATE_LIMITED, SCAN_PATTERN, Decision
+from sockguard.rules import format_host_port
 
-# -- settings ----------------------------------------------------------------------
-
-#: Defaults chosen so that a healthy service never trips them (docs/breaker.md explains each number).
-DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "threshold": 10,  # consecutive failed/blocked attempts to one address:port ...
-    "window": 300.0,  # ... within this many seconds trip the breaker (0 threshold = never)
-    "cooldown": 5.0,  # first fail-fast period; doubles after each failed probe ...
-    "max_cooldown": 300.0,  # ... up to this
-    "fanout_addresses": 100,  # distinct destinations within fanout_window (0 = off)
-    "fanout_ports": 50,  # distinct ports on one address within fanout_window (0 = off)
-    "fanout_window": 60.0,
-    "fanout_action": "alert",  # or "block": refuse new destinations for fanout_cooldown
-    "fanout_cooldown": 300.0,
-    "rate": 0.0,  # new connections per second per address:port (0 = no limit)
-    "burst": 10,  # token bucket size for rate
-}
-_KINDS = {
-    "enabled": "bool",
-    "threshold": "count",
-    "window": "seconds",
-    "cooldown": "seconds",
-    "max_cooldown": "seconds",
-    "fanout_addresses": "count",
-    "fanout_ports": "count",
-    "fanout_window": "seconds",
-    "fanout_action": "action",
-    "fanout_cooldown": "seconds",
-    "rate": "rate",
-    "burst": "positive",
-}
-_WHAT = {
-    "bool": "true/false (or on/off, 1/0)",
-    "count": "a whole number >= 0 (0 turns the check off)",
-    "positive": "a whole number >= 1",
-    "seconds": "a number of seconds > 0",
-    "rate": "a number >= 0 (connections per second; 0 = no limit)",
-    "action": '"alert" or "block"',
-}
-ENV_PREFIX = "SOCKGUARD_BREAKER"
-
-
-def _value(kind: str, value: Any, source: str, name: str) -> Any:
-    """One setting, converted and checked; strings are accepted (environment)."""
-    text = value.strip().lower() if isinstance(value, str) else None
-    result: Any = None
-    if kind == "bool":
-        if isinstance(value, bool):
-            result = value
-        elif text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            result = text in ("1", "true", "yes", "on")
-    elif kind == "action":
-        if text in ("alert", "block"):
-            result = text
-    elif kind in ("count", "positive"):
-        if isinstance(value, int) and not isinstance(value, bool):
-            result = value
-        elif text is not None and text.isdigit():
-            result = int(text)
-        if result is not None and result < (1 if kind == "positive" else 0):
-            result = None
-    else:  # seconds, rate
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif text:
-            try:
-                number = float(text)
-            except ValueError:
-                number = None
-        if number is not None and math.isfinite(number) and (number > 0 or (kind == "rate" and number == 0)):
-            result = number
-    if result is None:
-        raise ConfigError(
-            f"sockguard: {source}: {name} must be {_WHAT[kind]}, got {value!r}", source=source, key=name, value=value
-        )
-    return result
-
-
-def parse_table(table: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The ``[breaker]`` table, checked key by key. Raises ConfigError."""
-    settings = {}
-    for key, value in table.items():
-        if key not in _KINDS:
-            raise unknown_key(source, f"breaker.{key}", _KINDS, value)
-        settings[key] = _value(_KINDS[key], value, source, f"breaker.{key}")
-    return settings
-
-
-def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``SOCKGUARD_BREAKER`` (on/off) and ``SOCKGUARD_BREAKER_<KEY>``. A misspelt variable is an error,
-    not silently ignored."""
-    settings = {}
-    for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX) or not value.strip():
-            continue
-        key = "enabled" if var == ENV_PREFIX else var[len(ENV_PREFIX) + 1 :].lower()
-        if var != ENV_PREFIX and (not var.startswith(ENV_PREFIX + "_") or key not in _KINDS or key == "enabled"):
-            known = ", ".join(f"{ENV_PREFIX}_{k.upper()}" for k in _KINDS if k != "enabled")
-            raise ConfigError(
-                f"sockguard: environment: unknown variable {var} (known: {ENV_PREFIX}, {known})",
-                source="environment",
-                key=var,
-                value=value,
-            )
-        settings[key] = _value(_KINDS[key], value, "environment", var)
-    return settings
-
-
-def resolve(table: Mapping[str, Any], source: str = "[breaker]") -> dict[str, Any]:
-    """All settings (defaults filled in), checked together."""
-    settings = {**DEFAULTS, **parse_table(table, source)}
-    if settings["max_cooldown"] < settings["cooldown"]:
-        raise ConfigError(
-            f"sockguard: {source}: breaker.max_cooldown ({settings['max_cooldown']:g}) must be at least "
-            f"breaker.cooldown ({settings['cooldown']:g})",
-            source=source,
-            key="breaker.max_cooldown",
-            value=settings["max_cooldown"],
-        )
-    return settings
-
-
-# -- alert callbacks ------------------------------------------------------------------
-
-_callbacks: list[Callable[[dict[str, Any]], Any]] = []
-
-
-def on_alert(callback: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
-    """Call ``callback(event)`` for every alert (``event["state"]`` is "firing" or "resolved"), e.g. to page
-    someone. It runs in the thread that made the attempt: keep it quick, hand slow work to a queue.
-    Returns the callback, so it works as a decorator."""
-    if not callable(callback):
-        raise TypeError(f"sockguard.on_alert needs a callable, got {callback!r}")
-    if callback not in _callbacks:
-        _callbacks.append(callback)
-    return callback
-
-
-def remove_alert_callback(callback: Callable[[dict[str, Any]], Any]) -> None:
-    if callback in _callbacks:
-        _callbacks.remove(callback)
-
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 # -- the breaker ----------------------------------------------------------------------
 
@@ -651,7 +509,7 @@ class Breaker:
         self._lock = _thread.RLock()  # another thread may have held it at fork time
         self.pending.clear()  # those connects belong to the parent
 
-    # -- alerts ---------------------------------------------------------------------------
+    # -- alerts (their text: sockguard/alerts.py) ------------------------------------------
 
     def _target(self, key: tuple[Any, ...]) -> str:
         """'name:port (address)' when the address came from a lookup, else 'address:port'."""
@@ -668,39 +526,7 @@ class Breaker:
     def _storm_alert(
         self, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any
     ) -> tuple[dict[str, Any], str, int]:
-        host = key[-2]
-        name = host if operation == "resolve" else self._name(host)
-        target = self._target(key)
-        count, span = len(dest.failures), now - dest.failures[0]
-        caller = find_caller(1) or "unknown code"
-        monitor = self.mode == "monitor"
-        if operation == "resolve":
-            what = f"{count} lookups in {span:.0f} s were blocked ({dest.why}); no DNS query was sent"
-            then = ""
-        elif dest.blocked:
-            what = f"{count} attempts in {span:.0f} s were blocked ({dest.why})"
-            what += "; the connections went ahead (monitor mode)" if monitor else "; no packet was sent"
-            then = ""
-        else:
-            what = f"{count} connection attempts in {span:.0f} s failed ({dest.why})"
-            then = (
-                f"; further attempts {'would ' if monitor else ''}fail fast (breaker-open) for {self.cooldown:g} s, "
-                f"then one probe goes through (the wait doubles after each failed probe, up to {self.max_cooldown:g} s)"
-            )
-        settings = _settings_naming([_text(host), name])
-        source = f"it comes from {_plural(settings)}" if settings else "fix the URL/host setting that code uses"
-        if dest.blocked:
-            fix = f"Fix the destination: {source}" + ("; fix that setting (or the code)." if settings else ".")
-            fix += " Allowlist it only if it is intended."
-        else:
-            fix = f"Check that the service is up; if the address is wrong, {source}."
-        message = (
-            f"sockguard ALERT retry storm to {target}: {what}{then}. Retrying code: {caller}. {fix} "
-            f"(Alert after [breaker] threshold = {self.threshold} in window = {self.window:g} s.)"
-        )
-        event = self._alert(key, "retry-storm", "firing", message, dest.why, sock, caller=caller)
-        event[0].update(count=count, settings=settings, operation=operation)
-        return event
+        return alerts.retry_storm(self, key, dest, now, operation, sock)
 
     def _alert(
         self,
@@ -714,88 +540,19 @@ class Breaker:
         level: int = 40,
         caller: str | None = None,
     ) -> tuple[dict[str, Any], str, int]:
-        host, port = key[-2], key[-1]
-        name = self._name(host) if len(key) == 2 else _text(host)
-        numeric = len(key) == 2 and host.__class__ is str
-        event = make_event(
-            kind="alert",
-            operation="resolve" if len(key) == 3 else "connect",
-            protocol=_guard._protocol(sock) if sock is not None else ("dns" if len(key) == 3 else "tcp"),
-            host=name,
-            port=port if port.__class__ is int else None,
-            address=host if numeric else None,
-            decision="alert",
-            reason=alert,
-            rule=None,
-            mode=self.mode,
-            caller=caller or find_caller(1),
-            detail=detail,
-        )
-        event["state"] = state
-        event["message"] = message
-        return event, message, level
+        return alerts.alert_event(self, key, alert, state, message, detail, sock, level=level, caller=caller)
 
-    def _deliver(self, alerts: list[tuple[dict[str, Any], str, int]]) -> None:
-        """Outside the lock: a log handler or callback may itself connect (and come back here)."""
-        for event, message, level in alerts:
-            sinks = self.sinks
-            if sinks is not None and not getattr(_guard._emitting, "active", False):
-                _guard._emitting.active = True
-                try:
-                    sinks.emit(event, message, level)
-                except Exception:
-                    pass
-                finally:
-                    _guard._emitting.active = False
-            for callback in tuple(_callbacks):
-                try:
-                    callback(dict(event))
-                except Exception as exc:
-                    try:
-                        sys.stderr.write(f"sockguard: alert callback {callback!r} raised {exc!r}\n")
-                    except Exception:
-                        pass
-
-
-def _text(host: Any) -> str:
-    if isinstance(host, (bytes, bytearray)):
-        return bytes(host).decode("ascii", "replace")
-    return str(host)
+    def _deliver(self, found: list[tuple[dict[str, Any], str, int]]) -> None:
+        alerts.deliver(self.sinks, found)
 
 
 def _where(host: Any, port: Any) -> str:
-    text = _text(host)
-    if port is None:
-        return text
-    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+    return format_host_port(_text(host), port)
 
 
 def _strerror(code: int) -> str:
     text = os.strerror(code)
     return text[:1].lower() + text[1:]
-
-
-def _plural(names: list[str]) -> str:
-    if len(names) == 1:
-        return f"the environment variable {names[0]}"
-    return "the environment variables " + ", ".join(names)
-
-
-def _settings_naming(texts: list[str | None]) -> list[str]:
-    """Environment variables whose value mentions the destination: the setting to fix. Names only,
-    never values (they may hold secrets)."""
-    import re
-
-    patterns = [re.compile(rf"(?<![\w.-]){re.escape(t)}(?![\w-]|\.\w)", re.IGNORECASE) for t in texts if t]
-    if not patterns:
-        return []
-    found = []
-    for var, value in os.environ.items():
-        if var.startswith("SOCKGUARD_") or len(value) > 4096:
-            continue
-        if any(p.search(value) for p in patterns):
-            found.append(var)
-    return sorted(found)[:3]
 
 
 def _timeout(sock: Any) -> bool:

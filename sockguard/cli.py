@@ -112,8 +112,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     data = {
         "source": settings.source,
         "mode": settings.mode,
-        "allow": settings.allow,
-        "deny": settings.deny,
+        "allow": [rule.text for rule in settings.allow],
+        "deny": [rule.text for rule in settings.deny],
         "allow_loopback": settings.allow_loopback,
         "allow_unix": settings.allow_unix,
         "log": settings.log,

@@ -9,15 +9,18 @@ the scalars. Every problem raises ConfigError naming the source, key and value.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
 
-from sockguard.errors import ConfigError
-from sockguard.rules import RuleError, parse_rule, split_rules
+from sockguard import breaker_settings, resolver_settings
+from sockguard.errors import ConfigError, RuleError
+from sockguard.rules import Rule, compile_rules, split_rules
+from sockguard.values import MODES, parse_bool, parse_mode, unknown_key
 
-MODES = ("enforce", "monitor", "off")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+__all__ = ["MODES", "ConfigError", "Settings", "load_settings", "with_flags"]
 
 #: Keys a config file may hold at top level; tables own their own validation.
 KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "resolver", "breaker", "pytest"}
@@ -31,8 +34,8 @@ class Settings:
         self,
         *,
         mode: str = "enforce",
-        allow: list[str] | None = None,
-        deny: list[str] | None = None,
+        allow: Iterable[str | Rule] | None = None,
+        deny: Iterable[str | Rule] | None = None,
         allow_loopback: bool = True,
         allow_unix: bool = True,
         log: str | None = None,
@@ -42,8 +45,9 @@ class Settings:
         source: str = "defaults",
     ) -> None:
         self.mode = mode
-        self.allow = list(allow or ())
-        self.deny = list(deny or ())
+        #: Rules parsed once, here; the Policy and every tool use these Rule objects (``rule.text`` as written).
+        self.allow: list[Rule] = _parsed(allow or (), "allow")
+        self.deny: list[Rule] = _parsed(deny or (), "deny")
         self.allow_loopback = allow_loopback
         self.allow_unix = allow_unix
         self.log = log
@@ -60,12 +64,17 @@ class Settings:
 
         return Policy(self.allow, self.deny, allow_loopback=self.allow_loopback, allow_unix=self.allow_unix)
 
+    def extend(self, allow: Iterable[str | Rule] = (), deny: Iterable[str | Rule] = (), where: str = "") -> None:
+        """Add rules (strings are parsed; RuleError names ``where`` they came from)."""
+        self.allow = self.allow + _parsed(allow, f"{where}allow")
+        self.deny = self.deny + _parsed(deny, f"{where}deny")
+
     def to_env(self) -> dict[str, str]:
         """The same settings as environment variables, for child processes."""
         env = {
             "SOCKGUARD_MODE": self.mode,
-            "SOCKGUARD_ALLOW": ",".join(self.allow),
-            "SOCKGUARD_DENY": ",".join(self.deny),
+            "SOCKGUARD_ALLOW": ",".join(r.text for r in self.allow),
+            "SOCKGUARD_DENY": ",".join(r.text for r in self.deny),
             "SOCKGUARD_ALLOW_LOOPBACK": "1" if self.allow_loopback else "0",
             "SOCKGUARD_ALLOW_UNIX": "1" if self.allow_unix else "0",
         }
@@ -78,6 +87,15 @@ class Settings:
             var = "SOCKGUARD_BREAKER" if key == "enabled" else f"SOCKGUARD_BREAKER_{key.upper()}"
             env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
+
+
+def _parsed(rules: Iterable[str | Rule], where: str) -> list[Rule]:
+    if isinstance(rules, (str, bytes)):
+        raise RuleError(f"{where}: expected a list of rules, got the string {rules!r}")
+    rules = list(rules)
+    if all(isinstance(r, Rule) for r in rules):
+        return rules  # type: ignore[return-value]
+    return [r if isinstance(r, Rule) else compile_rules([r], where)[0] for r in rules]
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -129,17 +147,7 @@ def config_path(source: str) -> str | None:
     return path if path != "defaults" else None
 
 
-def _bool(value: object, source: str, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigError(
-        f"sockguard: {source}: {key} must be true/false (or 1/0), got {value!r}", source=source, key=key, value=value
-    )
-
-
-def _rules(value: object, source: str, key: str) -> list[str]:
+def _rules(value: object, source: str, key: str) -> list[Rule]:
     if isinstance(value, str):
         items = split_rules(value)
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -151,36 +159,13 @@ def _rules(value: object, source: str, key: str) -> list[str]:
             key=key,
             value=value,
         )
+    parsed = []
     for item in items:
         try:
-            parse_rule(item)
+            parsed.extend(compile_rules([item], f"sockguard: {source}: {key}"))
         except RuleError as exc:
-            raise ConfigError(f"sockguard: {source}: {key}: {exc}", source=source, key=key, value=item) from None
-    return items
-
-
-def _mode(value: object, source: str, key: str) -> str:
-    if not isinstance(value, str) or value.strip().lower() not in MODES:
-        raise ConfigError(
-            f"sockguard: {source}: {key} must be one of {', '.join(MODES)}, got {value!r}",
-            source=source,
-            key=key,
-            value=value,
-        )
-    return value.strip().lower()
-
-
-def _resolver(value: object, source: str, key: str) -> list[str] | None:
-    from sockguard.resolver import normalize_servers
-
-    return normalize_servers(value, source, key)
-
-
-def unknown_key(source: str, key: str, known: Iterable[str], value: object = None) -> ConfigError:
-    """The error for a key nobody reads: a typo must not leave a setting silently unused."""
-    return ConfigError(
-        f"sockguard: {source}: unknown key {key!r} (known: {', '.join(known)})", source=source, key=key, value=value
-    )
+            raise ConfigError(str(exc), source=source, key=key, value=item) from None
+    return parsed
 
 
 def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> None:
@@ -188,14 +173,14 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
     if unknown:
         raise unknown_key(source, unknown[0], sorted(KNOWN_KEYS))
     if "mode" in table:
-        settings.mode = _mode(table["mode"], source, "mode")
+        settings.mode = parse_mode(table["mode"], source, "mode")
     if "allow" in table:
         settings.allow = _rules(table["allow"], source, "allow")
     if "deny" in table:
         settings.deny = _rules(table["deny"], source, "deny")
     for key in ("allow_loopback", "allow_unix"):
         if key in table:
-            setattr(settings, key, _bool(table[key], source, key))
+            setattr(settings, key, parse_bool(table[key], source, key))
     if "log" in table:
         if not isinstance(table["log"], str):
             raise ConfigError(f"sockguard: {source}: log must be a file path string", source=source, key="log")
@@ -206,42 +191,36 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
         settings.log = log
     if "resolver" in table:
         if isinstance(table["resolver"], dict):  # [resolver] servers = [...], timeout = ..., attempts = ...
-            from sockguard.resolver import parse_table as resolver_table
-
-            settings.resolver, settings.resolver_options = resolver_table(table["resolver"], source)
+            settings.resolver, settings.resolver_options = resolver_settings.parse_table(table["resolver"], source)
         else:
-            settings.resolver = _resolver(table["resolver"], source, "resolver")
+            settings.resolver = resolver_settings.normalize_servers(table["resolver"], source, "resolver")
     if "breaker" in table:
         if not isinstance(table["breaker"], dict):
             raise ConfigError(f"sockguard: {source}: [breaker] must be a table", source=source, key="breaker")
-        from sockguard.breaker import parse_table
-
-        settings.breaker = parse_table(table["breaker"], source)
+        settings.breaker = breaker_settings.parse_table(table["breaker"], source)
 
 
 def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
     get = environ.get
     if get("SOCKGUARD_MODE"):
-        settings.mode = _mode(get("SOCKGUARD_MODE"), "environment", "SOCKGUARD_MODE")
+        settings.mode = parse_mode(get("SOCKGUARD_MODE"), "environment", "SOCKGUARD_MODE")
     if get("SOCKGUARD_ALLOW"):
         settings.allow = settings.allow + _rules(get("SOCKGUARD_ALLOW"), "environment", "SOCKGUARD_ALLOW")
     if get("SOCKGUARD_DENY"):
         settings.deny = settings.deny + _rules(get("SOCKGUARD_DENY"), "environment", "SOCKGUARD_DENY")
     for key, var in (("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"), ("allow_unix", "SOCKGUARD_ALLOW_UNIX")):
         if get(var):
-            setattr(settings, key, _bool(get(var), "environment", var))
+            setattr(settings, key, parse_bool(get(var), "environment", var))
     if var_log := get("SOCKGUARD_LOG"):
         settings.log = var_log
     if get("SOCKGUARD_RESOLVER"):
-        settings.resolver = _resolver(get("SOCKGUARD_RESOLVER"), "environment", "SOCKGUARD_RESOLVER")
+        settings.resolver = resolver_settings.normalize_servers(
+            get("SOCKGUARD_RESOLVER"), "environment", "SOCKGUARD_RESOLVER"
+        )
     if any(var.startswith("SOCKGUARD_RESOLVER_") for var in environ):
-        from sockguard.resolver import parse_env as resolver_env
-
-        settings.resolver_options = {**settings.resolver_options, **resolver_env(environ)}
+        settings.resolver_options = {**settings.resolver_options, **resolver_settings.parse_env(environ)}
     if any(var.startswith("SOCKGUARD_BREAKER") for var in environ):  # SOCKGUARD_BREAKER=off, SOCKGUARD_BREAKER_<KEY>
-        from sockguard.breaker import parse_env
-
-        settings.breaker = {**settings.breaker, **parse_env(environ)}
+        settings.breaker = {**settings.breaker, **breaker_settings.parse_env(environ)}
 
 
 def with_flags(

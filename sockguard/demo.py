@@ -265,8 +265,9 @@ class _Timeline:
 
 
 def run(fast: bool, mode: str, note: str) -> int:
-    from sockguard import breaker as breaker_module
+    from sockguard import alerts as alert_callbacks
     from sockguard import guard
+    from sockguard.breaker_settings import DEFAULTS as BREAKER_DEFAULTS
     from sockguard.config import Settings
 
     partner_ip, target_ip = ADDRESSES[mode]
@@ -284,9 +285,10 @@ def run(fast: bool, mode: str, note: str) -> int:
     settings = Settings(allow=[rule], allow_loopback=False, log=log_path)
     state = guard.state_from_settings(settings)
     clock = _SimClock()
+    assert state.breaker is not None  # on by default
     state.breaker.clock = clock
     alerts: list[dict[str, Any]] = []
-    breaker_module.on_alert(alerts.append)
+    alert_callbacks.on_alert(alerts.append)
     logger = logging.getLogger("sockguard")
     printer = _AlertPrinter()
     logger.addHandler(printer)
@@ -297,7 +299,7 @@ def run(fast: bool, mode: str, note: str) -> int:
     kernel.clear()
 
     rounds = 12 if fast else 24
-    b = breaker_module.DEFAULTS
+    b = BREAKER_DEFAULTS
     print("sockguard demo: offline replay of the health-check incident")
     _say(f"isolation: {note}")
     _say(
@@ -352,7 +354,7 @@ def run(fast: bool, mode: str, note: str) -> int:
         logger.removeHandler(printer)
         logger.setLevel(old_level)
         logger.propagate = old_propagate
-        breaker_module.remove_alert_callback(alerts.append)
+        alert_callbacks.remove_alert_callback(alerts.append)
         _COUNTING["on"] = False
         partner.close()
         trap.close()

@@ -1,4 +1,8 @@
-"""Exceptions. Kept import-light: this module loads in every guarded process."""
+"""The whole error hierarchy, in one place.
+
+Import-light on purpose: this module loads in every guarded process (sitecustomize), so it imports only
+``errno``. Every other module raises these; none defines its own exception classes.
+"""
 
 from __future__ import annotations
 
@@ -58,3 +62,15 @@ class ConfigError(ValueError):
         self.source = source
         self.key = key
         self.value = value
+
+
+class RuleError(ValueError):
+    """A rule that cannot be parsed; the message names the rule and the problem."""
+
+
+class InvalidHost(ValueError):
+    """A host that can never be a DNS name or an address (NUL, spaces, failed IDNA, ...)."""
+
+
+class ResolverFailure(Exception):
+    """No pinned nameserver gave a usable answer (time-outs, SERVFAIL, refused...)."""

@@ -21,7 +21,7 @@ connect then fails as a raw IP):
 
 What stays uncovered (libcurl, gRPC core, uvloop's unconnected datagram ``sendto``) is in docs/coverage.md.
 
-``guard.patch_socket_module`` (the first ``import socket`` of a guarded process, or ``install``) registers a
+``sockguard.guard`` (when a policy is put in force) registers a
 post-import hook for each name in ``guard.INTEGRATIONS``, so a patch applies whenever its library is imported,
 before or after the guard. This module loads only then, never at start-up. The wrappers are plain functions,
 not wrapt proxies: they sit on lookup and connect paths, where a wrapt FunctionWrapper costs about 3x more.
@@ -32,11 +32,15 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from sockguard import guard
+from sockguard import lowlevel
 from sockguard.errors import EgressBlocked
+from sockguard.rules import split_host_port
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 MARK = "__sockguard__"
 
@@ -107,33 +111,27 @@ def _split_server(text: str) -> tuple[str, int]:
     text = text.strip()
     if "://" in text:
         text = text.split("://", 1)[1].rstrip("/")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    return host.partition("%")[0].lower(), int(port) if port.isdigit() else 53
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        host, port = text, None
+    return host.partition("%")[0].lower(), int(port) if port and port.isdigit() else 53
 
 
 def check_nameserver(server: str | bytes) -> None:
     """A query that C code (c-ares) sends to ``server``. Trusted like the C library's own queries when it is
     a resolv.conf nameserver; in pinned mode (docs/resolver.md) only the pinned servers are, since nothing
     else may hear the app's lookups. Any other nameserver is a destination like any other (an IP rule)."""
-    state = guard._state or guard.current()
-    if state.mode == "off":
+    if not lowlevel.enforcing():
         return
     host, port = _split_server(server.decode() if isinstance(server, bytes) else server)
-    pinned = getattr(getattr(state, "resolver", None), "servers", None)
+    pinned = lowlevel.pinned_nameservers()
     if pinned is not None:
         if (host, port) in {(h.lower(), p) for h, p in pinned}:
             return
     elif host in _system_nameservers():
         return
-    decision = state.address(host, port)
-    if not decision.allowed:
-        guard.report(state, decision, "send", None, None, port, host)
+    lowlevel.check_send(host, port, "dns")
 
 
 # -- c-ares: pycares (aiodns, aiohttp's AsyncResolver) ------------------------------------------
@@ -146,7 +144,7 @@ def _patch_pycares(module: Any) -> None:
 
     def checked(original: Any) -> Any:
         def lookup(self: Any, name: Any, *args: Any, **kwargs: Any) -> Any:
-            if guard.check_lookup(name) is not None:
+            if lowlevel.check_lookup(name) is not None:
                 for server in _channel_servers(self):
                     check_nameserver(server)
             return original(self, name, *args, **kwargs)
@@ -175,11 +173,11 @@ def _patch_aiohttp_resolver(module: Any) -> None:
     def admitted(original: Any) -> Any:
         async def resolve(self: Any, host: str, *args: Any, **kwargs: Any) -> Any:
             port = args[0] if args else kwargs.get("port", 0)
-            name = guard.check_lookup(host, port)
+            name = lowlevel.check_lookup(host, port)
             results = await original(self, host, *args, **kwargs)
             if name is None:
                 return results
-            keep = set(guard.admit_answers(name, port, [r["host"] for r in results]))
+            keep = set(lowlevel.admit_answers(name, port, [r["host"] for r in results]))
             return [r for r in results if r["host"] in keep]
 
         return resolve
@@ -195,31 +193,31 @@ def _checked_resolver_methods(cls: Any) -> None:
 
     def getaddrinfo(original: Any) -> Any:
         def wrapper(self: Any, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-            name = guard.check_lookup(host, port) if host is not None else None
+            name = lowlevel.check_lookup(host, port) if host is not None else None
             infos = original(self, host, port, *args, **kwargs)
-            return infos if name is None else guard.admit_addrinfo(name, port, infos)
+            return infos if name is None else lowlevel.admit_addrinfo(name, port, infos)
 
         return wrapper
 
     def gethostbyname(original: Any) -> Any:
         def wrapper(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
-            name = guard.check_lookup(host)
+            name = lowlevel.check_lookup(host)
             ip = original(self, host, *args, **kwargs)
-            return ip if name is None else guard.admit_answers(name, None, [ip])[0]
+            return ip if name is None else lowlevel.admit_answers(name, None, [ip])[0]
 
         return wrapper
 
     def gethostbyname_ex(original: Any) -> Any:
         def wrapper(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
-            name = guard.check_lookup(host)
+            name = lowlevel.check_lookup(host)
             hostname, aliases, ips = original(self, host, *args, **kwargs)
-            return hostname, aliases, (ips if name is None else guard.admit_answers(name, None, ips))
+            return hostname, aliases, (ips if name is None else lowlevel.admit_answers(name, None, ips))
 
         return wrapper
 
     def gethostbyaddr(original: Any) -> Any:
         def wrapper(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
-            guard.check_lookup(host)  # an address is a reverse (PTR) lookup and passes; a name is forward
+            lowlevel.check_lookup(host)  # an address is a reverse (PTR) lookup and passes; a name is forward
             return original(self, host, *args, **kwargs)
 
         return wrapper
@@ -277,7 +275,7 @@ def _patch_gevent_socket(module: Any) -> None:
     def resolve(host: Any, port: Any, family: int = 0, *args: Any) -> Any:
         return sys.modules["gevent._socketcommon"].getaddrinfo(host, port, family, *args)
 
-    guard._patch_socket_class(cls, resolve)
+    lowlevel.guard_socket_class(cls, resolve)
 
 
 # -- uvloop: libuv resolves and connects in C ---------------------------------------------------------
@@ -291,7 +289,7 @@ def _patch_asyncio(module: Any) -> None:
     def getaddrinfo(original: Any) -> Any:
         async def wrapper(self: Any, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
             if host is not None:
-                guard.check_lookup(host, port, log_allowed=False)
+                lowlevel.check_lookup(host, port, log_allowed=False)
             return await original(self, host, port, *args, **kwargs)
 
         return wrapper
@@ -310,9 +308,9 @@ def _patch_uvloop(module: Any) -> None:
 
     def getaddrinfo(original: Any) -> Any:
         async def wrapper(self: Any, host: Any, port: Any, **kwargs: Any) -> Any:
-            name = guard.check_lookup(host, port) if host is not None else None
+            name = lowlevel.check_lookup(host, port) if host is not None else None
             infos = await original(self, host, port, **kwargs)
-            return infos if name is None else guard.admit_addrinfo(name, port, infos)
+            return infos if name is None else lowlevel.admit_addrinfo(name, port, infos)
 
         return wrapper
 
@@ -475,7 +473,7 @@ def _check_pg_hosts(params: Any) -> None:
         if not host or host.startswith(("/", "@")) or host[1:2] == ":":
             return  # a Unix socket among them: decided per attempt
         try:
-            guard.check_lookup(host)
+            lowlevel.check_lookup(host)
         except EgressBlocked as exc:
             blocked.append(exc)
         else:
@@ -487,19 +485,17 @@ def _check_pg_hosts(params: Any) -> None:
 def _check_pg_attempts(attempts: list[Any]) -> list[Any]:
     """Attempts whose address the policy refuses are dropped; none left raises."""
     kept, blocked = [], []
-    state = guard._state or guard.current()
     for attempt in attempts:
         host = _pg_param(attempt, "host") or ""
         address = _pg_param(attempt, "hostaddr")
         port = int(_pg_param(attempt, "port") or 5432)
         try:
             if address:
-                guard.check_connect(address, port)
+                lowlevel.check_connect(address, port)
             elif not host or host.startswith(("/", "@")) or host[1:2] == ":":
-                if state.mode != "off" and not state.policy.allow_unix:
-                    guard.report(state, guard.Decision(False, guard.UNIX), "connect", "unix", host, None, None)
+                lowlevel.check_unix(host)
             else:  # libpq resolves it itself: at least the name is decided before its DNS query
-                guard.check_lookup(host, port)
+                lowlevel.check_lookup(host, port)
         except EgressBlocked as exc:
             blocked.append(exc)
             continue
@@ -540,7 +536,7 @@ def _check_qname(name: Any, rdtype: int) -> None:
             return
         except Exception:
             pass
-    guard.check_lookup(name.to_text(omit_final_dot=True))
+    lowlevel.check_lookup(name.to_text(omit_final_dot=True))
 
 
 def _patch_dns_query(module: Any) -> None:
@@ -591,9 +587,9 @@ def _admit_answer(answer: Any) -> None:
 
     if answer is None or answer.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA) or answer.rrset is None:
         return
-    name = guard.check_lookup(answer.qname.to_text(omit_final_dot=True))
+    name = lowlevel.check_lookup(answer.qname.to_text(omit_final_dot=True))
     if name is not None:
-        guard.admit_answers(name, None, [rdata.address for rdata in answer.rrset])
+        lowlevel.admit_answers(name, None, [rdata.address for rdata in answer.rrset])
 
 
 def _patch_dns_resolver(module: Any) -> None:

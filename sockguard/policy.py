@@ -8,8 +8,7 @@ non-overlapping intervals searched with bisect (O(log n), in C).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections import namedtuple
 
 from sockguard.addresses import (
     METADATA_NAMES,
@@ -21,7 +20,12 @@ from sockguard.addresses import (
     parse_address,
     unwrap_routable,
 )
-from sockguard.rules import InvalidHost, Rule, RuleError, normalize_host, parse_rule
+from sockguard.errors import InvalidHost, RuleError
+from sockguard.rules import Rule, normalize_host, parse_rule
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # Decision reasons (stable strings: they appear in logs, reports and exceptions).
 ALLOWED_NAME = "allowed-name"
@@ -60,11 +64,16 @@ EXPLAIN = {
 }
 
 
-class Decision(NamedTuple):
+class Decision(namedtuple("Decision", "allowed reason rule detail", defaults=(None, None))):
+    """One decision: ``allowed``, a stable ``reason`` string, the ``rule`` text that decided (if any) and a
+    ``detail`` (e.g. the internal-range category). A plain namedtuple, not ``typing.NamedTuple``: ``typing``
+    must stay off the first-socket path."""
+
+    __slots__ = ()
     allowed: bool
     reason: str
-    rule: str | None = None  # text of the rule that decided, if any
-    detail: str | None = None  # e.g. the internal-range category
+    rule: str | None
+    detail: str | None
 
     def explain(self) -> str:
         template = EXPLAIN.get(self.reason)
@@ -149,19 +158,6 @@ def _first(rules: Iterable[Rule] | None, port: int | None, strict_port: bool) ->
             elif rule.allows_port(port):
                 return rule
     return None
-
-
-def compile_rules(texts: Iterable[str], where: str) -> list[Rule]:
-    """Parse rules, prefixing errors with where they came from (file/key/flag)."""
-    if isinstance(texts, str):
-        raise RuleError(f"{where}: expected a list of rules, got the string {texts!r}")
-    parsed = []
-    for text in texts:
-        try:
-            parsed.append(parse_rule(text))
-        except RuleError as exc:
-            raise RuleError(f"{where}: {exc}") from None
-    return parsed
 
 
 class Policy:

@@ -564,10 +564,9 @@ class _Plugin:
             import socket
 
             from sockguard import guard
-            from sockguard.policy import Policy
 
             try:
-                with guard.applied(guard.State(Policy(), "off")):
+                with guard.applied(guard.off()):
                     infos = socket.getaddrinfo(name, None)
                 found = tuple(dict.fromkeys(str(info[4][0]).partition("%")[0] for info in infos))
             except OSError:
@@ -1113,11 +1112,11 @@ def _suggest(state: Any, event: dict[str, Any]) -> str | None:
     if state is None:
         return None
     try:
-        from sockguard import guard
         from sockguard.policy import Decision
+        from sockguard.refusal import suggestion
 
         decision = Decision(False, event.get("reason") or "", event.get("rule"), event.get("detail"))
-        return guard._suggestion(state, decision, event.get("host"), event.get("port"), event.get("address"))
+        return suggestion(state, decision, event.get("host"), event.get("port"), event.get("address"))
     except Exception:
         return None
 
@@ -1151,10 +1150,10 @@ def _watch_pytest_raises(plugin: _Plugin, on: bool) -> None:
 def _guard_at_exit(rules: Rules) -> None:
     """After the last session: atexit handlers (telemetry flushes) stay under the session policy."""
     from sockguard import guard
-    from sockguard.policy import Policy
 
-    policy = Policy(rules.allow, rules.deny, allow_loopback=rules.allow_loopback, allow_unix=rules.allow_unix)
-    guard.install(guard.State(policy, rules.mode))
+    settings = rules.settings()
+    settings.breaker = {"enabled": False}
+    guard.install(guard.state_from_settings(settings))
 
 
 def _socket_options_used(config: pytest.Config) -> bool:

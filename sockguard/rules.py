@@ -11,35 +11,40 @@ One syntax everywhere (config files, environment, CLI flags, pytest plugin)::
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
-from sockguard.addresses import Address, format_address, parse_address, parse_ipv6, parse_network, split_zone
+from sockguard.addresses import format_address, parse_address, parse_ipv6, parse_network, split_zone
+from sockguard.errors import InvalidHost, RuleError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _DIGITS = frozenset("0123456789")
 
 
-class RuleError(ValueError):
-    """A rule that cannot be parsed; the message names the rule and the problem."""
+class Rule(namedtuple("Rule", "text kind host version network prefix ports")):
+    """One parsed rule (a plain namedtuple: ``typing.NamedTuple`` would import ``typing`` at first socket use).
 
+    ``text`` as written (for messages and logs); ``kind`` "name", "wildcard" or "cidr"; ``host`` the normalised
+    name, the wildcard suffix (no "*.") or the formatted network; ``version`` 4/6 for cidr rules, 0 for names;
+    ``network``/``prefix`` the cidr as ints; ``ports`` an inclusive (low, high) range or None for any port.
+    """
 
-class Rule(NamedTuple):
-    text: str  # as written, for messages and logs
-    kind: str  # "name", "wildcard", "cidr"
-    host: str  # normalised name, wildcard suffix (no "*."), or formatted network
-    version: int  # 4 / 6 for cidr rules, 0 for names
-    network: int  # cidr rules: network as int
-    prefix: int  # cidr rules: prefix length
-    ports: tuple[int, int] | None  # inclusive port range, None = any
+    __slots__ = ()
+    text: str
+    kind: str
+    host: str
+    version: int
+    network: int
+    prefix: int
+    ports: tuple[int, int] | None
 
     def allows_port(self, port: int | None) -> bool:
         # An unknown port (a lookup before connect) matches any rule: the port is
         # checked again at connect time.
         return self.ports is None or port is None or self.ports[0] <= port <= self.ports[1]
-
-
-class InvalidHost(ValueError):
-    """A host that can never be a DNS name or an address (NUL, spaces, ...)."""
 
 
 def normalize_host(host: str | bytes | bytearray) -> str:
@@ -91,11 +96,6 @@ def _valid_zone(zone: str) -> bool:
     return bool(zone) and zone.isascii() and zone.isprintable() and not any(c in zone for c in " %/")
 
 
-def host_address(normalised: str) -> Address | None:
-    """The address a normalised host names, if it is numeric in any spelling."""
-    return parse_address(normalised)
-
-
 def _parse_ports(text: str, rule: str) -> tuple[int, int]:
     lo_text, dash, hi_text = text.partition("-")
     if not _is_number(lo_text) or (dash and not _is_number(hi_text)):
@@ -121,22 +121,13 @@ def parse_rule(text: str) -> Rule:
         raise RuleError("empty rule")
     if "://" in raw:
         raise RuleError(f"rule {raw!r}: looks like a URL; write the host (and port), e.g. 'api.example.com:443'")
-    ports: tuple[int, int] | None = None
-    body = raw
-    if raw.startswith("["):
-        close = raw.find("]")
-        if close < 0:
-            raise RuleError(f"rule {raw!r}: missing ']'")
-        body, rest = raw[1:close], raw[close + 1 :]
-        if ":" not in body:
-            raise RuleError(f"rule {raw!r}: brackets are only for IPv6 addresses, write 'host:port'")
-        if rest:
-            if not rest.startswith(":"):
-                raise RuleError(f"rule {raw!r}: expected ':PORT' after ']'")
-            ports = _parse_ports(rest[1:], raw)
-    elif raw.count(":") == 1:
-        body, port_text = raw.split(":")
-        ports = _parse_ports(port_text, raw)
+    try:
+        body, port_text = split_host_port(raw)
+    except ValueError as exc:
+        raise RuleError(f"rule {exc}") from None
+    if raw.startswith("[") and ":" not in body:
+        raise RuleError(f"rule {raw!r}: brackets are only for IPv6 addresses, write 'host:port'")
+    ports = None if port_text is None else _parse_ports(port_text, raw)
     if "/" in body and not (":" in body or _looks_numeric(body.split("/")[0])):
         raise RuleError(f"rule {raw!r}: a path is not part of a rule; write the host (and port)")
     if ":" in body or _looks_numeric(body):
@@ -154,7 +145,7 @@ def parse_rule(text: str) -> Rule:
         host = normalize_host(name)
     except InvalidHost as exc:
         raise RuleError(f"rule {raw!r}: {exc}") from None
-    if host_address(host) is not None:
+    if parse_address(host) is not None:
         raise RuleError(f"rule {raw!r}: ambiguous numeric host; write the address as a.b.c.d")
     return Rule(raw, "wildcard" if wildcard else "name", host, 0, 0, 0, ports)
 
@@ -167,3 +158,44 @@ def _looks_numeric(body: str) -> bool:
 def split_rules(text: str) -> list[str]:
     """Rules from an environment value: comma- and/or whitespace-separated."""
     return [part for part in text.replace(",", " ").split() if part]
+
+
+def compile_rules(texts: Iterable[str], where: str) -> list[Rule]:
+    """Parse many rules, prefixing an error with where they came from (file and key, variable, flag)."""
+    if isinstance(texts, (str, bytes)):  # would silently become one rule per character
+        raise RuleError(f"{where}: expected a list of rules, got the string {texts!r}")
+    parsed = []
+    for text in texts:
+        try:
+            parsed.append(parse_rule(text))
+        except RuleError as exc:
+            raise RuleError(f"{where}: {exc}") from None
+    return parsed
+
+
+def split_host_port(text: str) -> tuple[str, str | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address -> (host, port text or None).
+
+    The one host:port splitter (rules, nameservers, ``sockguard check`` targets). The port is returned as
+    text for the caller to validate in its own terms. Raises ValueError for a malformed bracket."""
+    if text.startswith("["):
+        host, closed, tail = text[1:].partition("]")
+        if not closed:
+            raise ValueError(f"{text!r}: missing ']'")
+        if not tail:
+            return host, None
+        if not tail.startswith(":"):
+            raise ValueError(f"{text!r}: expected ':PORT' after ']'")
+        return host, tail[1:]
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
+def format_host_port(host: object, port: object) -> str:
+    """``host:port``, ``[v6]:port``, or the host alone when the port is None (messages, logs, suggestions)."""
+    text = bytes(host).decode("ascii", "replace") if isinstance(host, (bytes, bytearray)) else str(host)
+    if port is None:
+        return text
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"

@@ -54,8 +54,8 @@ def netlab(netlab_session: _netlab.Lab) -> _netlab.Lab:
 def _fresh_address_memory() -> Iterator[None]:
     """Which name an address was resolved from is process-wide knowledge that outlives any one policy (by
     design); every test starts from a process that has resolved nothing, so results never depend on order."""
-    from sockguard import guard
+    from sockguard import testing
 
-    guard._resolved.clear()
+    testing.reset()
     yield
-    guard._resolved.clear()
+    testing.reset()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import sockguard
-from sockguard import guard
+from sockguard import testing
 from tests.netlab import Lab, TcpServer, UdpServer
 
 ALLOWED_NAME = "api.allowed.test"  # A 198.51.100.10, AAAA 2001:db8::10
@@ -95,7 +95,7 @@ def build_scene(lab: Lab) -> Scene:
 def scene_fixture(netlab: Lab) -> Iterator[Scene]:
     """The scene, with the guard's address-to-name memory emptied so that "allowed" cannot lean on an
     address another test resolved: each client must resolve (and be admitted) through its own path."""
-    guard._resolved.clear()
+    testing.reset()
     yield build_scene(netlab)
 
 

@@ -26,6 +26,7 @@ import pytest
 
 import sockguard
 from sockguard import _hook, breaker, guard
+from sockguard import alerts as alerts_module
 from sockguard.breaker import Breaker
 from sockguard.config import Settings, load_settings
 from sockguard.errors import ConfigError
@@ -111,7 +112,7 @@ def alerts():
     received: list[dict] = []
     sockguard.on_alert(received.append)
     yield received
-    breaker.remove_alert_callback(received.append)
+    alerts_module.remove_alert_callback(received.append)
 
 
 def closed_port(host: str = "127.0.0.1") -> int:
@@ -592,7 +593,7 @@ def test_a_failing_callback_does_not_stop_enforcement_or_other_callbacks(alerts)
             with pytest.raises(sockguard.EgressBlocked):
                 connect("127.0.0.1", port)
     finally:
-        breaker.remove_alert_callback(broken)
+        alerts_module.remove_alert_callback(broken)
     assert len(alerts) == 1
 
 

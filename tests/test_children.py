@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sockguard import runner
+from sockguard import children
 from sockguard.paths import sitecustomize_dir
 from tests.netlab import Lab
 
@@ -357,7 +357,7 @@ def test_a_guarded_parent_warns_when_it_starts_an_unguarded_python(
     ],
 )
 def test_isolation_warning(argv: list[str], expected: str | None) -> None:
-    warning = runner.isolation_warning(argv)
+    warning = children.isolation_warning(argv)
     if expected is None:
         assert warning is None
     else:
@@ -378,17 +378,17 @@ def test_isolation_warning_reads_the_shebang(tmp_path: Path, line: str, expected
     script = tmp_path / "tool"
     script.write_text(line + "\nprint('hi')\n")
     script.chmod(0o755)
-    warning = runner.isolation_warning([str(script), "arg"])
+    warning = children.isolation_warning([str(script), "arg"])
     assert (warning is None) if expected is None else (warning is not None and expected in warning)
 
 
 def test_child_warning_checks_the_environment_it_is_given() -> None:
     guarded_env = {"PYTHONPATH": sitecustomize_dir(), "PATH": "/usr/bin"}
-    assert runner.child_warning([PY, "app.py"], None) is None  # inherits this environment
-    assert runner.child_warning([PY, "app.py"], guarded_env) is None
-    assert "no PYTHONPATH entry" in (runner.child_warning([PY, "app.py"], {"PATH": "/usr/bin"}) or "")
-    assert runner.child_warning([PY, "app.py"], {"SOCKGUARD_MODE": "off"}) is None  # explicit opt-out
-    assert runner.child_warning(["ls", "-l"], {}) is None  # not a Python
-    assert "-I" in (runner.child_warning(f"{PY} -I app.py", None) or "")  # a shell command line (os.system)
-    assert "-E" in (runner.child_warning([b"python3", b"-E", b"x.py"], None) or "")
-    assert "-S" in (runner.child_warning(["ignored", "-S", "x.py"], None, PY) or "")  # Popen(executable=...)
+    assert children.child_warning([PY, "app.py"], None) is None  # inherits this environment
+    assert children.child_warning([PY, "app.py"], guarded_env) is None
+    assert "no PYTHONPATH entry" in (children.child_warning([PY, "app.py"], {"PATH": "/usr/bin"}) or "")
+    assert children.child_warning([PY, "app.py"], {"SOCKGUARD_MODE": "off"}) is None  # explicit opt-out
+    assert children.child_warning(["ls", "-l"], {}) is None  # not a Python
+    assert "-I" in (children.child_warning(f"{PY} -I app.py", None) or "")  # a shell command line (os.system)
+    assert "-E" in (children.child_warning([b"python3", b"-E", b"x.py"], None) or "")
+    assert "-S" in (children.child_warning(["ignored", "-S", "x.py"], None, PY) or "")  # Popen(executable=...)

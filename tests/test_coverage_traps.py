@@ -324,9 +324,9 @@ def test_dnspython_reverse_lookup_of_an_address_passes(scene: Scene) -> None:
 
 
 def test_every_integration_has_a_post_import_hook() -> None:
-    from sockguard import guard, integrations
+    from sockguard import _hook, integrations
 
-    assert tuple(integrations.PATCHES) == guard.INTEGRATIONS
+    assert tuple(integrations.PATCHES) == _hook.INTEGRATIONS
 
 
 def test_a_patch_that_does_not_fit_warns_and_never_breaks_the_import(capsys: pytest.CaptureFixture[str]) -> None:

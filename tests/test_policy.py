@@ -28,9 +28,8 @@ from sockguard.policy import (
     RAW_IP,
     Decision,
     Policy,
-    compile_rules,
 )
-from sockguard.rules import InvalidHost, Rule, RuleError, normalize_host, parse_rule
+from sockguard.rules import InvalidHost, Rule, RuleError, compile_rules, normalize_host, parse_rule
 
 SETTINGS = settings(deadline=None, max_examples=300)
 

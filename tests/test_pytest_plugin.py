@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from sockguard import guard, pytest_plugin
+from sockguard import active, pytest_plugin
 from tests.test_pytest_plugin_helpers import run, text
 
 pytest_plugins = ["pytester", "tests.test_pytest_plugin_helpers"]
@@ -31,15 +31,15 @@ def test_inactive_unless_enabled(sg, servers, pytest_socket, tmp_path, monkeypat
     """Installed but not enabled: no guard installed, no environment change, no header line."""
     snapshot = tmp_path / "env.json"
     monkeypatch.setenv("SG_SNAPSHOT", str(snapshot))
-    monkeypatch.setenv("SG_STATE_ID", str(id(guard._state)))
+    monkeypatch.setenv("SG_STATE_ID", str(id(active.in_force)))
     sg.makepyfile(
         test_inner="""
         import json, os, socket
-        from sockguard import guard
+        from sockguard import active
 
         def test_untouched(request):
             assert request.config.pluginmanager.has_plugin("sockguard")
-            assert str(id(guard._state)) == os.environ["SG_STATE_ID"]
+            assert str(id(active.in_force)) == os.environ["SG_STATE_ID"]
             keys = ["PYTHONPATH", "SOCKGUARD_MODE", "SOCKGUARD_ALLOW", "SOCKGUARD_LOG", "SOCKGUARD_CONFIG"]
             with open(os.environ["SG_SNAPSHOT"], "w") as f:
                 json.dump({k: os.environ.get(k) for k in keys}, f)

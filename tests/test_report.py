@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import sockguard
 from sockguard import cli
 from sockguard.config import load_settings
-from sockguard.events import Sinks, make_event
+from sockguard.events import make_event
 from sockguard.report import (
     _CACHE_MAX,
     BUCKETS,
@@ -36,6 +36,7 @@ from sockguard.report import (
     Summary,
 )
 from sockguard.report_html import COLORS, render_html
+from sockguard.sinks import Sinks
 from tests.loopback import CountingTCPServer
 
 T0 = 1_700_000_000.0
@@ -366,7 +367,7 @@ def test_suggested_allowlist_loads_and_allows_every_would_block_destination(tmp_
     config.write_text(toml_text)
     settings = load_settings({"SOCKGUARD_CONFIG": str(config)}, str(tmp_path))
     assert settings.source == str(config) and settings.mode == "enforce"
-    assert settings.allow == [
+    assert [rule.text for rule in settings.allow] == [
         "already.example.test:443",
         "api.example.test:443",
         "blocked.example.test:8080",
@@ -423,7 +424,7 @@ def test_wildcards_only_above_the_threshold_and_never_on_a_public_suffix(tmp_pat
         assert code == 0
         config = tmp_path / "w.toml"
         config.write_text(out)
-        return load_settings({"SOCKGUARD_CONFIG": str(config)}, str(tmp_path)).allow
+        return [rule.text for rule in load_settings({"SOCKGUARD_CONFIG": str(config)}, str(tmp_path)).allow]
 
     assert "*.cdn.example.test:443" not in rules()  # off by default
     assert "*.cdn.example.test:443" not in rules("--wildcard-threshold", "4")  # 4 siblings: not MORE than 4

@@ -1,0 +1,165 @@
+"""The policy in force: a :class:`State` (one compiled Policy with its decision caches) and which one that is.
+
+A State is replaced whole, never changed in place, so a thread always sees one consistent policy; a new
+policy is a new State with empty caches (sockguard.guard builds and switches them). Decisions are cached
+per State in plain dicts (atomic under the GIL: no lock on the hot path) with hard bounds.
+"""
+
+from __future__ import annotations
+
+from sockguard import addrmap
+from sockguard.addresses import format_address, parse_address, unwrap_routable
+from sockguard.canonical import port_number
+from sockguard.errors import InvalidHost
+from sockguard.policy import CONFIG_ERROR, INVALID, RAW_IP, Decision
+from sockguard.rules import normalize_host
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from sockguard.breaker import Breaker
+    from sockguard.policy import Policy
+    from sockguard.resolver import Resolver
+    from sockguard.sinks import Sinks
+
+NUMERIC_OK = Decision(True, "numeric-host")
+_CACHE_MAX = 8192
+_PORTS_PER_ADDRESS = 1024
+
+
+class State:
+    """One policy in force, with its caches, sinks, breaker and (pinned mode) resolver."""
+
+    __slots__ = (
+        "addrs",
+        "answers",
+        "blocks",
+        "breaker",
+        "error",
+        "mode",
+        "names",
+        "policy",
+        "resolver",
+        "settings",
+        "sinks",
+    )
+
+    def __init__(
+        self,
+        policy: Policy,
+        mode: str,
+        sinks: Sinks,
+        *,
+        error: str | None = None,
+        settings: Any = None,
+        breaker: Breaker | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.policy = policy
+        self.mode = mode
+        self.sinks = sinks
+        self.error = error  # a broken configuration: every decision is config-error (fail closed)
+        self.settings = settings
+        self.breaker = breaker
+        self.resolver = resolver  # sockguard.resolver.Resolver in pinned mode, else None (the system resolver)
+        self.names: dict[tuple[Any, Any], tuple[Decision, str | None]] = {}
+        self.addrs: dict[Any, dict[Any, Decision]] = {}
+        self.answers: dict[tuple[str, str, int | None], Decision] = {}
+        self.blocks: dict[Any, tuple[str | None, str, str]] = {}  # sockguard.refusal's message cache
+
+    def lookup(self, host: Any, port: Any) -> tuple[Decision, str | None]:
+        """Decision for a lookup, and the normalised name (None if numeric: no DNS leaves for it)."""
+        key = (host, port)
+        found = self.names.get(key)
+        if found is None:
+            found = self._lookup(host, port_number(port))
+            if len(self.names) >= _CACHE_MAX:
+                self.names.clear()
+            self.names[key] = found
+        return found
+
+    def _lookup(self, host: Any, port: int | None) -> tuple[Decision, str | None]:
+        if self.error is not None:
+            return Decision(False, CONFIG_ERROR, None, self.error), None
+        try:
+            name = normalize_host(host)
+        except InvalidHost as exc:
+            return Decision(False, INVALID, None, str(exc)), None
+        if parse_address(name) is not None:
+            # No DNS leaves for a numeric host (servers resolve "0.0.0.0" to
+            # bind): the connect or send decides on the address.
+            return NUMERIC_OK, None
+        return self.policy.check_name(name, port), name
+
+    def address(self, host: Any, port: Any) -> Decision:
+        """Decision for a connect or send to a numeric ``host``."""
+        ports = self.addrs.get(host)
+        if ports is not None:
+            found = ports.get(port)
+            if found is not None:
+                return found
+        decision = self._address(host, port_number(port))
+        if ports is None:
+            if len(self.addrs) >= _CACHE_MAX:
+                self.addrs.clear()
+            ports = self.addrs[host] = {}
+        if len(ports) < _PORTS_PER_ADDRESS:
+            ports[port] = decision
+        return decision
+
+    def _address(self, host: Any, port: int | None) -> Decision:
+        if self.error is not None:
+            return Decision(False, CONFIG_ERROR, None, self.error)
+        addr = parse_address(host) if isinstance(host, str) else None
+        if addr is None:
+            # A hostname reached C without the wrappers: C has resolved it already (no event fires for that).
+            # Decide on the name; the floor puts the wrappers back (sockguard.floor).
+            return self._lookup(host, port)[0]
+        decision = self.policy.check_address(addr, port)
+        if decision.reason == RAW_IP:
+            names = addrmap.names_for(host) or addrmap.names_for(format_address(addr))
+            if not names and unwrap_routable(addr) != addr:  # ::ffff:a.b.c.d reaches the IPv4 host a.b.c.d
+                names = addrmap.names_for(format_address(unwrap_routable(addr)))
+            if names:
+                for name in names:
+                    by_name = self.policy.check_address(addr, port, name)
+                    if by_name.allowed:
+                        return by_name
+                return by_name
+        return decision
+
+    def answer(self, name: str, ip: str, port: int | None) -> Decision:
+        """Decision for one answer of a lookup of ``name``: an address reached through that name."""
+        key = (name, ip, port)
+        found = self.answers.get(key)
+        if found is None:
+            addr = parse_address(ip)
+            if addr is None:
+                found = Decision(False, INVALID, None, f"resolver returned {ip!r}")
+            else:
+                found = self.policy.check_address(addr, port, name)
+            if len(self.answers) >= _CACHE_MAX:
+                self.answers.clear()
+            self.answers[key] = found
+        return found
+
+    def forget_address(self, address: str) -> None:
+        """A cached raw-IP decision for ``address`` is stale: it has just been learned from a name."""
+        self.addrs.pop(address, None)
+
+
+#: The State in force, or None before the first socket event (then :func:`current` loads it).
+in_force: State | None = None
+
+
+def current() -> State:
+    """The State in force, loading the configuration on first use."""
+    state = in_force
+    if state is None:
+        # The one deliberate lazy edge of the import graph (CONTRIBUTING.md): the loader builds States and
+        # puts them in force, so it imports this module; a process that never touches the network never loads it.
+        from sockguard import guard
+
+        state = guard.load()
+    return state

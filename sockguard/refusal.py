@@ -1,0 +1,175 @@
+"""Refusing: the block message, the rule that would allow the destination, and the exception.
+
+Every enforcement point reads ``raise refuse(...)`` (or, where monitor mode must let the call go on,
+``error = refuse(...)`` then ``if error: raise error``): recording the decision and refusing are one step here,
+and the raise stays visible where the call is stopped. Messages are cached per State, so a retry loop
+against a blocked destination pays for the suggestion and the formatting once.
+"""
+
+from __future__ import annotations
+
+from sockguard.caller import find_caller
+from sockguard.canonical import port_number
+from sockguard.errors import EgressBlocked, InvalidHost
+from sockguard.events import emit, emitting, host_text, make_event, protocol
+from sockguard.policy import (
+    BREAKER_OPEN,
+    CONFIG_ERROR,
+    DENIED,
+    FAMILY,
+    INTERNAL,
+    INVALID,
+    METADATA,
+    PINNED_RESOLVER,
+    RATE_LIMITED,
+    SCAN_PATTERN,
+    UNIX,
+)
+from sockguard.rules import format_host_port, normalize_host
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from sockguard.active import State
+    from sockguard.policy import Decision
+
+#: Reasons no allow rule can fix (a deny rule, a broken configuration, the breaker, ...).
+_NO_SUGGESTION = frozenset((DENIED, INVALID, FAMILY, CONFIG_ERROR, UNIX, BREAKER_OPEN, SCAN_PATTERN, RATE_LIMITED,
+                            PINNED_RESOLVER))  # fmt: skip
+_VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup"}
+_MESSAGES_MAX = 1024
+
+
+def suggestion(state: State, decision: Decision, host: Any, port: Any, address: str | None) -> str | None:
+    """The narrowest rule that would allow this destination under ``state``'s policy, or None."""
+    reason = decision.reason
+    if reason in _NO_SUGGESTION:
+        return None
+    number = port_number(port)
+    if reason == INTERNAL:
+        return state.policy.suggest(None, number, address)
+    name = host_text(host)
+    try:
+        name = normalize_host(name)  # type: ignore[arg-type]
+    except (InvalidHost, TypeError):
+        pass
+    if reason == METADATA:
+        return state.policy.suggest(name, None)
+    return state.policy.suggest(name, number, address)
+
+
+def _message_parts(
+    operation: str, decision: Decision, host: Any, port: Any, address: str | None, rule_hint: str | None, mode: str
+) -> tuple[str, str]:
+    """The block message before and after the caller."""
+    verb = _VERBS.get(operation, operation)
+    head = "would block" if mode == "monitor" else "blocked"
+    dest = format_host_port(host, port) if host is not None else format_host_port(address, port)
+    via = f" ({address})" if address and host is not None and address != host else ""
+    text = f"sockguard {head} {verb} to {dest}{via}: {decision.explain()}"
+    if decision.rule and decision.reason == DENIED:
+        text += f" (deny rule {decision.rule!r})"
+    text += "; called from "
+    after = "."
+    if decision.reason == DENIED:
+        after += " To allow it, remove or narrow that deny rule."
+    elif decision.reason == CONFIG_ERROR:
+        after += " Fix the configuration to restore traffic."
+    elif rule_hint:
+        after += f" To allow it, add the rule {rule_hint!r} (SOCKGUARD_ALLOW, --allow, or allow in sockguard.toml)."
+    return text, after
+
+
+def _cached_parts(
+    state: State, decision: Decision, operation: str, host: Any, port: Any, address: str | None
+) -> tuple[str | None, str, str]:
+    key: Any = (operation, decision, host, port, address)
+    try:
+        found = state.blocks.get(key)
+    except TypeError:  # an unhashable host (bytearray): no cache
+        key = found = None
+    if found is None:
+        hint = suggestion(state, decision, host, port, address)
+        found = (hint, *_message_parts(operation, decision, host, port, address, hint, state.mode))
+        if key is not None:
+            if len(state.blocks) >= _MESSAGES_MAX:
+                state.blocks.clear()
+            state.blocks[key] = found
+    return found
+
+
+def refuse(
+    state: State,
+    decision: Decision,
+    operation: str,
+    sock: Any,
+    host: Any,
+    port: Any,
+    address: str | None,
+    *,
+    depth: int = 1,
+    log: bool = True,
+) -> EgressBlocked | None:
+    """Record a refused decision and return the exception to raise (None in monitor mode, where the call goes
+    on and the event says would-block). ``depth``: frames of sockguard above the caller's search start;
+    ``log=False`` when the event is already in the log (the last refused answer of a lookup)."""
+    caller = find_caller(depth + 1)
+    hint, before, after = _cached_parts(state, decision, operation, host, port, address)
+    message = f"{before}{caller or 'unknown code'}{after}"
+    monitor = state.mode == "monitor"
+    if log and not emitting() and state.sinks.wants(30):
+        event = make_event(
+            operation=operation,
+            protocol=protocol(sock),
+            host=host_text(host),
+            port=port_number(port),
+            address=address,
+            decision="would-block" if monitor else "block",
+            reason=decision.reason,
+            rule=decision.rule,
+            mode=state.mode,
+            caller=caller,
+            detail=decision.detail,
+        )
+        emit(state.sinks, event, message, 30)
+    if operation == "resolve" and state.breaker is not None:
+        state.breaker.lookup_blocked(host, port, decision)  # a retry loop on a blocked name alerts too
+    if monitor:
+        return None
+    return EgressBlocked(
+        message,
+        host=host_text(host),
+        port=port_number(port),
+        address=address,
+        reason=decision.reason,
+        rule=decision.rule,
+        operation=operation,
+        caller=caller,
+        suggestion=hint,
+    )
+
+
+def record_refused_answer(
+    state: State, decision: Decision, name: str, port: Any, address: str, *, depth: int = 1
+) -> None:
+    """Log one answer dropped from an allowed lookup (internal or denied address); nothing is raised: the other
+    answers may still be used."""
+    caller = find_caller(depth + 1)
+    if emitting() or not state.sinks.wants(30):
+        return
+    _hint, before, after = _cached_parts(state, decision, "resolve", name, port, address)
+    event = make_event(
+        operation="resolve",
+        protocol="dns",
+        host=name,
+        port=port_number(port),
+        address=address,
+        decision="would-block" if state.mode == "monitor" else "block",
+        reason=decision.reason,
+        rule=decision.rule,
+        mode=state.mode,
+        caller=caller,
+        detail=decision.detail,
+    )
+    emit(state.sinks, event, f"{before}{caller or 'unknown code'}{after}", 30)
