@@ -44,7 +44,7 @@ from sockguard import alerts, host_addresses
 from sockguard.addresses import is_loopback, parse_address, unwrap_routable
 from sockguard.alerts import _text
 from sockguard.breaker_settings import DEFAULTS, resolve
-from sockguard.caller import find_caller
+from sockguard.caller import current_task, find_caller
 from sockguard.policy import BREAKER_OPEN, RATE_LIMITED, SCAN_PATTERN, Decision
 from sockguard.rules import format_host_port
 
@@ -196,8 +196,9 @@ class Breaker:
         self.healthy: set[tuple[Any, Any]] = set()
         #: destinations with failures or an open breaker: the socket wrappers report successes for these.
         self.watched: dict[tuple[Any, Any], _Dest] = {}
-        #: fd -> (id(socket), key) of non-blocking connects in progress (outcome read from SO_ERROR).
-        self.pending: dict[int, tuple[int, tuple[Any, Any]]] = {}
+        #: fd -> (id(socket), key, asyncio task or None) of non-blocking connects in progress (outcome read from
+        #: SO_ERROR).
+        self.pending: dict[int, tuple[int, tuple[Any, Any], Any]] = {}
         self._fanout = bool(fanout_addresses or fanout_ports)
         self._keep = max(window, fanout_window, max_cooldown, fanout_cooldown) * 2  # idle records older than this go
         self._addresses = _Distinct(fanout_window)
@@ -415,8 +416,10 @@ class Breaker:
         operation: str,
         sock: Any,
         alerts: list,
+        task: Any = None,
     ) -> None:
-        """One failed attempt: ``code`` is its errno, None for a policy block."""
+        """One failed attempt: ``code`` is its errno, None for a policy block; ``task``: the asyncio task that
+        started it, when its outcome arrived in a loop callback (the alert names that task's code)."""
         if dest.trips:
             if dest.probe_until:  # the probe failed: open again, for longer
                 self._retrip(dest, now, why)
@@ -435,7 +438,7 @@ class Breaker:
             dest.open_until = now + self.cooldown
             dest.probe_until = 0.0
             self.healthy.discard(key)
-            alerts.append(self._storm_alert(key, dest, now, operation, sock))
+            alerts.append(self._storm_alert(key, dest, now, operation, sock, task))
 
     def _retrip(self, dest: _Dest, now: float, why: str) -> None:
         dest.trips += 1
@@ -485,6 +488,8 @@ class Breaker:
             self.failed(key, code, sock)
 
     def _in_progress(self, sock: Any, key: tuple[Any, Any]) -> None:
+        """A non-blocking connect is under way; its outcome comes from SO_ERROR, usually in an event-loop
+        callback where the code that asked is no longer on the stack: its task is kept to name it."""
         if self.exempt(key[0]):
             return
         try:
@@ -493,7 +498,7 @@ class Breaker:
             return
         if len(self.pending) >= _MAX_PENDING:
             self.pending.clear()
-        self.pending[fd] = (id(sock), key)
+        self.pending[fd] = (id(sock), key, current_task())
 
     def connect_result(self, sock: Any, value: int) -> None:
         """``getsockopt(SOL_SOCKET, SO_ERROR)`` after a non-blocking connect (asyncio, trio, selectors)."""
@@ -507,9 +512,9 @@ class Breaker:
             if entry[1] in self.watched:
                 self._succeeded(entry[1])
         elif value in FAILURES:
-            self.failed(entry[1], value, sock)
+            self.failed(entry[1], value, sock, entry[2])
 
-    def failed(self, key: tuple[Any, Any], code: int, sock: Any = None) -> None:
+    def failed(self, key: tuple[Any, Any], code: int, sock: Any = None, task: Any = None) -> None:
         """A connect to ``key`` failed with errno ``code``."""
         alerts: list[tuple[dict[str, Any], str, int]] = []
         with self._lock:
@@ -522,7 +527,7 @@ class Breaker:
             if dest is None:
                 dest = self.dests[key] = _Dest(now, self.cooldown, self.burst)
             if not dest.blocked:  # else counted already, as a would-block (monitor mode)
-                self._failed(key, dest, now, _strerror(code), code, "connect", sock, alerts)
+                self._failed(key, dest, now, _strerror(code), code, "connect", sock, alerts, task)
         self._deliver(alerts)
 
     def lookup_blocked(self, host: Any, port: Any, decision: Decision) -> None:
@@ -590,9 +595,9 @@ class Breaker:
         return found[0] if found else None
 
     def _storm_alert(
-        self, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any
+        self, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any, task: Any = None
     ) -> tuple[dict[str, Any], str, int]:
-        return alerts.retry_storm(self, key, dest, now, operation, sock)
+        return alerts.retry_storm(self, key, dest, now, operation, sock, task)
 
     def _alert(
         self,

@@ -160,3 +160,38 @@ def find_caller(depth: int = 2) -> str | None:
             return None  # the work began here: what lies beyond did not ask for this connection
         frame = frame.f_back
     return None
+
+
+def current_task() -> Any:
+    """The asyncio task running in this thread, or None. Cheap (one C call, nothing walked), so it can be kept
+    for work whose outcome arrives later in a loop callback, where :func:`task_caller` names its code."""
+    tasks = sys.modules.get("asyncio.tasks")
+    if tasks is None:
+        return None
+    try:
+        return tasks.current_task()
+    except RuntimeError:  # no running event loop in this thread
+        return None
+
+
+def task_caller(task: Any) -> str | None:
+    """``module:function:line`` of the innermost application coroutine of a suspended asyncio task: the code
+    that is awaiting the work (its frames are off the stack while it waits). None if only plumbing."""
+    try:
+        awaiting = task.get_coro()
+    except Exception:  # not a Task, or a foreign task implementation
+        return None
+    found = None
+    for _ in range(256):  # an await chain, outermost first (bounded: a cycle cannot hang an alert)
+        if awaiting is None:
+            break
+        frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+        if frame is not None:
+            module_globals = frame.f_globals
+            name = module_globals.get("__name__")
+            if not _module_is_plumbing(name if name.__class__ is str else "", module_globals):
+                found = frame
+        awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
+    if found is None:
+        return None
+    return f"{_display_name(found.f_globals)}:{found.f_code.co_name}:{found.f_lineno}"

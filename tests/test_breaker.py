@@ -385,6 +385,9 @@ def test_asyncio_connects_trip_and_recover_through_so_error(alerts, kernel):
             asyncio.run(succeeds())
             assert server.settle(2) == 2
     assert [a["state"] for a in alerts] == ["firing", "resolved"]
+    # The failures were read from SO_ERROR in loop callbacks; the alert names the coroutine that retried.
+    assert alerts[0]["caller"].startswith("tests.test_breaker:attempts:")
+    assert "Retrying code: tests.test_breaker:attempts:" in alerts[0]["message"]
 
 
 def test_blocked_lookups_of_a_misconfigured_name_alert_once(alerts, monkeypatch):
