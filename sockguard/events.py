@@ -33,11 +33,10 @@ DECISION_FIXED = ("op", "proto", "host", "port", "address", "decision", "reason"
 DECISION_FIELDS = ("event", "ts", "pid", *DECISION_FIXED, "caller", "correlation_id")
 _FIXED_PARAMS = ("operation", "protocol", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
 
-#: Logger levels of the events (docs: README "The decision log"). An allowed decision is routine: DEBUG, so an
-#: application that logs at INFO sees no line per connection (the JSON-lines file still records every one).
+#: The logger level of an allowed decision (README "The decision log"): routine, so DEBUG, and an application
+#: that logs at INFO sees no line per connection (the JSON-lines file still records every one). Blocks log at
+#: WARNING (30), alerts at ERROR (40; their "resolved" follow-up at INFO).
 ALLOWED_LEVEL = 10  # logging.DEBUG
-BLOCKED_LEVEL = 30  # logging.WARNING: blocks, would-blocks, unguarded children
-ALERT_LEVEL = 40  # logging.ERROR: breaker / fan-out / rate-limit alerts (their "resolved" follow-up: INFO)
 
 pid = [os.getpid()]  # getpid() is a system call; forks update it
 os.register_at_fork(after_in_child=lambda: pid.__setitem__(0, os.getpid()))
