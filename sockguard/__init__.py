@@ -15,13 +15,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from sockguard.alerts import on_alert
     from sockguard.api import check, check_url, guarded, install, status, uninstall
+    from sockguard.errors import BreakerOpen, LookupBlocked
     from sockguard.events import correlation_id
     from sockguard.policy import Decision, Policy
 
 __all__ = [
+    "BreakerOpen",
     "ConfigError",
     "Decision",
     "EgressBlocked",
+    "LookupBlocked",
     "Policy",
     "check",
     "check_url",
@@ -45,6 +48,8 @@ _LAZY = {
     "Decision": "sockguard.policy",
     "correlation_id": "sockguard.events",
     "on_alert": "sockguard.alerts",
+    "LookupBlocked": "sockguard.errors",  # a socket.gaierror: built on first use (sockguard/errors.py)
+    "BreakerOpen": "sockguard.errors",
 }
 
 

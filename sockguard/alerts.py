@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from sockguard.caller import find_caller
+from sockguard.caller import find_caller, task_caller
 from sockguard.events import emit, host_text, make_event, protocol
 
 TYPE_CHECKING = False
@@ -92,14 +92,15 @@ def alert_event(
 
 
 def retry_storm(
-    breaker: Breaker, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any
+    breaker: Breaker, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any, task: Any = None
 ) -> tuple[dict[str, Any], str, int]:
-    """The alert when ``dest`` trips the breaker: what failed, what happens next, the code, the setting."""
+    """The alert when ``dest`` trips the breaker: what failed, what happens next, the code, the setting.
+    ``task``: the asyncio task whose connect failed, when the failure was read in a loop callback."""
     host = key[-2]
     name = host if operation == "resolve" else breaker._name(host)
     target = breaker._target(key)
     count, span = len(dest.failures), now - dest.failures[0]
-    caller = find_caller(1) or "unknown code"
+    caller = find_caller(1) or (task_caller(task) if task is not None else None) or "unknown code"
     monitor = breaker.mode == "monitor"
     if operation == "resolve":
         what = f"{count} lookups in {span:.0f} s were blocked ({dest.why}); no DNS query was sent"

@@ -16,6 +16,12 @@ port) and
   and failing or blocked ones; steady traffic to known hosts never adds up;
 * optionally limits new connections per destination (token bucket).
 
+All three watch destinations that can get this host reported: loopback and this host's own addresses
+(:mod:`sockguard.host_addresses`) are left alone unless ``[breaker] loopback = true``, so a local
+"wait until the server is up" loop or a test suite's many loopback servers never trip anything.
+When the breaker fails a connect fast, the exception keeps the class of the failure it stands in for
+(``ConnectionRefusedError`` after refusals, ...; sockguard/errors.py): see :meth:`Breaker.fails_as`.
+
 Alerts (one per episode) go to the decision log (``"event": "alert"``), to the
 ``sockguard`` logger at ERROR and to callbacks registered with
 :func:`on_alert`. See docs/breaker.md.
@@ -34,10 +40,11 @@ import time
 import weakref
 from collections import deque
 
-from sockguard import alerts
+from sockguard import alerts, host_addresses
+from sockguard.addresses import is_loopback, parse_address, unwrap_routable
 from sockguard.alerts import _text
 from sockguard.breaker_settings import DEFAULTS, resolve
-from sockguard.caller import find_caller
+from sockguard.caller import current_task, find_caller
 from sockguard.policy import BREAKER_OPEN, RATE_LIMITED, SCAN_PATTERN, Decision
 from sockguard.rules import format_host_port
 
@@ -67,6 +74,7 @@ _IN_PROGRESS = frozenset((errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, 
 _MAX_DESTINATIONS = 4096  # per-destination records kept (older, healthy ones are dropped first)
 _MAX_DISTINCT = 8192  # fan-out tables: past this the count is saturated (already far over any limit)
 _MAX_PENDING = 4096  # in-progress non-blocking connects awaiting their SO_ERROR
+_MAX_LOCAL = 4096  # hosts remembered as local (exempt) or not
 
 
 class _Dest:
@@ -74,6 +82,7 @@ class _Dest:
 
     __slots__ = (
         "blocked",
+        "code",
         "cooldown",
         "failures",
         "last",
@@ -90,6 +99,7 @@ class _Dest:
         self.last = now  # last use known to the slow path or a sweep (expiry)
         self.failures: deque[float] = deque()  # times of the current run of failures
         self.why = ""  # the last failure, in words
+        self.code: int | None = None  # ... its errno (None: a policy block): the class a fast failure keeps
         self.blocked = False  # was the last failure a policy block?
         self.trips = 0  # 0 closed; >0 open or half-open (failed probes + 1)
         self.cooldown = cooldown
@@ -132,7 +142,9 @@ class Breaker:
 
     ``clock`` (seconds, monotonic) is injectable so tests never sleep. ``names(address)`` returns the
     names an address was resolved from (the guard's map), so a CDN rotating addresses counts as one
-    destination for fan-out and alerts can name the host.
+    destination for fan-out and alerts can name the host. ``loopback``: watch loopback and this host's own
+    addresses too (``[breaker] loopback``); ``own_addresses()`` returns those addresses (injectable for tests;
+    asked again at most once a sweep period, so an address added or removed is known within a minute).
     """
 
     def __init__(
@@ -153,6 +165,8 @@ class Breaker:
         sinks: Any = None,
         mode: str = "enforce",
         names: Callable[[Any], Any] | None = None,
+        loopback: bool = DEFAULTS["loopback"],
+        own_addresses: Callable[[], frozenset[Any]] | None = None,
     ) -> None:
         self.threshold = threshold
         self.window = window
@@ -169,6 +183,11 @@ class Breaker:
         self.sinks = sinks
         self.mode = mode
         self.names = names
+        self.loopback = loopback
+        self.own_addresses = own_addresses or host_addresses.own_addresses
+        self._own: frozenset[Any] | None = None  # this host's addresses, asked lazily (None: ask again)
+        #: host -> whether it is loopback or one of ours (exempt unless loopback = true); emptied each sweep.
+        self._local: dict[Any, bool] = {}
         #: (address, port) -> record; read without the lock on the hot path, changed under it.
         self.dests: dict[tuple[Any, Any], _Dest] = {}
         #: Healthy destinations used since the last sweep: an allowed connect to one of these needs no
@@ -177,8 +196,9 @@ class Breaker:
         self.healthy: set[tuple[Any, Any]] = set()
         #: destinations with failures or an open breaker: the socket wrappers report successes for these.
         self.watched: dict[tuple[Any, Any], _Dest] = {}
-        #: fd -> (id(socket), key) of non-blocking connects in progress (outcome read from SO_ERROR).
-        self.pending: dict[int, tuple[int, tuple[Any, Any]]] = {}
+        #: fd -> (id(socket), key, asyncio task or None) of non-blocking connects in progress (outcome read from
+        #: SO_ERROR).
+        self.pending: dict[int, tuple[int, tuple[Any, Any], Any]] = {}
         self._fanout = bool(fanout_addresses or fanout_ports)
         self._keep = max(window, fanout_window, max_cooldown, fanout_cooldown) * 2  # idle records older than this go
         self._addresses = _Distinct(fanout_window)
@@ -205,13 +225,50 @@ class Breaker:
             return decision
         return self._decide(host, port, decision, sock)
 
+    def fails_as(self, host: Any, port: Any) -> int | None:
+        """The errno of the failure a ``breaker-open`` refusal for (host, port) stands in for: the last one
+        the destination failed with (ECONNREFUSED, ETIMEDOUT, ...), so the client's exception keeps its class.
+        None when it was the policy that blocked the destination (the refusal is then EACCES, as before)."""
+        dest = self.dests.get((host, port))
+        return None if dest is None or dest.blocked else dest.code
+
+    def exempt(self, host: Any) -> bool:
+        """Whether ``host`` is loopback or this host's own address, which the breaker, the fan-out detector
+        and the rate limit leave alone unless ``loopback`` is set: traffic to them never leaves the machine."""
+        if self.loopback:
+            return False
+        found = self._local.get(host)
+        if found is None:
+            found = self._is_local(host)
+            if len(self._local) >= _MAX_LOCAL:
+                self._local.clear()
+            self._local[host] = found
+        return found
+
+    def _is_local(self, host: Any) -> bool:
+        if host.__class__ is not str:
+            return False  # not an address (a hostname C resolved itself): watched, the safe side
+        addr = parse_address(host)
+        if addr is None:
+            return False
+        if is_loopback(addr) or addr[1] == 0:  # 0.0.0.0 and :: connect to this host
+            return True
+        own = self._own
+        if own is None:  # a netlink round trip (~0.2 ms), once a sweep period at most, and only when needed
+            own = self._own = self.own_addresses()
+        return addr in own or unwrap_routable(addr) in own
+
     def _decide(self, host: Any, port: Any, decision: Decision, sock: Any) -> Decision:
-        alerts: list[tuple[dict[str, Any], str, int]] = []
         key = (host, port)
+        alerts: list[tuple[dict[str, Any], str, int]] = []
         with self._lock:
             now = self.clock()
             if now >= self._next_sweep or len(self.dests) >= _MAX_DESTINATIONS:
                 self._sweep(now)
+            if self.exempt(host):
+                if decision.allowed:
+                    self.healthy.add(key)  # the hot path from now on (until the next sweep asks again)
+                return decision
             dest = self.dests.get(key)
             if self._fanout:
                 refused = self._count_fanout(key, dest, decision, now, sock, alerts)
@@ -225,7 +282,7 @@ class Breaker:
                 if not decision.allowed:
                     if decision.reason != SCAN_PATTERN:
                         was_open = dest.trips
-                        self._failed(key, dest, now, decision.explain(), True, "connect", sock, alerts)
+                        self._failed(key, dest, now, decision.explain(), None, "connect", sock, alerts)
                         if was_open:  # a retry loop on a blocked destination: the breaker says so, and why
                             decision = Decision(
                                 False,
@@ -355,11 +412,14 @@ class Breaker:
         dest: _Dest,
         now: float,
         why: str,
-        blocked: bool,
+        code: int | None,
         operation: str,
         sock: Any,
         alerts: list,
+        task: Any = None,
     ) -> None:
+        """One failed attempt: ``code`` is its errno, None for a policy block; ``task``: the asyncio task that
+        started it, when its outcome arrived in a loop callback (the alert names that task's code)."""
         if dest.trips:
             if dest.probe_until:  # the probe failed: open again, for longer
                 self._retrip(dest, now, why)
@@ -370,7 +430,7 @@ class Breaker:
             failures.popleft()
         while len(failures) > max(self.threshold, 1):
             failures.popleft()
-        dest.why, dest.blocked = why, blocked
+        dest.why, dest.code, dest.blocked = why, code, code is None
         self.watched[key] = dest
         if self.threshold and len(failures) >= self.threshold:
             dest.trips = 1
@@ -378,7 +438,7 @@ class Breaker:
             dest.open_until = now + self.cooldown
             dest.probe_until = 0.0
             self.healthy.discard(key)
-            alerts.append(self._storm_alert(key, dest, now, operation, sock))
+            alerts.append(self._storm_alert(key, dest, now, operation, sock, task))
 
     def _retrip(self, dest: _Dest, now: float, why: str) -> None:
         dest.trips += 1
@@ -428,13 +488,17 @@ class Breaker:
             self.failed(key, code, sock)
 
     def _in_progress(self, sock: Any, key: tuple[Any, Any]) -> None:
+        """A non-blocking connect is under way; its outcome comes from SO_ERROR, usually in an event-loop
+        callback where the code that asked is no longer on the stack: its task is kept to name it."""
+        if self.exempt(key[0]):
+            return
         try:
             fd = sock.fileno()
         except OSError:
             return
         if len(self.pending) >= _MAX_PENDING:
             self.pending.clear()
-        self.pending[fd] = (id(sock), key)
+        self.pending[fd] = (id(sock), key, current_task())
 
     def connect_result(self, sock: Any, value: int) -> None:
         """``getsockopt(SOL_SOCKET, SO_ERROR)`` after a non-blocking connect (asyncio, trio, selectors)."""
@@ -448,18 +512,22 @@ class Breaker:
             if entry[1] in self.watched:
                 self._succeeded(entry[1])
         elif value in FAILURES:
-            self.failed(entry[1], value, sock)
+            self.failed(entry[1], value, sock, entry[2])
 
-    def failed(self, key: tuple[Any, Any], code: int, sock: Any = None) -> None:
+    def failed(self, key: tuple[Any, Any], code: int, sock: Any = None, task: Any = None) -> None:
         """A connect to ``key`` failed with errno ``code``."""
         alerts: list[tuple[dict[str, Any], str, int]] = []
         with self._lock:
             now = self.clock()
+            if now >= self._next_sweep or len(self.dests) >= _MAX_DESTINATIONS:
+                self._sweep(now)  # (also refreshes what counts as local before deciding the next line)
+            if self.exempt(key[0]):
+                return
             dest = self.dests.get(key)
             if dest is None:
                 dest = self.dests[key] = _Dest(now, self.cooldown, self.burst)
             if not dest.blocked:  # else counted already, as a would-block (monitor mode)
-                self._failed(key, dest, now, _strerror(code), False, "connect", sock, alerts)
+                self._failed(key, dest, now, _strerror(code), code, "connect", sock, alerts, task)
         self._deliver(alerts)
 
     def lookup_blocked(self, host: Any, port: Any, decision: Decision) -> None:
@@ -474,7 +542,7 @@ class Breaker:
             if dest is None:
                 dest = self.dests[key] = _Dest(now, self.cooldown, self.burst)  # type: ignore[index]
             dest.last = now
-            self._failed(key, dest, now, decision.explain(), True, "resolve", None, alerts)  # type: ignore[arg-type]
+            self._failed(key, dest, now, decision.explain(), None, "resolve", None, alerts)  # type: ignore[arg-type]
         self._deliver(alerts)
 
     # -- housekeeping ---------------------------------------------------------------------
@@ -486,6 +554,9 @@ class Breaker:
         # Hot-path uses leave no trace; emptying the set sends each destination's next use through the slow
         # path once, which records its time: recency is accurate to a sweep period (<= 60 s).
         self.healthy.clear()
+        # This host's addresses change (DHCP, a container's new interface): ask the kernel again when next needed.
+        self._own = None
+        self._local = {}
         for key in [k for k, d in self.dests.items() if d.last < cutoff]:
             del self.dests[key]
             self.watched.pop(key, None)
@@ -524,9 +595,9 @@ class Breaker:
         return found[0] if found else None
 
     def _storm_alert(
-        self, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any
+        self, key: tuple[Any, Any], dest: _Dest, now: float, operation: str, sock: Any, task: Any = None
     ) -> tuple[dict[str, Any], str, int]:
-        return alerts.retry_storm(self, key, dest, now, operation, sock)
+        return alerts.retry_storm(self, key, dest, now, operation, sock, task)
 
     def _alert(
         self,

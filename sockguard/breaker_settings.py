@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "fanout_cooldown": 300.0,
     "rate": 0.0,  # new connections per second per address:port (0 = no limit)
     "burst": 10,  # token bucket size for rate
+    "loopback": False,  # also watch loopback and this host's own addresses (they cannot get the host reported)
 }
 _KINDS = {
     "enabled": "bool",
@@ -44,6 +45,7 @@ _KINDS = {
     "fanout_cooldown": "seconds",
     "rate": "rate",
     "burst": "positive",
+    "loopback": "bool",
 }
 _WHAT = {
     "count": "a whole number >= 0 (0 turns the check off)",

@@ -1,7 +1,11 @@
 """Which application code asked for a connection: the first frame that is not plumbing.
 
-Plumbing is sockguard itself, the standard library and the client libraries listed below: a decision is
-attributed to the code that called requests, not to urllib3. Walked only when a sink wants the event.
+Plumbing is sockguard itself, the standard library, the client libraries and the test runners listed below:
+a decision is attributed to the code that called requests, not to urllib3, and to the test, not to pytest.
+The walk stops where the work began: at the start of a thread, of an event-loop callback or task step, or of a
+trio task. What lies beyond (the ``asyncio.run`` call site, ``threading``'s bootstrap) did not ask for this
+connection, so when only plumbing is found the caller is ``None`` ("caller": null), never a guess. Walked only
+when a sink wants the event.
 """
 
 from __future__ import annotations
@@ -54,9 +58,13 @@ _PLUMBING = frozenset(
         "xmlrpc",
         "multiprocessing",
         "wsgiref",
-        "pytest",
+        "pytest",  # test runners: the test is the application, not the runner
         "_pytest",
         "pluggy",
+        "xdist",
+        "execnet",
+        "unittest",
+        "nose2",
         "uvloop",
         "botocore",
         "boto3",
@@ -66,14 +74,35 @@ _PLUMBING = frozenset(
         "redis",
     ]
 )
+#: Where the work of a thread, task or callback begins: frames beyond one of these ran the loop or started the
+#: thread; they did not ask for the connection (the walk stops, and finds no caller if none came before).
+_BOUNDARIES = frozenset(
+    [
+        "threading",  # Thread._bootstrap_inner / run
+        "concurrent.futures.thread",  # the executor's _worker
+        "asyncio.events",  # Handle._run: every callback and task step
+        "trio._core._run",  # trio's scheduler
+        "gevent.greenlet",
+    ]
+)
 _STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
 _STDLIB_NAMES = frozenset(sys.stdlib_module_names)
 _plumbing_modules: dict[str, bool] = {}
 
 
+_PLUMBING_PREFIXES = ("pytest_",)  # pytest plugins (pytest_asyncio runs async tests, ...)
+
+
 def _module_is_plumbing(name: str, module_globals: dict[str, Any]) -> bool:
+    if name == "__main__":
+        spec = module_globals.get("__spec__")
+        spec_name = getattr(spec, "name", None)
+        if isinstance(spec_name, str):  # python -m pytest: judged as the module it is (pytest.__main__)
+            name = spec_name
+        elif _is_console_script(module_globals.get("__file__")):
+            return True  # the wrapper pip writes for an entry point (bin/pytest): a launcher, not the application
     top = name.partition(".")[0]
-    if top in _PLUMBING:
+    if top in _PLUMBING or top.startswith(_PLUMBING_PREFIXES):
         return True
     filename = module_globals.get("__file__")
     if isinstance(filename, str):
@@ -81,9 +110,32 @@ def _module_is_plumbing(name: str, module_globals: dict[str, Any]) -> bool:
     return top in _STDLIB_NAMES or top.startswith("_frozen")  # frozen and built-in modules
 
 
+def _is_console_script(filename: Any) -> bool:
+    """Whether a ``__main__`` script lives where installers put entry-point wrappers (the interpreter's
+    ``bin`` directory, and ``/usr/local/bin`` for a system Python, where Debian's pip puts them)."""
+    if not isinstance(filename, str):
+        return False
+    directories = {os.path.dirname(sys.executable)}
+    for prefix in (sys.prefix, sys.exec_prefix, sys.base_prefix):
+        directories.add(os.path.join(prefix, "bin"))
+    if sys.prefix == "/usr":
+        directories.add("/usr/local/bin")
+    return os.path.dirname(os.path.abspath(filename)) in directories
+
+
+def _display_name(module_globals: dict[str, Any]) -> str:
+    name = module_globals.get("__name__", "?")
+    if name == "__main__":  # python -m app: name the module (app.__main__); a script stays __main__
+        spec_name = getattr(module_globals.get("__spec__"), "name", None)
+        if isinstance(spec_name, str):
+            return spec_name
+    return str(name)
+
+
 def find_caller(depth: int = 2) -> str | None:
-    """``module:function:line`` of the first frame outside sockguard, the
-    standard library and known client libraries."""
+    """``module:function:line`` of the first frame outside sockguard, the standard library, known client
+    libraries and test runners, searched up to where this thread, task or callback began; None if there is
+    none (only plumbing: a resolver thread, an event-loop callback)."""
     # Reading frame.f_code raises an audit event (object.__getattr__) through every hook in the
     # process, so frames are judged by their module (f_globals raises none); only the caller's
     # own frame reads f_code, for the function name.
@@ -92,7 +144,6 @@ def find_caller(depth: int = 2) -> str | None:
     except ValueError:
         return None
     cache = _plumbing_modules
-    last = None
     while frame is not None:
         module_globals = frame.f_globals
         name = module_globals.get("__name__")
@@ -104,9 +155,43 @@ def find_caller(depth: int = 2) -> str | None:
             if len(cache) < 4096:
                 cache[name] = plumbing
         if not plumbing:
-            return f"{module_globals.get('__name__', '?')}:{frame.f_code.co_name}:{frame.f_lineno}"
-        last = frame
+            return f"{_display_name(module_globals)}:{frame.f_code.co_name}:{frame.f_lineno}"
+        if name in _BOUNDARIES:
+            return None  # the work began here: what lies beyond did not ask for this connection
         frame = frame.f_back
-    if last is not None:  # only plumbing on the stack (e.g. a resolver thread)
-        return f"{last.f_globals.get('__name__', '?')}:{last.f_code.co_name}:{last.f_lineno}"
     return None
+
+
+def current_task() -> Any:
+    """The asyncio task running in this thread, or None. Cheap (one C call, nothing walked), so it can be kept
+    for work whose outcome arrives later in a loop callback, where :func:`task_caller` names its code."""
+    tasks = sys.modules.get("asyncio.tasks")
+    if tasks is None:
+        return None
+    try:
+        return tasks.current_task()
+    except RuntimeError:  # no running event loop in this thread
+        return None
+
+
+def task_caller(task: Any) -> str | None:
+    """``module:function:line`` of the innermost application coroutine of a suspended asyncio task: the code
+    that is awaiting the work (its frames are off the stack while it waits). None if only plumbing."""
+    try:
+        awaiting = task.get_coro()
+    except Exception:  # not a Task, or a foreign task implementation
+        return None
+    found = None
+    for _ in range(256):  # an await chain, outermost first (bounded: a cycle cannot hang an alert)
+        if awaiting is None:
+            break
+        frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+        if frame is not None:
+            module_globals = frame.f_globals
+            name = module_globals.get("__name__")
+            if not _module_is_plumbing(name if name.__class__ is str else "", module_globals):
+                found = frame
+        awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
+    if found is None:
+        return None
+    return f"{_display_name(found.f_globals)}:{found.f_code.co_name}:{found.f_lineno}"

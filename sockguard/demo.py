@@ -282,7 +282,9 @@ def run(fast: bool, mode: str, note: str) -> int:
     app = _load_app(workdir)
 
     log_path = os.path.join(workdir, "decisions.jsonl")
-    settings = Settings(allow=[rule], allow_loopback=False, log=log_path)
+    # The "remote" hosts sit on this machine (loopback, or lo in the namespace), which the breaker leaves
+    # alone by default: it is told to watch them as the remote hosts they stand in for.
+    settings = Settings(allow=[rule], allow_loopback=False, log=log_path, breaker={"loopback": True})
     state = guard.state_from_settings(settings)
     clock = _SimClock()
     assert state.breaker is not None  # on by default

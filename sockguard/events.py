@@ -33,6 +33,11 @@ DECISION_FIXED = ("op", "proto", "host", "port", "address", "decision", "reason"
 DECISION_FIELDS = ("event", "ts", "pid", *DECISION_FIXED, "caller", "correlation_id")
 _FIXED_PARAMS = ("operation", "protocol", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
 
+#: The logger level of an allowed decision (README "The decision log"): routine, so DEBUG, and an application
+#: that logs at INFO sees no line per connection (the JSON-lines file still records every one). Blocks log at
+#: WARNING (30), alerts at ERROR (40; their "resolved" follow-up at INFO).
+ALLOWED_LEVEL = 10  # logging.DEBUG
+
 pid = [os.getpid()]  # getpid() is a system call; forks update it
 os.register_at_fork(after_in_child=lambda: pid.__setitem__(0, os.getpid()))
 
@@ -134,8 +139,8 @@ def record_allowed(
     text = host_text(host)
     fixed = (operation, protocol(sock), text, port_number(port), address, "allow", decision.reason,
              decision.rule, decision.detail, state.mode)  # fmt: skip
-    if sinks.beyond_file(20):
+    if sinks.beyond_file(ALLOWED_LEVEL):
         message = f"sockguard allowed {operation} to {format_host_port(text or address, port)}"
-        emit(sinks, decision_event(fixed, caller), message, 20)
+        emit(sinks, decision_event(fixed, caller), message, ALLOWED_LEVEL)
     else:  # the JSON-lines file alone: no event dict, no message text, and a file write cannot recurse
         sinks.write_decision(fixed, caller)

@@ -14,7 +14,7 @@ from sockguard import active, addrmap
 from sockguard.addresses import parse_address
 from sockguard.canonical import numeric_hosts
 from sockguard.events import emit, host_text, make_event, record_allowed
-from sockguard.policy import FAMILY, PINNED_RESOLVER, UNIX, Decision
+from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, UNIX, Decision
 from sockguard.refusal import refuse
 from sockguard.wrappers import patch_socket_module
 
@@ -84,7 +84,11 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
             if decision.allowed:
                 record_allowed(state, decision, operation, sock, name, port, address_text, _HOOK_DEPTH)
             else:
-                error = refuse(state, decision, operation, sock, name, port, address_text, depth=_HOOK_DEPTH)
+                # A connect the breaker fails fast keeps the class of the failure it stands in for.
+                replaces = breaker.fails_as(host, port) if decision.reason == BREAKER_OPEN and breaker else None
+                error = refuse(
+                    state, decision, operation, sock, name, port, address_text, depth=_HOOK_DEPTH, replaces=replaces
+                )
                 if error is not None:
                     raise error
     elif family == AF_UNIX:

@@ -8,9 +8,10 @@ against a blocked destination pays for the suggestion and the formatting once.
 
 from __future__ import annotations
 
+from sockguard import errors
 from sockguard.caller import find_caller
 from sockguard.canonical import port_number
-from sockguard.errors import EgressBlocked, InvalidHost
+from sockguard.errors import BreakerOpen, EgressBlocked, InvalidHost, breaker_open_class
 from sockguard.events import emit, emitting, host_text, make_event, protocol
 from sockguard.policy import (
     BREAKER_OPEN,
@@ -110,10 +111,12 @@ def refuse(
     *,
     depth: int = 1,
     log: bool = True,
+    replaces: int | None = None,
 ) -> EgressBlocked | None:
     """Record a refused decision and return the exception to raise (None in monitor mode, where the call goes
     on and the event says would-block). ``depth``: frames of sockguard above the caller's search start;
-    ``log=False`` when the event is already in the log (the last refused answer of a lookup)."""
+    ``log=False`` when the event is already in the log (the last refused answer of a lookup); ``replaces``:
+    the errno of the failure a ``breaker-open`` refusal stands in for (the exception keeps its class)."""
     caller = find_caller(depth + 1)
     hint, before, after = _cached_parts(state, decision, operation, host, port, address)
     message = f"{before}{caller or 'unknown code'}{after}"
@@ -137,8 +140,9 @@ def refuse(
         state.breaker.lookup_blocked(host, port, decision)  # a retry loop on a blocked name alerts too
     if monitor:
         return None
-    return EgressBlocked(
+    return _error_class(operation, decision, replaces)(
         message,
+        code=replaces if decision.reason == BREAKER_OPEN else None,
         host=host_text(host),
         port=port_number(port),
         address=address,
@@ -148,6 +152,16 @@ def refuse(
         caller=caller,
         suggestion=hint,
     )
+
+
+def _error_class(operation: str, decision: Decision, replaces: int | None) -> type[EgressBlocked]:
+    """The class a client expects (sockguard/errors.py): a lookup error for a lookup, the replaced failure's
+    class for a connect the breaker fails fast, else ``EgressBlocked`` (EACCES)."""
+    if operation == "resolve":
+        return errors.LookupBlocked
+    if decision.reason == BREAKER_OPEN:
+        return BreakerOpen if replaces is None else breaker_open_class(replaces)
+    return EgressBlocked
 
 
 def record_refused_answer(

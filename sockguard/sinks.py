@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from sockguard.events import DECISION_FIELDS, DECISION_FIXED, correlation_id, decision_event, pid
+from sockguard.events import ALLOWED_LEVEL, DECISION_FIELDS, DECISION_FIXED, correlation_id, decision_event, pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -93,12 +93,12 @@ class Sinks:
             return True
         levels = self._levels
         if levels is not None:
-            enabled = levels.get(20)
+            enabled = levels.get(ALLOWED_LEVEL)
             if enabled is not None and not self._logger.disabled:  # type: ignore[attr-defined]
                 return enabled
-        if "logging" not in sys.modules:  # nothing can be configured to show INFO
+        if "logging" not in sys.modules:  # nothing can be configured to show DEBUG
             return False
-        return self._logger_wants(20)
+        return self._logger_wants(ALLOWED_LEVEL)
 
     def beyond_file(self, level: int) -> bool:
         """Whether anything but the JSON-lines file takes an event at ``level`` (the logger shows it, or a

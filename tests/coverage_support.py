@@ -197,7 +197,7 @@ def chain(exc):
             continue
         seen.add(id(item))
         names.append(type(item).__name__)
-        blocked = blocked or type(item).__name__ == "EgressBlocked"
+        blocked = blocked or any(c.__name__ == "EgressBlocked" for c in type(item).__mro__)
         stack += [item.__cause__, item.__context__, getattr(item, "reason", None)]
         stack += list(getattr(item, "exceptions", ()))
         stack += [a for a in item.args if isinstance(a, BaseException)]

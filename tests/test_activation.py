@@ -168,7 +168,7 @@ def test_sitecustomize_fails_closed_on_a_broken_config(probe, target, tmp_path):
         cwd=tmp_path,
         timeout=60,
     )
-    assert outcomes(result.stdout)[0]["outcome"] == "EgressBlocked:config-error"
+    assert outcomes(result.stdout)[0]["outcome"] == "LookupBlocked:config-error"  # create_connection resolves first
     assert "mode must be one of" in result.stderr and "blocking all network traffic" in result.stderr
     assert target.settle() == 0
 

@@ -29,7 +29,7 @@ from sockguard import _hook, breaker, guard
 from sockguard import alerts as alerts_module
 from sockguard.breaker import Breaker
 from sockguard.config import Settings, load_settings
-from sockguard.errors import ConfigError
+from sockguard.errors import BreakerOpen, BreakerOpenRefused, ConfigError
 from sockguard.policy import Decision
 from tests import netlab
 from tests.loopback import CountingTCPServer
@@ -50,11 +50,18 @@ class FakeClock:
 
 
 @contextmanager
-def guarded_breaker(clock, *, allow=(), allow_loopback=True, mode="enforce", log=None, **breaker_settings):
-    """The guard built from settings the way the loader builds it, with the breaker on a fake clock."""
+def guarded_breaker(clock, *, allow=(), allow_loopback=True, mode="enforce", log=None, own=None, **breaker_settings):
+    """The guard built from settings the way the loader builds it, with the breaker on a fake clock.
+
+    The loopback servers below stand in for remote hosts, so the breaker watches loopback here
+    (``[breaker] loopback = true``) unless a test says otherwise. ``own``: this host's addresses as the
+    breaker should see them (default: asked from the kernel)."""
+    breaker_settings.setdefault("loopback", True)
     settings = Settings(allow=list(allow), allow_loopback=allow_loopback, mode=mode, log=log, breaker=breaker_settings)
     state = guard.state_from_settings(settings)
     state.breaker.clock = clock
+    if own is not None:
+        state.breaker.own_addresses = lambda: frozenset(own)
     with guard.applied(state):
         yield state.breaker
 
@@ -147,10 +154,12 @@ def test_incident_replay_raw_ip_health_check(tmp_path, monkeypatch, alerts, kern
                     vpn_gate_check()
                 blocked = info.value.reason
                 assert isinstance(blocked, sockguard.EgressBlocked)
+                assert blocked.errno == errno.EACCES and not isinstance(blocked, ConnectionError)
                 if attempt < 10:
                     assert blocked.reason == "raw-ip"
                 else:  # the breaker has tripped; the policy's reason stays in the message
                     assert blocked.reason == "breaker-open"
+                    assert isinstance(blocked, BreakerOpen)  # still EACCES: it is the policy that refuses
                     assert "raw IP address not covered" in str(blocked)
                 clock.advance(5)
         assert target.settle() == 0
@@ -190,7 +199,9 @@ def test_retry_storm_against_an_allowlisted_port_with_nothing_listening(alerts, 
         for _ in range(20):  # open: fail fast, nothing reaches the kernel
             with pytest.raises(sockguard.EgressBlocked) as info:
                 connect("127.0.0.1", port)
-            assert info.value.reason == "breaker-open" and info.value.errno == errno.EACCES
+            # the class and errno of the failure it stands in for: retry code that catches it keeps working
+            assert isinstance(info.value, ConnectionRefusedError) and info.value.errno == errno.ECONNREFUSED
+            assert type(info.value) is BreakerOpenRefused and info.value.reason == "breaker-open"
             assert info.value.suggestion is None
             clock.advance(0.2)
         assert "circuit breaker open for 127.0.0.1" in str(info.value)
@@ -218,7 +229,7 @@ def test_retry_storm_against_an_allowlisted_port_with_nothing_listening(alerts, 
 
 def test_cooldown_doubles_after_each_failed_probe_up_to_the_cap():
     clock = FakeClock()
-    b = Breaker(threshold=3, cooldown=5, max_cooldown=20, clock=clock)
+    b = Breaker(threshold=3, cooldown=5, max_cooldown=20, clock=clock, loopback=True)
     key = ("127.0.0.1", 9)
     for _ in range(3):
         assert b.before_connect(*key, ALLOWED).allowed
@@ -235,7 +246,7 @@ def test_cooldown_doubles_after_each_failed_probe_up_to_the_cap():
 
 def test_a_probe_that_never_reports_counts_as_failed():
     clock = FakeClock()
-    b = Breaker(threshold=2, cooldown=5, max_cooldown=60, clock=clock)
+    b = Breaker(threshold=2, cooldown=5, max_cooldown=60, clock=clock, loopback=True)
     key = ("127.0.0.1", 9)
     for _ in range(2):
         b.before_connect(*key, ALLOWED)
@@ -316,8 +327,9 @@ def test_connect_ex_errno_and_timeouts_count_as_failures(alerts):
                     s.settimeout(0.2)
                     with pytest.raises(TimeoutError):
                         s.connect(("127.0.0.1", port))
-                with socket.socket() as s, pytest.raises(sockguard.EgressBlocked):
+                with socket.socket() as s, pytest.raises(sockguard.EgressBlocked) as info:
                     s.connect_ex(("127.0.0.1", port))  # the audit hook raises even from connect_ex
+                assert isinstance(info.value, TimeoutError) and info.value.errno == errno.ETIMEDOUT
         finally:
             for filler in fillers:
                 filler.close()
@@ -373,6 +385,9 @@ def test_asyncio_connects_trip_and_recover_through_so_error(alerts, kernel):
             asyncio.run(succeeds())
             assert server.settle(2) == 2
     assert [a["state"] for a in alerts] == ["firing", "resolved"]
+    # The failures were read from SO_ERROR in loop callbacks; the alert names the coroutine that retried.
+    assert alerts[0]["caller"].startswith("tests.test_breaker:attempts:")
+    assert "Retrying code: tests.test_breaker:attempts:" in alerts[0]["message"]
 
 
 def test_blocked_lookups_of_a_misconfigured_name_alert_once(alerts, monkeypatch):
@@ -398,6 +413,168 @@ def test_monitor_mode_alerts_without_blocking(alerts):
                 clock.advance(5)
         assert target.settle(12) == 12
     assert len(alerts) == 1 and "monitor mode" in alerts[0]["message"]
+
+
+# -- loopback and this host's own addresses: nothing to get reported for ---------------------------
+
+
+def wait_for_server(host: str, port: int, on_refused, *, attempts: int = 200, pause: float = 0.05) -> float:
+    """A "wait until the local server is up" loop as applications write it: it catches exactly
+    ConnectionRefusedError (anything else escapes) and returns when it connected."""
+    for _ in range(attempts):
+        try:
+            connect(host, port)
+            return time.monotonic()
+        except ConnectionRefusedError as exc:
+            on_refused(exc)
+            time.sleep(pause)
+    raise AssertionError("the server never became reachable")
+
+
+def test_a_wait_for_server_loop_on_loopback_is_left_alone_by_default(alerts, kernel):
+    port = closed_port()
+    refused: list[BaseException] = []
+    server: list[CountingTCPServer] = []
+    started: list[float] = []
+
+    def on_refused(exc):
+        refused.append(exc)
+        if len(refused) == 15:  # the server comes up after 15 refusals (well past the threshold of 10)
+            server.append(CountingTCPServer("127.0.0.1", port).__enter__())
+            started.append(time.monotonic())
+
+    state = guard.state_from_settings(Settings(allow_loopback=True))  # every default: the breaker is on
+    assert state.breaker is not None and state.breaker.loopback is False
+    try:
+        with guard.applied(state):
+            connected = wait_for_server("127.0.0.1", port, on_refused)
+        assert server[0].settle(1) == 1
+    finally:
+        for s in server:
+            s.close()
+    assert len(refused) == 15
+    assert {type(e) for e in refused} == {ConnectionRefusedError}  # the kernel's own error, not sockguard's
+    assert connected - started[0] < 0.5  # the breaker would have held it back for its 5 s cooldown
+    assert kernel.passed("127.0.0.1", port) == 16
+    kernel.check_syns(16)
+    assert alerts == [] and state.breaker.dests == {}
+
+
+def test_breaker_loopback_true_fails_fast_with_the_class_the_loop_expects(alerts, kernel):
+    port = closed_port()
+    clock = FakeClock()
+    refused: list[BaseException] = []
+    server: list[CountingTCPServer] = []
+
+    def on_refused(exc):
+        refused.append(exc)
+        clock.advance(0.5)
+        if len(refused) == 15:
+            server.append(CountingTCPServer("127.0.0.1", port).__enter__())
+
+    try:
+        with guarded_breaker(clock, loopback=True):
+            wait_for_server("127.0.0.1", port, on_refused, pause=0)
+        assert server[0].settle(1) == 1
+    finally:
+        for s in server:
+            s.close()
+    # 10 real refusals, then the open breaker failed fast until its 5 s cooldown let a probe through
+    real, fast = refused[:10], refused[10:]
+    assert {type(e) for e in real} == {ConnectionRefusedError}
+    assert fast and {type(e) for e in fast} == {BreakerOpenRefused}
+    for exc in fast:
+        assert isinstance(exc, sockguard.EgressBlocked) and exc.errno == errno.ECONNREFUSED
+        assert exc.reason == "breaker-open" and "circuit breaker open for 127.0.0.1" in str(exc)
+    assert kernel.passed("127.0.0.1", port) == 11  # 10 refusals + the probe that connected
+    kernel.check_syns(11)
+    assert [a["state"] for a in alerts] == ["firing", "resolved"]
+
+
+@pytest.mark.netlab
+def test_a_tripped_breaker_keeps_the_failure_class_for_a_remote_address(alerts, kernel):
+    """198.51.100.10 stands in for a remote host: on the lab's lo, but not one of "this host's" addresses as
+    the breaker is told here; the default settings apply ([breaker] loopback = false)."""
+    host = netlab.REMOTE_V4[0]
+    port = closed_port(host)
+    clock = FakeClock()
+    with guarded_breaker(clock, allow=[host], allow_loopback=False, loopback=False, own=()) as b:
+        assert not b.exempt(host)
+        for _ in range(10):
+            with pytest.raises(ConnectionRefusedError) as info:
+                connect(host, port)
+            assert type(info.value) is ConnectionRefusedError
+            clock.advance(1)
+        with pytest.raises(ConnectionRefusedError) as info:
+            connect(host, port)
+        assert type(info.value) is BreakerOpenRefused and info.value.errno == errno.ECONNREFUSED
+        assert info.value.address == host and info.value.port == port and info.value.reason == "breaker-open"
+    assert kernel.passed(host, port) == 10
+    kernel.check_syns(10)
+    assert [(a["reason"], a["address"]) for a in alerts] == [("retry-storm", host)]
+
+
+@pytest.mark.netlab
+def test_this_hosts_own_addresses_come_from_the_kernel_and_are_exempt(alerts, kernel):
+    from sockguard import host_addresses
+    from sockguard.addresses import parse_address
+
+    own = host_addresses.own_addresses()
+    for text in ("127.0.0.1", "::1", *netlab.REMOTE_V4, *netlab.REMOTE_V6):
+        assert parse_address(text) in own, text
+    assert parse_address(netlab.UNROUTED_V4) not in own and parse_address(netlab.UNROUTED_V6) not in own
+
+    b = Breaker(clock=FakeClock())
+    for host in ("127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::", netlab.REMOTE_V4[0]):
+        assert b.exempt(host), host
+    for host in (netlab.UNROUTED_V4, netlab.UNROUTED_V6, "api.partner.test", b"127.0.0.1"):
+        assert not b.exempt(host), host
+    assert not Breaker(loopback=True).exempt("127.0.0.1")
+
+    host = netlab.REMOTE_V4[1]  # one of this host's addresses: a storm against it stays the kernel's business
+    port = closed_port(host)
+    clock = FakeClock()
+    with guarded_breaker(clock, allow=[host], loopback=False):
+        for _ in range(30):
+            with pytest.raises(ConnectionRefusedError) as info:
+                connect(host, port)
+            assert type(info.value) is ConnectionRefusedError
+            clock.advance(1)
+    assert kernel.passed(host, port) == 30 and alerts == []
+
+
+def test_own_addresses_are_asked_again_after_a_sweep():
+    calls: list[int] = []
+
+    def own():
+        calls.append(1)
+        return frozenset({(4, 0xC6336464)} if len(calls) == 1 else ())  # 198.51.100.100, then gone
+
+    clock = FakeClock()
+    b = Breaker(clock=clock, own_addresses=own)
+    b.failed(("203.0.113.5", 80), errno.ECONNREFUSED)  # a remote failure: the first sweep, the first question
+    assert b.exempt("198.51.100.100") and len(calls) == 1
+    clock.advance(30)
+    b.failed(("198.51.100.100", 80), errno.ECONNREFUSED)  # ours: not counted, not asked again
+    assert ("198.51.100.100", 80) not in b.watched and len(calls) == 1
+    clock.advance(31)  # a sweep period later the address has moved to another host: watched again
+    b.failed(("198.51.100.100", 80), errno.ECONNREFUSED)
+    assert len(calls) == 2 and ("198.51.100.100", 80) in b.watched
+
+
+def test_many_loopback_servers_raise_no_scan_alert_by_default(alerts):
+    ports: set[int] = set()
+    while len(ports) < 60:
+        ports.add(closed_port())
+    clock = FakeClock()
+    with guarded_breaker(clock, loopback=False):  # as a test suite with a server per test sees it
+        for port in sorted(ports):
+            with pytest.raises(ConnectionRefusedError):
+                connect("127.0.0.1", port)
+        for i in range(1, 150):
+            with pytest.raises(ConnectionRefusedError):
+                connect(f"127.0.1.{i}", min(ports))
+    assert alerts == []
 
 
 # -- fan-out ------------------------------------------------------------------------------------
@@ -534,7 +711,7 @@ def test_a_known_destination_never_waits_for_the_lock():
 
 
 def test_forked_child_gets_a_usable_breaker_even_if_a_thread_held_the_lock():
-    b = Breaker(clock=FakeClock(), threshold=1)
+    b = Breaker(clock=FakeClock(), threshold=1, loopback=True)
     held, release = threading.Event(), threading.Event()
 
     def holder():
@@ -568,7 +745,7 @@ def test_forked_child_gets_a_usable_breaker_even_if_a_thread_held_the_lock():
 
 def test_memory_is_bounded_and_idle_destinations_expire():
     clock = FakeClock()
-    b = Breaker(clock=clock)
+    b = Breaker(clock=clock, loopback=True)
     for i in range(20000):
         b.before_connect(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 443, ALLOWED)
         clock.advance(0.001)
@@ -605,7 +782,7 @@ def test_on_by_default_with_the_documented_defaults():
     assert b is not None
     assert (b.threshold, b.window, b.cooldown, b.max_cooldown) == (10, 300, 5, 300)
     assert (b.fanout_addresses, b.fanout_ports, b.fanout_window, b.fanout_action) == (100, 50, 60, "alert")
-    assert b.rate == 0
+    assert b.rate == 0 and b.loopback is False
     assert guard.state_from_settings(Settings(mode="off")).breaker is None
 
 
@@ -618,6 +795,7 @@ def test_on_by_default_with_the_documented_defaults():
         ({"fanout_action": "page"}, 'breaker.fanout_action must be "alert" or "block", got \'page\''),
         ({"enabled": "maybe"}, "breaker.enabled must be true/false (or on/off, 1/0), got 'maybe'"),
         ({"burst": 0}, "breaker.burst must be a whole number >= 1, got 0"),
+        ({"loopback": "sometimes"}, "breaker.loopback must be true/false (or on/off, 1/0), got 'sometimes'"),
         ({"thresold": 3}, "unknown key 'breaker.thresold' (known: enabled, threshold,"),
     ],
 )
@@ -647,10 +825,13 @@ def test_a_broken_breaker_table_fails_closed(tmp_path, monkeypatch):
 
 def test_toml_and_environment(tmp_path):
     (tmp_path / "sockguard.toml").write_text('[breaker]\nthreshold = 3\nfanout_action = "block"\nrate = 2.5\n')
-    settings = load_settings({"SOCKGUARD_BREAKER_WINDOW": "60", "SOCKGUARD_BREAKER_BURST": "4"}, str(tmp_path))
-    assert settings.breaker == {"threshold": 3, "fanout_action": "block", "rate": 2.5, "window": 60.0, "burst": 4}
+    environ = {"SOCKGUARD_BREAKER_WINDOW": "60", "SOCKGUARD_BREAKER_BURST": "4", "SOCKGUARD_BREAKER_LOOPBACK": "on"}
+    settings = load_settings(environ, str(tmp_path))
+    assert settings.breaker == {
+        "threshold": 3, "fanout_action": "block", "rate": 2.5, "window": 60.0, "burst": 4, "loopback": True
+    }  # fmt: skip
     b = guard.state_from_settings(settings).breaker
-    assert (b.threshold, b.window, b.fanout_action, b.rate, b.burst) == (3, 60, "block", 2.5, 4)
+    assert (b.threshold, b.window, b.fanout_action, b.rate, b.burst, b.loopback) == (3, 60, "block", 2.5, 4, True)
     again = load_settings(settings.to_env(), str(tmp_path / "elsewhere"))  # children get the same
     assert again.breaker == settings.breaker
 

@@ -246,7 +246,7 @@ FORKER = textwrap.dedent(
             try:
                 socket.create_connection((host, port), timeout=2).close()
             except OSError as exc:
-                blocked += type(exc).__name__ == "EgressBlocked"
+                blocked += any(c.__name__ == "EgressBlocked" for c in type(exc).__mro__)
         return blocked
 
     def forked(n):

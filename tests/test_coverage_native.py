@@ -113,7 +113,7 @@ async def main():
 uvloop.run(main())
 print(json.dumps(RESULTS))
 """
-BLOCKED = ("EgressBlocked",)
+BLOCKED = ("EgressBlocked", "LookupBlocked")  # a blocked name is a lookup error (socket.gaierror)
 UV_CLIENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # client: (scenarios, the error types the app sees on a block)
     "open_connection": (SCENARIOS[:3], BLOCKED),

@@ -31,6 +31,7 @@ ENFORCEMENT = {
     "events",
     "floor",
     "guard",
+    "host_addresses",
     "integrations",
     "lowlevel",
     "refusal",

@@ -81,7 +81,7 @@ def test_enabled_run_blocks_and_reports_the_call_site_and_rule(sg, servers, dns_
     line = app_line(sg, "return socket.create_connection")
     result.stdout.fnmatch_lines(
         [
-            "*EgressBlocked: sockguard blocked DNS lookup to api.example.test:443*",
+            "*LookupBlocked: sockguard blocked DNS lookup to api.example.test:443*",
             "*- sockguard -*",
             "blocked DNS lookup of api.example.test:443 (dns): host is not in the allowlist",
             f"    during call, called from app:fetch:{line}",

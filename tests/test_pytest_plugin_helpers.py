@@ -60,7 +60,7 @@ import types
 
 import pytest
 
-BLOCKED = ("EgressBlocked", "SocketBlockedError", "SocketConnectBlockedError")
+BLOCKED = ("EgressBlocked", "LookupBlocked", "SocketBlockedError", "SocketConnectBlockedError")
 
 
 def outcome(action):
