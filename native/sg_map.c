@@ -43,7 +43,10 @@ static int lock(void) {
 }
 static void unlock(void) { __atomic_store_n(&lock_word, 0, __ATOMIC_RELEASE); }
 
-static void before_fork(void) { (void)lock(); }
+/* Around fork: the map is copied consistent (no thread mid-update) and the child starts unlocked. */
+static void before_fork(void) {
+    while (__atomic_exchange_n(&lock_word, 1, __ATOMIC_ACQUIRE)) sched_yield();
+}
 static void after_fork(void) { unlock(); }
 
 static void register_atfork(void) { pthread_atfork(before_fork, after_fork, after_fork); }

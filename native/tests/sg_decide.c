@@ -2,7 +2,8 @@
  * UBSan by the test run). Usage: sg_decide POLICY-FILE < corpus, one query per line:
  *   N <tab> host <tab> port|- <tab> -            check_name(host, port)
  *   A <tab> address <tab> port|- <tab> name|-    check_address(address, port, name)
- * Prints one line per query: allowed|reason|rule|detail. Exit 2 if the policy does not load. */
+ *   P <tab> path                                 load another policy file for the lines that follow
+ * Prints one line per query: allowed|reason|rule|detail. Exit 2 if a policy does not load. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,22 +31,31 @@ static void unescape(char *s) { /* \xHH escapes, so any byte can be in a host */
     *out = 0;
 }
 
-int main(int argc, char **argv) {
-    if (argc != 2) return 2;
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) return 2;
+static int load(const char *path, sg_policy *p, void **data) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fseek(f, 0, SEEK_SET);
-    void *data = NULL;
-    if (size <= 0 || posix_memalign(&data, 8, (size_t)size) != 0 || fread(data, 1, (size_t)size, f) != (size_t)size) return 2;
-    fclose(f);
-    sg_policy p;
-    char err[200];
-    if (sg_policy_load(&p, data, (size_t)size, err, sizeof err) < 0) {
-        printf("load error: %s\n", err);
-        return 2;
+    free(*data);
+    *data = NULL;
+    if (size <= 0 || posix_memalign(data, 8, (size_t)size) != 0 || fread(*data, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        return -1;
     }
+    fclose(f);
+    char err[200];
+    if (sg_policy_load(p, *data, (size_t)size, err, sizeof err) < 0) {
+        printf("load error: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    sg_policy p;
+    void *data = NULL;
+    if (argc != 2 || load(argv[1], &p, &data) < 0) return 2;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -53,6 +63,10 @@ int main(int argc, char **argv) {
         if (line[n - 1] == '\n') line[n - 1] = 0;
         char *cursor = line;
         char *kind = field(&cursor), *target = field(&cursor), *port_text = field(&cursor), *name = field(&cursor);
+        if (kind[0] == 'P') {
+            if (load(target, &p, &data) < 0) return 2;
+            continue;
+        }
         unescape(target);
         unescape(name);
         long port = strcmp(port_text, "-") == 0 ? -1 : strtol(port_text, NULL, 10);

@@ -110,6 +110,8 @@ class _Builder:
     def net_table(self, table: tuple[list[int], list[tuple[Rule, ...]]], version: int) -> bytes:
         rows = []
         for start, covers in zip(*table, strict=True):
+            if start >> (32 if version == 4 else 128):
+                continue  # the end point past the last address (2**32 / 2**128): no address reaches it
             list_start, count = self.rule_list(covers)
             if version == 4:
                 rows.append(NET4_ROW.pack(start, list_start, count))
