@@ -35,6 +35,8 @@
 #include "sg_policy.h"
 
 #define EXPORT __attribute__((visibility("default")))
+/* Code that can run before a sanitizer runtime is ready (its own start-up calls dlsym(RTLD_NEXT, ...)). */
+#define EARLY __attribute__((no_sanitize_address, no_sanitize("undefined")))
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 extern char **environ;
@@ -49,66 +51,68 @@ typedef void *(*dlvsym_fn)(void *, const char *, const char *);
 __attribute__((visibility("hidden"))) dlsym_fn sg_real_dlsym;
 __attribute__((visibility("hidden"))) dlvsym_fn sg_real_dlvsym;
 
-struct symfind {
-    const char *name;
-    void *found;
-};
+/* Walks the loader's list of objects (_r_debug) rather than dl_iterate_phdr, and compares strings by hand:
+ * this runs before a sanitizer runtime has its interceptors (for dl_iterate_phdr, strcmp, ...) in place. */
+EARLY static int early_streq(const char *a, const char *b) {
+    while (*a && *a == *b) a++, b++;
+    return *a == *b;
+}
 
-static uint32_t gnu_hash(const char *s) {
+EARLY static int is_libc(const char *path) {
+    const char *base = path;
+    for (const char *p = path; *p; p++)
+        if (*p == '/') base = p + 1;
+    static const char prefix[] = "libc.so";
+    for (int i = 0; prefix[i]; i++)
+        if (base[i] != prefix[i]) return 0;
+    return 1;
+}
+
+EARLY static uint32_t gnu_hash(const char *s) {
     uint32_t h = 5381;
     for (; *s; s++) h = h * 33 + (uint8_t)*s;
     return h;
 }
 
-static int libc_symbol_cb(struct dl_phdr_info *info, size_t size, void *data) {
-    (void)size;
-    struct symfind *f = data;
-    const char *base = strrchr(info->dlpi_name ? info->dlpi_name : "", '/');
-    base = base ? base + 1 : info->dlpi_name;
-    if (!base || strncmp(base, "libc.so", 7) != 0) return 0;
-    const ElfW(Dyn) *dyn = NULL;
-    for (int i = 0; i < info->dlpi_phnum; i++)
-        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
-    if (!dyn) return 0;
-    const ElfW(Sym) *symtab = NULL;
-    const char *strtab = NULL;
-    const uint32_t *gnu = NULL;
-    const ElfW(Half) *versym = NULL;
-    for (; dyn->d_tag != DT_NULL; dyn++) {
-        uintptr_t v = dyn->d_un.d_ptr;
-        if (v < info->dlpi_addr) v += info->dlpi_addr; /* some loaders relocate .dynamic in place, some not */
-        if (dyn->d_tag == DT_SYMTAB) symtab = (const ElfW(Sym) *)v;
-        else if (dyn->d_tag == DT_STRTAB) strtab = (const char *)v;
-        else if (dyn->d_tag == DT_GNU_HASH) gnu = (const uint32_t *)v;
-        else if (dyn->d_tag == DT_VERSYM) versym = (const ElfW(Half) *)v;
-    }
-    if (!symtab || !strtab || !gnu) return 0;
-    uint32_t nbuckets = gnu[0], symoffset = gnu[1], bloom_size = gnu[2];
-    const ElfW(Addr) *bloom = (const ElfW(Addr) *)(gnu + 4);
-    const uint32_t *buckets = (const uint32_t *)(bloom + bloom_size);
-    const uint32_t *chain = buckets + nbuckets;
-    uint32_t h = gnu_hash(f->name);
-    uint32_t idx = buckets[h % nbuckets];
-    if (idx < symoffset) return 1;
-    for (;; idx++) {
-        uint32_t ch = chain[idx - symoffset];
-        const ElfW(Sym) *s = &symtab[idx];
-        if ((h | 1) == (ch | 1) && strcmp(strtab + s->st_name, f->name) == 0 && s->st_shndx != SHN_UNDEF && s->st_value) {
-            f->found = (void *)(info->dlpi_addr + s->st_value);
-            if (!versym || !(versym[idx] & 0x8000)) break; /* the default version; else keep looking */
+EARLY static void *libc_symbol(const char *name) {
+    for (const struct link_map *map = _r_debug.r_map; map; map = map->l_next) {
+        if (!map->l_name || !is_libc(map->l_name) || !map->l_ld) continue;
+        const ElfW(Sym) *symtab = NULL;
+        const char *strtab = NULL;
+        const uint32_t *gnu = NULL;
+        const ElfW(Half) *versym = NULL;
+        for (const ElfW(Dyn) *dyn = map->l_ld; dyn->d_tag != DT_NULL; dyn++) {
+            uintptr_t v = dyn->d_un.d_ptr;
+            if (v < map->l_addr) v += map->l_addr; /* some loaders relocate .dynamic in place, some not */
+            if (dyn->d_tag == DT_SYMTAB) symtab = (const ElfW(Sym) *)v;
+            else if (dyn->d_tag == DT_STRTAB) strtab = (const char *)v;
+            else if (dyn->d_tag == DT_GNU_HASH) gnu = (const uint32_t *)v;
+            else if (dyn->d_tag == DT_VERSYM) versym = (const ElfW(Half) *)v;
         }
-        if (ch & 1) break;
+        if (!symtab || !strtab || !gnu) return NULL;
+        uint32_t nbuckets = gnu[0], symoffset = gnu[1], bloom_size = gnu[2];
+        const ElfW(Addr) *bloom = (const ElfW(Addr) *)(gnu + 4);
+        const uint32_t *buckets = (const uint32_t *)(bloom + bloom_size);
+        const uint32_t *chain = buckets + nbuckets;
+        uint32_t h = gnu_hash(name);
+        uint32_t idx = buckets[h % nbuckets];
+        void *found = NULL;
+        if (idx < symoffset) return NULL;
+        for (;; idx++) {
+            uint32_t ch = chain[idx - symoffset];
+            const ElfW(Sym) *sym = &symtab[idx];
+            if ((h | 1) == (ch | 1) && early_streq(strtab + sym->st_name, name) && sym->st_shndx != SHN_UNDEF && sym->st_value) {
+                found = (void *)(map->l_addr + sym->st_value);
+                if (!versym || !(versym[idx] & 0x8000)) break; /* the default version; else keep looking */
+            }
+            if (ch & 1) break;
+        }
+        return found;
     }
-    return 1;
+    return NULL;
 }
 
-static void *libc_symbol(const char *name) {
-    struct symfind f = {name, NULL};
-    dl_iterate_phdr(libc_symbol_cb, &f);
-    return f.found;
-}
-
-static void resolve_dl(void) {
+EARLY static void resolve_dl(void) {
     if (!sg_real_dlsym) {
         sg_real_dlvsym = (dlvsym_fn)libc_symbol("dlvsym");
         __atomic_store_n(&sg_real_dlsym, (dlsym_fn)libc_symbol("dlsym"), __ATOMIC_RELEASE);
@@ -1335,16 +1339,23 @@ static const struct {
 #undef G
 };
 
-static void *redirect(const char *name, void *found) {
+EARLY static int early_prefix(const char *path, const char *prefix) {
+    const char *base = path;
+    for (const char *p = path; *p; p++)
+        if (*p == '/') base = p + 1;
+    for (int i = 0; prefix[i]; i++)
+        if (base[i] != prefix[i]) return 0;
+    return 1;
+}
+
+EARLY static void *redirect(const char *name, void *found) {
     if (!found || !name) return found;
     for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++) {
-        if (strcmp(guarded[i].name, name) != 0) continue;
+        if (!early_streq(guarded[i].name, name)) continue;
         if (found == guarded[i].ours) return found;
         Dl_info info;
         if (!dladdr(found, &info) || !info.dli_fname) return found;
-        const char *base = strrchr(info.dli_fname, '/');
-        base = base ? base + 1 : info.dli_fname;
-        if (strncmp(base, "libc.so", 7) == 0 || strncmp(base, "libresolv.so", 12) == 0) return guarded[i].ours;
+        if (early_prefix(info.dli_fname, "libc.so") || early_prefix(info.dli_fname, "libresolv.so")) return guarded[i].ours;
         return found;
     }
     return found;
@@ -1354,15 +1365,15 @@ void *sg_dlsym_impl(void *handle, const char *name) __attribute__((visibility("h
 void *sg_dlvsym_impl(void *handle, const char *name, const char *version) __attribute__((visibility("hidden")));
 void sg_dl_init(void) __attribute__((visibility("hidden")));
 
-void sg_dl_init(void) { resolve_dl(); }
+EARLY void sg_dl_init(void) { resolve_dl(); }
 
-void *sg_dlsym_impl(void *handle, const char *name) {
+EARLY void *sg_dlsym_impl(void *handle, const char *name) {
     resolve_dl();
     void *found = sg_real_dlsym ? sg_real_dlsym(handle, name) : NULL;
     return redirect(name, found);
 }
 
-void *sg_dlvsym_impl(void *handle, const char *name, const char *version) {
+EARLY void *sg_dlvsym_impl(void *handle, const char *name, const char *version) {
     resolve_dl();
     void *found = sg_real_dlvsym ? sg_real_dlvsym(handle, name, version) : NULL;
     return redirect(name, found);
