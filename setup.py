@@ -22,7 +22,9 @@ from setuptools.command.build_ext import build_ext
 class NativeTarget:
     """A C shared object that is not a Python extension: no Python headers, no libpython."""
 
-    def __init__(self, package: str, filename: str, sources: list[str], cflags: list[str], libraries: list[str]) -> None:
+    def __init__(
+        self, package: str, filename: str, sources: list[str], cflags: list[str], libraries: list[str]
+    ) -> None:
         self.package = package
         self.filename = filename
         self.sources = sources

@@ -20,6 +20,7 @@ SOURCES = {
     "sg_decide": ["tests/sg_decide.c", "sg_policy.c"],
     "sg_fuzz": ["tests/sg_fuzz.c", "sg_dns.c", "sg_policy.c"],
     "sg_unit": ["tests/sg_unit.c", "sg_dns.c", "sg_policy.c", "sg_map.c"],
+    "libsockguard-asan.so": ["sg_preload.c", "sg_policy.c", "sg_dns.c", "sg_map.c"],
 }
 SANITIZE = ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99", "UBSAN_OPTIONS": "print_stacktrace=1"}
@@ -45,10 +46,30 @@ def build_sanitized(name: str, directory: Path) -> Path:
         pytest.skip("no C compiler")
     output = directory / name
     if not output.exists():
-        command = [compiler, *SANITIZE, "-pthread", "-o", str(output), *(str(NATIVE / s) for s in SOURCES[name])]
+        shared = ["-fPIC", "-shared", "-fvisibility=hidden"] if name.endswith(".so") else []
+        command = [
+            compiler,
+            *SANITIZE,
+            *shared,
+            "-pthread",
+            "-o",
+            str(output),
+            *(str(NATIVE / s) for s in SOURCES[name]),
+        ]
+        command += ["-ldl"] if shared else []
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr}"
     return output
+
+
+def asan_runtime() -> str | None:
+    """The AddressSanitizer runtime to preload before a sanitized preload library."""
+    compiler = c_compiler()
+    if compiler is None:
+        return None
+    found = subprocess.run([compiler, "-print-file-name=libasan.so"], capture_output=True, text=True, check=False)
+    path = os.path.realpath(found.stdout.strip()) if found.returncode == 0 else ""
+    return path if os.path.isfile(path) else None
 
 
 def write_policy(path: Path, *args: object, mode: str = "enforce", **kwargs: object) -> Path:

@@ -76,10 +76,7 @@ def corpus(seed: int, policies: int, queries: int) -> list[tuple[list[str], list
 
 def python_decision(policy: Policy, query: tuple) -> str:
     kind, target, port, name = query
-    if kind == "N":
-        d = policy.check_name(target, port)
-    else:
-        d = policy.check_address(target, port, name)
+    d = policy.check_name(target, port) if kind == "N" else policy.check_address(target, port, name)
     detail = (d.detail or "") if d.reason in DETAILED else ""
     return f"{int(d.allowed)}|{d.reason}|{d.rule or ''}|{detail}"
 
@@ -118,9 +115,16 @@ def clib() -> ctypes.CDLL:
     lib = ctypes.CDLL(require_library())
     lib.sockguard_test_load.restype = ctypes.c_void_p
     lib.sockguard_test_load.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    text = ctypes.c_char_p
     lib.sockguard_test_decide.argtypes = [
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_long, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
-    ]  # fmt: skip
+        ctypes.c_void_p,
+        ctypes.c_int,
+        text,
+        ctypes.c_long,
+        text,
+        text,
+        ctypes.c_size_t,
+    ]
     lib.sockguard_test_free.argtypes = [ctypes.c_void_p]
     return lib
 
@@ -206,7 +210,8 @@ def test_parsers_fuzzed_under_asan_and_ubsan(tmp_path: Path, tmp_path_factory: p
 
     program = build_sanitized("sg_fuzz", tmp_path_factory.getbasetemp())
     policy = tmp_path / "policy.bin"
-    policy.write_bytes(compile_policy(Policy(["api.allowed.test:443", "*.example.test", "10.0.0.0/8", "[2001:db8::/32]:443"], ["bad.example.test"])))  # fmt: skip
+    rules = ["api.allowed.test:443", "*.example.test", "10.0.0.0/8", "[2001:db8::/32]:443"]
+    policy.write_bytes(compile_policy(Policy(rules, ["bad.example.test"])))
     iterations = os.environ.get("SOCKGUARD_FUZZ_ITERATIONS", "300000")
     result = subprocess.run(
         [program, policy, iterations, "14"], capture_output=True, text=True, env=SANITIZER_ENV, timeout=600, check=False
@@ -247,7 +252,7 @@ def test_a_forged_hash_table_is_refused(clib: ctypes.CDLL) -> None:
     data = bytearray(compile_policy(Policy(["api.allowed.test"], ["bad.allowed.test"])))
     count, table = struct.unpack_from("<HI", data, 26)
     for i in range(count):
-        section, offset, rows, size = struct.unpack_from("<IIII", data, table + 16 * i)
+        section, offset, rows, _ = struct.unpack_from("<IIII", data, table + 16 * i)
         if section == 22:  # deny-exact slots
             slots = list(struct.unpack_from(f"<{rows}I", data, offset))
             used = next(k for k, v in enumerate(slots) if v)

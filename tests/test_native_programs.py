@@ -25,12 +25,19 @@ from tests.coverage_support import (
     ALLOWED_V4,
     BLOCKED_NAME,
     BLOCKED_V4,
-    UDP_PORT,
     Scene,
     guarded_env,
     scene_fixture,  # noqa: F401  (the `scene` fixture)
 )
-from tests.native_support import c_compiler, preloaded_env, require_library, write_policy
+from tests.native_support import (
+    SANITIZER_ENV,
+    asan_runtime,
+    build_sanitized,
+    c_compiler,
+    preloaded_env,
+    require_library,
+    write_policy,
+)
 
 pytestmark = pytest.mark.netlab
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,10 +85,14 @@ def test_curl_allowed_name_and_blocked_name_and_raw_ip(scene: Scene, policy_file
         ("connect", "raw-ip", "curl", "native"),
     }
     allows = [e for e in native_log(policy_file) if e["decision"] == "allow"]
-    assert any(e["op"] == "connect" and e["host"] is None and e["address"] in (ALLOWED_V4, "2001:db8::10") for e in allows)
+    assert any(
+        e["op"] == "connect" and e["host"] is None and e["address"] in (ALLOWED_V4, "2001:db8::10") for e in allows
+    )
 
 
-def test_curl_to_an_allowed_name_that_resolves_to_an_internal_address_is_blocked(scene: Scene, policy_file: Path) -> None:
+def test_curl_to_an_allowed_name_that_resolves_to_an_internal_address_is_blocked(
+    scene: Scene, policy_file: Path
+) -> None:
     """DNS rebinding: the answer is dropped (internal-address), as the Python layer drops it."""
     curl = need("curl")
     internal = scene.lab.tcp("10.0.0.5", 80, http=True, body="internal")
@@ -336,9 +347,7 @@ int main(void) {
 """
 
 
-def test_c_program_res_query_getaddrinfo_a_gethostbyaddr_sendmmsg_io_uring(
-    scene: Scene, policy_file: Path, tmp_path: Path
-) -> None:
+def build_probe(tmp_path: Path) -> Path:
     compiler = c_compiler()
     if compiler is None:
         pytest.skip("no C compiler")
@@ -347,7 +356,13 @@ def test_c_program_res_query_getaddrinfo_a_gethostbyaddr_sendmmsg_io_uring(
     binary = tmp_path / "probe"
     built = run([compiler, "-o", str(binary), str(source), "-lresolv"], dict(os.environ))
     assert built.returncode == 0, built.stderr
-    result = run([str(binary)], preloaded_env(policy_file))
+    return binary
+
+
+def test_c_program_res_query_getaddrinfo_a_gethostbyaddr_sendmmsg_io_uring(
+    scene: Scene, policy_file: Path, tmp_path: Path
+) -> None:
+    result = run([str(build_probe(tmp_path))], preloaded_env(policy_file))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["res_query_blocked"] == -1 and out["res_search_blocked"] == -1
@@ -361,6 +376,54 @@ def test_c_program_res_query_getaddrinfo_a_gethostbyaddr_sendmmsg_io_uring(
     assert scene.lab.dns.queries("10.100.51.198.in-addr.arpa") == 1  # the allowed one was sent
     assert scene.allowed_udp.datagrams == 1
     assert any(e["op"] == "io_uring_setup" for e in native_log(policy_file))
+
+
+DNSPYTHON = """
+import ctypes, json, dns.message, dns.query, dns.resolver
+out = {}
+resolver = dns.resolver.Resolver(configure=False)
+resolver.nameservers = ["127.0.0.53"]
+for name in ("api.allowed.test", "blocked.test"):
+    query = dns.message.make_query(name, "A")
+    try:  # the raw query: the native layer reads the question from the packet
+        out[name] = [r.to_text() for r in dns.query.udp(query, "127.0.0.53", timeout=2).answer]
+    except OSError as exc:
+        out[name] = "error %d" % exc.errno
+print(json.dumps(out))
+"""
+
+
+def test_the_preload_library_itself_under_asan_and_ubsan(
+    scene: Scene, policy_file: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The sanitized build of the whole library, preloaded after the ASan runtime, on the paths that parse
+    bytes from outside (DNS packets on a :53 socket and their answers, res_query answers, getaddrinfo
+    results) and on the name, reverse, sendmmsg, syscall and dlsym paths. (curl is left out: curl with the
+    ASan runtime preloaded hangs in setlocale even without sockguard.)"""
+    runtime = asan_runtime()
+    if runtime is None:
+        pytest.skip("no AddressSanitizer runtime")
+    library = build_sanitized("libsockguard-asan.so", tmp_path_factory.getbasetemp())
+    env = preloaded_env(policy_file, **SANITIZER_ENV)
+    env["LD_PRELOAD"] = f"{runtime}:{library}"
+    env["ASAN_OPTIONS"] = "detect_leaks=0:exitcode=99"  # programs' own leaks are not ours to judge
+    probe = run([str(build_probe(tmp_path))], env)
+    assert probe.returncode == 0 and "Sanitizer" not in probe.stderr and "runtime error" not in probe.stderr, (
+        probe.stderr
+    )
+    assert json.loads(probe.stdout)["res_query_blocked"] == -1
+    getent = run(["getent", "hosts", ALLOWED_NAME], env)
+    assert getent.returncode == 0 and "Sanitizer" not in getent.stderr, getent.stderr
+    pytest.importorskip("dns")
+    child = run([sys.executable, "-c", DNSPYTHON], env)
+    assert child.returncode == 0 and "Sanitizer" not in child.stderr and "runtime error" not in child.stderr, (
+        child.stderr
+    )
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    assert out["blocked.test"] == "error 13" and "198.51.100.10" in out["api.allowed.test"][0]
+    ctypes_child = run([sys.executable, "-c", CTYPES], env)
+    assert ctypes_child.returncode == 0 and "Sanitizer" not in ctypes_child.stderr, ctypes_child.stderr
+    scene.assert_blocked_side_untouched()
 
 
 # -- what preloading cannot hold is said, never silent --------------------------------------------------------
@@ -424,7 +487,9 @@ def test_sockguard_run_preloads_the_library_for_the_whole_tree(scene: Scene, tmp
 
 def test_monitor_mode_logs_would_block_and_lets_the_call_through(scene: Scene, tmp_path: Path) -> None:
     curl = need("curl")
-    policy = write_policy(tmp_path / "p.bin", ALLOW, allow_loopback=False, mode="monitor", log=str(tmp_path / "decisions.jsonl"))
+    policy = write_policy(
+        tmp_path / "p.bin", ALLOW, allow_loopback=False, mode="monitor", log=str(tmp_path / "decisions.jsonl")
+    )
     result = run([curl, "-sS", "-m", "5", f"http://{BLOCKED_V4}/"], preloaded_env(policy))
     assert result.stdout == "leaked" and "would block connection to 203.0.113.10:80" in result.stderr
     assert [e["decision"] for e in native_log(policy) if e["address"] == BLOCKED_V4] == ["would-block"]

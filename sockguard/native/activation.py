@@ -21,7 +21,11 @@ def policy_directory() -> str:
     """A directory only this user can write: ``$XDG_RUNTIME_DIR/sockguard`` or ``<tmp>/sockguard-<uid>``.
     A directory someone else owns or can write is refused (another user could swap the policy)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    path = os.path.join(runtime, "sockguard") if runtime else os.path.join(tempfile.gettempdir(), f"sockguard-{os.getuid()}")
+    path = (
+        os.path.join(runtime, "sockguard")
+        if runtime
+        else os.path.join(tempfile.gettempdir(), f"sockguard-{os.getuid()}")
+    )
     os.makedirs(path, mode=0o700, exist_ok=True)
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:

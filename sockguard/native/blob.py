@@ -166,7 +166,10 @@ def compile_policy(
         len(servers),
         b"".join(ADDRESS_ROW.pack(v, port, value >> 64, value & _MASK64) for v, value, port in servers),
     )
-    sections[SECTION_SOURCE] = (2, STRING_ROW.pack(*builder.string(source)) + STRING_ROW.pack(*builder.string(log or "")))
+    sections[SECTION_SOURCE] = (
+        2,
+        STRING_ROW.pack(*builder.string(source)) + STRING_ROW.pack(*builder.string(log or "")),
+    )
     rules = []
     for rule in builder.rules:
         low, high = rule.ports if rule.ports is not None else (0, 0)

@@ -1,8 +1,8 @@
 """``sockguard native``: the preload library for non-Python programs and C extensions (docs/native.md).
 
-  sockguard native path                        the library, for ENV LD_PRELOAD=... (exit 1 if not built)
-  sockguard native compile [--config F] -o OUT compile the policy in force (as ``status`` shows it)
-  sockguard native status                      whether the library is built, and why not
+sockguard native path                        the library, for ENV LD_PRELOAD=... (exit 1 if not built)
+sockguard native compile [--config F] -o OUT compile the policy in force (as ``status`` shows it)
+sockguard native status                      whether the library is built, and why not
 """
 
 from __future__ import annotations
