@@ -566,10 +566,11 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
         d = (sg_decision){0, SG_UNIX, NULL, NULL, 0};
         return refuse(&d, op, fd, NULL, -1, NULL);
     }
-    if (family == AF_NETLINK || (family == AF_UNSPEC && strcmp(op, "connect") == 0)) return 0; /* disconnect */
+    int sending = op[0] == 's'; /* "send" (else "connect"): compared once, cheaply, on the hot path */
+    if (family == AF_NETLINK || (family == AF_UNSPEC && !sending)) return 0; /* disconnect */
     sg_addr a;
     long port;
-    if (!sockaddr_to_addr(sa, len, strcmp(op, "send") == 0, &a, &port)) {
+    if (!sockaddr_to_addr(sa, len, sending, &a, &port)) {
         if (family == AF_INET || family == AF_INET6 || family == AF_UNSPEC) return 0; /* too short: the kernel refuses it */
         char fam[16];
         snprintf(fam, sizeof fam, "%d", family);
