@@ -108,7 +108,7 @@ def run(ctx: Context) -> list[Row]:
                 added=added,
                 ratio=ratio,
                 verdict=verdict(ok),
-            )  # fmt: skip
+            )
         )
         if key.endswith("blocked"):
             rows[-1].note = "baseline: the same connect without the library (it reaches the kernel)"
@@ -130,6 +130,6 @@ def run(ctx: Context) -> list[Row]:
             added=added,
             ratio=ratio,
             verdict=verdict(added <= 1.0),
-        )  # fmt: skip
+        )
     )
     return rows
