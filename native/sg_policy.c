@@ -665,10 +665,13 @@ static const sg_rule_row *nets_match(const sg_policy *p, int which, const sg_add
     return lo ? first(p, r[lo - 1].list_start, r[lo - 1].list_count, port, strict) : NULL;
 }
 
-static void decide(sg_decision *d, int allowed, int reason, const sg_rule_row *rule, const char *detail, size_t len) {
+static void decide(const sg_policy *p, sg_decision *d, int allowed, int reason, const sg_rule_row *rule, const char *detail,
+                   size_t len) {
     d->allowed = allowed;
     d->reason = reason;
     d->rule = rule;
+    d->rule_text = rule ? p->strings + rule->text_off : NULL;
+    d->rule_len = rule ? rule->text_len : 0;
     d->detail = detail;
     d->detail_len = detail ? len : 0;
 }
@@ -684,16 +687,16 @@ static int is_metadata_name(const sg_policy *p, const char *name) {
 /* check_name after normalisation and the numeric test */
 static void check_normalised_name(const sg_policy *p, const char *name, long port, sg_decision *out) {
     const sg_rule_row *rule = names_match(p, 2, name, port, 1);
-    if (rule) return decide(out, 0, SG_DENIED, rule, NULL, 0);
+    if (rule) return decide(p, out, 0, SG_DENIED, rule, NULL, 0);
     if (is_metadata_name(p, name)) {
         const sg_rule_row *exact = first_row(p, name_find(p, &p->names[0], name, strlen(name)), port, 0);
-        if (exact) return decide(out, 1, SG_ALLOWED_NAME, exact, NULL, 0);
-        return decide(out, 0, SG_METADATA, NULL, name, strlen(name));
+        if (exact) return decide(p, out, 1, SG_ALLOWED_NAME, exact, NULL, 0);
+        return decide(p, out, 0, SG_METADATA, NULL, name, strlen(name));
     }
     rule = names_match(p, 0, name, port, 0);
-    if (rule) return decide(out, 1, SG_ALLOWED_NAME, rule, NULL, 0);
-    if ((p->flags & SG_FLAG_LOOPBACK) && strcmp(name, "localhost") == 0) return decide(out, 1, SG_LOOPBACK, NULL, NULL, 0);
-    decide(out, 0, SG_NOT_ALLOWED, NULL, NULL, 0);
+    if (rule) return decide(p, out, 1, SG_ALLOWED_NAME, rule, NULL, 0);
+    if ((p->flags & SG_FLAG_LOOPBACK) && strcmp(name, "localhost") == 0) return decide(p, out, 1, SG_LOOPBACK, NULL, NULL, 0);
+    decide(p, out, 0, SG_NOT_ALLOWED, NULL, NULL, 0);
 }
 
 /* Policy.check_name. The detail of a metadata-name decision points into a thread-local copy of the name. */
@@ -702,7 +705,7 @@ static __thread char tls_name[2][SG_NAME_MAX];
 void sg_check_name(const sg_policy *p, const char *host, long port, sg_decision *out) {
     char *name = tls_name[0];
     const char *why;
-    if (sg_normalize_host(host, strlen(host), name, &why) < 0) return decide(out, 0, SG_INVALID, NULL, why, strlen(why));
+    if (sg_normalize_host(host, strlen(host), name, &why) < 0) return decide(p, out, 0, SG_INVALID, NULL, why, strlen(why));
     sg_addr a;
     if (sg_parse_address(name, strlen(name), &a)) return sg_check_address(p, &a, port, NULL, out);
     check_normalised_name(p, name, port, out);
@@ -711,8 +714,8 @@ void sg_check_name(const sg_policy *p, const char *host, long port, sg_decision 
 void sg_check_dns_name(const sg_policy *p, const char *host, long port, sg_decision *out) {
     char *name = tls_name[0];
     const char *why;
-    if (sg_normalize_host(host, strlen(host), name, &why) < 0) return decide(out, 0, SG_INVALID, NULL, why, strlen(why));
-    if (strchr(name, ':')) return decide(out, 0, SG_INVALID, NULL, "an address is not a DNS name", 29);
+    if (sg_normalize_host(host, strlen(host), name, &why) < 0) return decide(p, out, 0, SG_INVALID, NULL, why, strlen(why));
+    if (strchr(name, ':')) return decide(p, out, 0, SG_INVALID, NULL, "an address is not a DNS name", 29);
     check_normalised_name(p, name, port, out);
 }
 
@@ -729,21 +732,21 @@ void sg_check_address(const sg_policy *p, const sg_addr *a, long port, const cha
     char *normal = tls_name[1];
     if (!rule && name) {
         const char *why;
-        if (sg_normalize_host(name, strlen(name), normal, &why) < 0) return decide(out, 0, SG_INVALID, NULL, why, strlen(why));
+        if (sg_normalize_host(name, strlen(name), normal, &why) < 0) return decide(p, out, 0, SG_INVALID, NULL, why, strlen(why));
         rule = names_match(p, 2, normal, port, 1);
     }
-    if (rule) return decide(out, 0, SG_DENIED, rule, NULL, 0);
-    if ((p->flags & SG_FLAG_LOOPBACK) && sg_is_loopback(a)) return decide(out, 1, SG_LOOPBACK, NULL, NULL, 0);
+    if (rule) return decide(p, out, 0, SG_DENIED, rule, NULL, 0);
+    if ((p->flags & SG_FLAG_LOOPBACK) && sg_is_loopback(a)) return decide(p, out, 1, SG_LOOPBACK, NULL, NULL, 0);
     rule = nets_match(p, 0, a, port, 0);
     if (!rule && changed) rule = nets_match(p, 0, &routable, port, 0);
-    if (rule) return decide(out, 1, SG_ALLOWED_IP, rule, NULL, 0);
+    if (rule) return decide(p, out, 1, SG_ALLOWED_IP, rule, NULL, 0);
     size_t clen = 0;
     const char *category = sg_classify(p, a, &clen);
-    if (!name) return decide(out, 0, SG_RAW_IP, NULL, category, clen);
+    if (!name) return decide(p, out, 0, SG_RAW_IP, NULL, category, clen);
     sg_decision by_name;
     sg_check_name(p, name, port, &by_name);
     if (!by_name.allowed) return (void)(*out = by_name);
-    if (category) return decide(out, 0, SG_INTERNAL, by_name.rule, category, clen);
-    if (by_name.reason == SG_LOOPBACK) return decide(out, 0, SG_NOT_ALLOWED, NULL, "localhost resolved to a non-loopback address", 44);
+    if (category) return decide(p, out, 0, SG_INTERNAL, by_name.rule, category, clen);
+    if (by_name.reason == SG_LOOPBACK) return decide(p, out, 0, SG_NOT_ALLOWED, NULL, "localhost resolved to a non-loopback address", 44);
     *out = by_name;
 }

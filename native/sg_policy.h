@@ -45,6 +45,8 @@ typedef struct {
     int allowed;
     int reason;
     const sg_rule_row *rule; /* the rule that decided, or NULL */
+    const char *rule_text;   /* its text (not NUL-terminated), in the policy that decided */
+    size_t rule_len;
     const char *detail;      /* not NUL-terminated: detail_len bytes (NULL: none) */
     size_t detail_len;
 } sg_decision;

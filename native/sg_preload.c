@@ -155,7 +155,9 @@ static __thread int depth __attribute__((tls_model("initial-exec")));
 
 enum { ST_OK = 1, ST_ERROR = 2, ST_OFF = 3 };
 static int state;
-static sg_policy policy;
+static sg_policy loaded;                /* the file's policy */
+static const sg_policy *current = &loaded; /* the one in force: the file's, or one the Python layer installed */
+#define policy (*__atomic_load_n(&current, __ATOMIC_ACQUIRE))
 static char load_error[320];
 static char log_path[1024];
 static int log_fd = -1;
@@ -195,7 +197,7 @@ static void load(void) {
             char why[200];
             if (mem == MAP_FAILED) {
                 snprintf(load_error, sizeof load_error, "cannot map the compiled policy %s: %s", path, strerror(errno));
-            } else if (sg_policy_load(&policy, mem, (size_t)st.st_size, why, sizeof why) < 0) {
+            } else if (sg_policy_load(&loaded, mem, (size_t)st.st_size, why, sizeof why) < 0) {
                 snprintf(load_error, sizeof load_error, "the compiled policy %s is unusable: %s", path, why);
                 munmap(mem, (size_t)st.st_size);
             } else {
@@ -311,8 +313,8 @@ static void report(const sg_decision *d, const char *op, int fd, const char *hos
     const char *proto = "dns";
     if (strcmp(op, "resolve") != 0) proto_of(fd, &proto);
     const char *decision = block ? (enforcing() ? "block" : "would-block") : "allow";
-    const char *rule = d->rule ? policy.strings + d->rule->text_off : NULL;
-    size_t rule_len = d->rule ? d->rule->text_len : 0;
+    const char *rule = d->rule_text;
+    size_t rule_len = d->rule_len;
     const char *detail = d->detail;
     size_t detail_len = d->detail_len;
     if (d->reason == SG_CONFIG_ERROR) detail = load_error, detail_len = strlen(load_error);
@@ -508,6 +510,8 @@ static void config_error(sg_decision *d) {
     d->allowed = 0;
     d->reason = SG_CONFIG_ERROR;
     d->rule = NULL;
+    d->rule_text = NULL;
+    d->rule_len = 0;
     d->detail = load_error;
     d->detail_len = strlen(load_error);
 }
@@ -563,7 +567,7 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
     sg_decision d;
     if (family == AF_UNIX) {
         if (state == ST_ERROR || (policy.flags & SG_FLAG_UNIX)) return 0;
-        d = (sg_decision){0, SG_UNIX, NULL, NULL, 0};
+        d = (sg_decision){.allowed = 0, .reason = SG_UNIX, .detail = NULL, .detail_len = 0};
         return refuse(&d, op, fd, NULL, -1, NULL);
     }
     int sending = op[0] == 's'; /* "send" (else "connect"): compared once, cheaply, on the hot path */
@@ -574,7 +578,7 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
         if (family == AF_INET || family == AF_INET6 || family == AF_UNSPEC) return 0; /* too short: the kernel refuses it */
         char fam[16];
         snprintf(fam, sizeof fam, "%d", family);
-        d = (sg_decision){0, SG_FAMILY, NULL, fam, strlen(fam)};
+        d = (sg_decision){.allowed = 0, .reason = SG_FAMILY, .detail = fam, .detail_len = strlen(fam)};
         if (state == ST_ERROR) config_error(&d);
         return refuse(&d, op, fd, NULL, -1, NULL);
     }
@@ -585,7 +589,7 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
     }
     if (state == ST_OK && (type == SOCK_DGRAM || type == SOCK_STREAM) && trusted_nameserver(&a, port)) {
         mark_dns(fd, type == SOCK_STREAM);
-        d = (sg_decision){1, SG_NAMESERVER, NULL, NULL, 0};
+        d = (sg_decision){.allowed = 1, .reason = SG_NAMESERVER, .detail = NULL, .detail_len = 0};
         report(&d, op, fd, NULL, port, &a);
         return 0;
     }
@@ -623,7 +627,7 @@ static int check_reverse(const sg_addr *a) {
     decide_address(a, -1, &d);
     if (!d.allowed) {
         static const char why[] = "reverse (PTR) lookup of an address no rule or allowed name covers";
-        d = (sg_decision){0, SG_RAW_IP, NULL, why, sizeof why - 1};
+        d = (sg_decision){.allowed = 0, .reason = SG_RAW_IP, .detail = why, .detail_len = sizeof why - 1};
     }
     return refuse(&d, "resolve", -1, NULL, -1, a);
 }
@@ -639,7 +643,7 @@ static int check_lookup(const char *host, long port, char name[SG_NAME_MAX], int
     }
     const char *why;
     if (sg_normalize_host(host, strlen(host), name, &why) < 0) {
-        d = (sg_decision){0, SG_INVALID, NULL, why, strlen(why)};
+        d = (sg_decision){.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = strlen(why)};
         return refuse(&d, "resolve", -1, host, port, NULL);
     }
     sg_addr a;
@@ -703,7 +707,7 @@ static int check_query(fdinfo *f, const uint8_t *data, size_t len) {
     int r = sg_dns_questions(data, len, &id, question_cb, NULL);
     if (r < 0) {
         static const char why[] = "a message to a DNS server that is not a complete DNS query";
-        d = (sg_decision){0, SG_INVALID, NULL, why, sizeof why - 1};
+        d = (sg_decision){.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = sizeof why - 1};
         return refuse(&d, "resolve", -1, NULL, 53, NULL);
     }
     if (r > 0 && enforcing()) {
@@ -915,7 +919,7 @@ EXPORT int socket(int domain, int type, int protocol) {
     int raw = ((domain == AF_INET || domain == AF_INET6) && (type & 0xF) == SOCK_RAW) || domain == AF_PACKET;
     if (UNLIKELY(raw) && active() && state == ST_OK && !(policy.flags & SG_FLAG_RAW)) {
         static const char why[] = "raw and packet sockets are disabled (allow_raw = false)";
-        sg_decision d = {0, SG_FAMILY, NULL, why, sizeof why - 1};
+        sg_decision d = {.allowed = 0, .reason = SG_FAMILY, .detail = why, .detail_len = sizeof why - 1};
         if (refuse(&d, "socket", -1, NULL, -1, NULL) < 0) return -1;
     }
     return CALL(socket, domain, type, protocol);
@@ -950,7 +954,7 @@ EXPORT long syscall(long number, ...) {
 #ifdef SYS_io_uring_setup
     case SYS_io_uring_setup:
         if (active()) {
-            sg_decision d = {0, SG_IO_URING, NULL, NULL, 0};
+            sg_decision d = {.allowed = 0, .reason = SG_IO_URING, .detail = NULL, .detail_len = 0};
             report(&d, "io_uring_setup", -1, NULL, -1, NULL);
             if (enforcing()) {
                 errno = ENOSYS;
@@ -1210,7 +1214,7 @@ static int check_res_message(const unsigned char *msg, int len) {
     int r = len > 0 && msg ? sg_dns_questions(msg, (size_t)len, &id, question_cb, NULL) : -1;
     if (r < 0) {
         static const char why[] = "res_send of a message that is not a complete DNS query";
-        d = (sg_decision){0, SG_INVALID, NULL, why, sizeof why - 1};
+        d = (sg_decision){.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = sizeof why - 1};
         return refuse(&d, "resolve", -1, NULL, -1, NULL);
     }
     return r > 0 && enforcing() ? -1 : 0;
@@ -1636,6 +1640,38 @@ __attribute__((constructor)) static void find_ourselves(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------------------
+ * The Python layer's policy (sockguard/native/bridge.py): when a Python process installs another policy
+ * (sockguard.install, guarded, the pytest plugin), the same policy is put in force here, so both layers keep
+ * deciding alike. The previous policy stays mapped (a thread may be deciding with it): a few KiB per install.
+ * ------------------------------------------------------------------------------------------------------- */
+
+/* 1 when this library's functions are the ones the process calls (preloaded), 0 when it was merely opened. */
+EXPORT int sockguard_native_interposing(void) {
+    resolve_dl();
+    return sg_real_dlsym && sg_real_dlsym(RTLD_DEFAULT, "connect") == (void *)connect;
+}
+
+/* Put a compiled policy in force for this process. 0, or -1 and why in err. */
+EXPORT int sockguard_native_replace(const void *data, size_t size, char *err, size_t errlen) {
+    void *mem = NULL;
+    if (!data || !size || posix_memalign(&mem, 8, size) != 0) {
+        snprintf(err, errlen, "no memory");
+        return -1;
+    }
+    memcpy(mem, data, size);
+    sg_policy *next = malloc(sizeof *next);
+    if (!next || sg_policy_load(next, mem, size, err, errlen) < 0) {
+        free(next);
+        free(mem);
+        return -1;
+    }
+    (void)active(); /* the file's policy (or its error) first, so a later first call cannot undo this */
+    __atomic_store_n(&current, next, __ATOMIC_RELEASE);
+    __atomic_store_n(&state, next->mode == SG_MODE_OFF ? ST_OFF : ST_OK, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
  * Test entry points (tests/test_native_policy.py through ctypes): the C decisions on a policy in memory.
  * ------------------------------------------------------------------------------------------------------- */
 
@@ -1671,7 +1707,7 @@ EXPORT int sockguard_test_decide(void *handle, int kind, const char *target, lon
         if (!sg_parse_address(target, strlen(target), &a)) return -1;
         sg_check_address(p, &a, port, name, &d);
     }
-    snprintf(out, outlen, "%d|%s|%.*s|%.*s", d.allowed, sg_reason_names[d.reason], d.rule ? (int)d.rule->text_len : 0,
-             d.rule ? p->strings + d.rule->text_off : "", (int)d.detail_len, d.detail ? d.detail : "");
+    snprintf(out, outlen, "%d|%s|%.*s|%.*s", d.allowed, sg_reason_names[d.reason], (int)d.rule_len,
+             d.rule_text ? d.rule_text : "", (int)d.detail_len, d.detail ? d.detail : "");
     return 0;
 }

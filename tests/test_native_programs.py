@@ -523,3 +523,34 @@ def test_in_a_python_process_the_python_layer_stays_the_user_facing_one(scene: S
     assert out == {"allowed": "hello", "blocked": "EgressBlocked"}
     assert [e for e in native_log(policy_file)] == []  # allows are the Python layer's to log; no block reached C
     scene.assert_blocked_side_untouched()
+
+
+SYNCED = """
+import io, json, pycurl, sockguard
+
+def fetch(url):
+    c, buf = pycurl.Curl(), io.BytesIO()
+    c.setopt(pycurl.URL, url); c.setopt(pycurl.WRITEDATA, buf); c.setopt(pycurl.TIMEOUT, 3)
+    try:
+        c.perform(); return buf.getvalue().decode()
+    except pycurl.error as exc:
+        return "error %d" % exc.args[0]
+    finally:
+        c.close()
+
+out = {"before": fetch("http://blocked.test/")}
+with sockguard.guarded(allow=["blocked.test"], allow_loopback=False):
+    out["inside"] = fetch("http://blocked.test/")
+    out["inside-allowed-name"] = fetch("http://api.allowed.test/")
+out["after"] = fetch("http://blocked.test/")
+print(json.dumps(out))
+"""
+
+
+def test_a_policy_installed_at_run_time_reaches_the_native_layer(scene: Scene, policy_file: Path) -> None:
+    """sockguard.guarded() in a preloaded process: libcurl (C) follows the Python layer's new policy, and the
+    start-up one again afterwards."""
+    pytest.importorskip("pycurl")
+    out = python_child(SYNCED, both_layers(policy_file))
+    assert out == {"before": "error 6", "inside": "leaked", "inside-allowed-name": "error 6", "after": "error 6"}
+    assert scene.blocked.accepted + scene.blocked_v6.accepted == 1  # only the one the new policy allowed
