@@ -12,6 +12,10 @@ from sockguard.config import config_path, load_settings, with_flags
 from sockguard.errors import ConfigError
 from sockguard.paths import sitecustomize_dir
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sockguard.config import Settings
+
 
 def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
     """The child environment; raises ConfigError if the result is not valid."""
@@ -38,7 +42,7 @@ def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> di
     return env
 
 
-def native_variables(settings: Any, env: dict[str, str]) -> dict[str, str]:
+def native_variables(settings: Settings, env: dict[str, str]) -> dict[str, str]:
     """LD_PRELOAD and the compiled policy for the native layer (docs/native.md), or {} (mode off, or the
     library is not built: said once on stderr). Isolated so the pinned-configuration work can call it."""
     from sockguard.native.activation import NativeUnavailable, native_environment
