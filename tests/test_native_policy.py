@@ -212,7 +212,7 @@ def test_parsers_fuzzed_under_asan_and_ubsan(tmp_path: Path, tmp_path_factory: p
     policy = tmp_path / "policy.bin"
     rules = ["api.allowed.test:443", "*.example.test", "10.0.0.0/8", "[2001:db8::/32]:443"]
     policy.write_bytes(compile_policy(Policy(rules, ["bad.example.test"])))
-    iterations = os.environ.get("SOCKGUARD_FUZZ_ITERATIONS", "300000")
+    iterations = os.environ.get("SOCKGUARD_FUZZ_ITERATIONS", "200000")
     result = subprocess.run(
         [program, policy, iterations, "14"], capture_output=True, text=True, env=SANITIZER_ENV, timeout=600, check=False
     )

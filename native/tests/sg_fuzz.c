@@ -212,7 +212,8 @@ int main(int argc, char **argv) {
         mutate(work, &len, sizeof work);
         fuzz_dns_once(work, len);
     }
-    fuzz_policy(blob, size, (int)(iterations / 20 + 1));
-    printf("ok: %ld DNS messages, %ld policy files\n", iterations, iterations / 20 + 1);
+    long files = iterations / 40 + 1;
+    fuzz_policy(blob, size, (int)files);
+    printf("ok: %ld DNS messages, %ld policy files\n", iterations, files);
     return 0;
 }
