@@ -38,6 +38,7 @@
 /* Code that can run before a sanitizer runtime is ready (its own start-up calls dlsym(RTLD_NEXT, ...)). */
 #define EARLY __attribute__((no_sanitize_address, no_sanitize("undefined")))
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
 
 extern char **environ;
 
@@ -757,16 +758,47 @@ static uint8_t *gather(const struct iovec *iov, size_t n, size_t limit, size_t *
     return b;
 }
 
-static int check_query_iov(fdinfo *f, const struct iovec *iov, size_t n) {
-    size_t len;
-    uint8_t *b = gather(iov, n, (size_t)-1, &len);
+/* The query a DNS socket is about to send, as one checked copy: the copy is what gets sent, so another thread
+ * cannot change the question between the decision and the system call. NULL (errno set) when refused. */
+static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size_t *len) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
+    if (total > 65537) { /* no DNS message is that long (2-byte TCP length + 65535) */
+        static const char why[] = "a message to a DNS server longer than any DNS message";
+        sg_decision d = {.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = sizeof why - 1};
+        if (refuse(&d, "resolve", -1, NULL, 53, NULL) < 0) return NULL;
+    }
+    uint8_t *b = gather(iov, n, (size_t)-1, len);
     if (!b) {
         errno = ENOMEM;
-        return -1;
+        return NULL;
     }
-    int r = check_query(f, b, len);
-    free(b);
-    return r;
+    if (*len < total) { /* monitor mode, oversize: send the original bytes, unchecked beyond 64 KiB */
+        free(b);
+        b = malloc(total);
+        if (!b) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        *len = 0;
+        for (size_t i = 0; i < n; i++) memcpy(b + *len, iov[i].iov_base, iov[i].iov_len), *len += iov[i].iov_len;
+        return b;
+    }
+    if (check_query(f, b, *len) < 0) {
+        int saved = errno;
+        free(b);
+        errno = saved;
+        return NULL;
+    }
+    return b;
+}
+
+/* A sockaddr copied before it is decided; the copy is what the kernel gets. NULL for a length the kernel
+ * refuses anyway (it then sees the original and says EINVAL). */
+static const struct sockaddr *copy_address(const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *copy) {
+    if (!sa || len > (socklen_t)sizeof *copy) return NULL;
+    memcpy(copy, sa, len);
+    return (const struct sockaddr *)copy;
 }
 
 static void learn_iov(const fdinfo *f, const struct iovec *iov, size_t n, size_t got) {
@@ -784,61 +816,145 @@ static void learn_iov(const fdinfo *f, const struct iovec *iov, size_t n, size_t
 
 EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len) {
     if (UNLIKELY(depth)) return LIBC(connect)(fd, addr, len);
-    if (check_destination(fd, addr.__sockaddr__, len, "connect") < 0) return -1;
-    return CALL(connect, fd, addr, len);
+    struct sockaddr_storage copy;
+    const struct sockaddr *sa = copy_address(addr.__sockaddr__, len, &copy);
+    if (!sa) return CALL(connect, fd, addr, len);
+    if (check_destination(fd, sa, len, "connect") < 0) return -1;
+    return CALL(connect, fd, sa, len);
 }
 
 EXPORT ssize_t sendto(int fd, const void *data, size_t n, int flags, __CONST_SOCKADDR_ARG addr, socklen_t len) {
     if (UNLIKELY(depth)) return LIBC(sendto)(fd, data, n, flags, addr, len);
-    if (addr.__sockaddr__) {
-        if (check_destination(fd, addr.__sockaddr__, len, "send") < 0) return -1;
-    }
+    struct sockaddr_storage copy;
+    const struct sockaddr *sa = copy_address(addr.__sockaddr__, len, &copy);
+    if (addr.__sockaddr__ && !sa) return CALL(sendto, fd, data, n, flags, addr, len);
+    if (sa && check_destination(fd, sa, len, "send") < 0) return -1;
     fdinfo *f = dns_fd(fd);
-    if (f && check_query(f, data, n) < 0) return -1;
-    return CALL(sendto, fd, data, n, flags, addr, len);
+    if (!f) return CALL(sendto, fd, data, n, flags, sa, len);
+    struct iovec one = {(void *)data, n};
+    size_t qlen;
+    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    if (!query) return -1;
+    ssize_t r = CALL(sendto, fd, query, qlen, flags, sa, len);
+    free(query);
+    return r;
 }
 
 EXPORT ssize_t send(int fd, const void *data, size_t n, int flags) {
     if (UNLIKELY(depth)) return LIBC(send)(fd, data, n, flags);
     fdinfo *f = dns_fd(fd);
-    if (f && check_query(f, data, n) < 0) return -1;
-    return CALL(send, fd, data, n, flags);
+    if (!f) return CALL(send, fd, data, n, flags);
+    struct iovec one = {(void *)data, n};
+    size_t qlen;
+    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    if (!query) return -1;
+    ssize_t r = CALL(send, fd, query, qlen, flags);
+    free(query);
+    return r;
 }
 
 EXPORT ssize_t write(int fd, const void *data, size_t n) {
     if (UNLIKELY(depth)) return LIBC(write)(fd, data, n);
     fdinfo *f = dns_fd(fd);
-    if (UNLIKELY(f != NULL) && check_query(f, data, n) < 0) return -1;
-    return CALL(write, fd, data, n);
+    if (LIKELY(f == NULL)) return CALL(write, fd, data, n);
+    struct iovec one = {(void *)data, n};
+    size_t qlen;
+    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    if (!query) return -1;
+    ssize_t r = CALL(write, fd, query, qlen);
+    free(query);
+    return r;
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n) {
     if (UNLIKELY(depth)) return LIBC(writev)(fd, iov, n);
     fdinfo *f = dns_fd(fd);
-    if (f && n > 0 && check_query_iov(f, iov, (size_t)n) < 0) return -1;
-    return CALL(writev, fd, iov, n);
+    if (!f || n <= 0) return CALL(writev, fd, iov, n);
+    size_t qlen;
+    uint8_t *query = checked_query(f, iov, (size_t)n, &qlen);
+    if (!query) return -1;
+    ssize_t r = CALL(write, fd, query, qlen);
+    free(query);
+    return r;
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
-    if (UNLIKELY(depth)) return LIBC(sendmsg)(fd, msg, flags);
-    if (msg && msg->msg_name && check_destination(fd, msg->msg_name, msg->msg_namelen, "send") < 0) return -1;
+    if (UNLIKELY(depth) || !msg) return LIBC(sendmsg)(fd, msg, flags);
+    struct msghdr m = *msg;
+    struct sockaddr_storage copy;
+    if (msg->msg_name) {
+        const struct sockaddr *sa = copy_address(msg->msg_name, msg->msg_namelen, &copy);
+        if (!sa) return CALL(sendmsg, fd, msg, flags);
+        if (check_destination(fd, sa, msg->msg_namelen, "send") < 0) return -1;
+        m.msg_name = (void *)sa;
+    }
     fdinfo *f = dns_fd(fd);
-    if (f && msg && check_query_iov(f, msg->msg_iov, msg->msg_iovlen) < 0) return -1;
-    return CALL(sendmsg, fd, msg, flags);
+    if (!f) return CALL(sendmsg, fd, &m, flags);
+    size_t qlen;
+    uint8_t *query = checked_query(f, msg->msg_iov, msg->msg_iovlen, &qlen);
+    if (!query) return -1;
+    struct iovec one = {query, qlen};
+    m.msg_iov = &one;
+    m.msg_iovlen = 1;
+    ssize_t r = CALL(sendmsg, fd, &m, flags);
+    free(query);
+    return r;
 }
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
-    if (UNLIKELY(depth)) return LIBC(sendmmsg)(fd, vec, n, flags);
-    /* Messages are decided in order; the first refused one ends the batch, as a partial send would. */
-    unsigned int ok = 0;
-    for (; vec && ok < n; ok++) {
-        struct msghdr *m = &vec[ok].msg_hdr;
-        if (m->msg_name && check_destination(fd, m->msg_name, m->msg_namelen, "send") < 0) break;
-        fdinfo *f = dns_fd(fd);
-        if (f && check_query_iov(f, m->msg_iov, m->msg_iovlen) < 0) break;
+    if (UNLIKELY(depth) || !vec || n == 0) return LIBC(sendmmsg)(fd, vec, n, flags);
+    if (n > 1024) n = 1024; /* UIO_MAXIOV: the kernel sends at most that many */
+    /* Messages are decided in order on copies (what the kernel gets); the first refused one ends the batch,
+     * as a partial send would. */
+    struct batch {
+        struct mmsghdr m;
+        struct sockaddr_storage name;
+        struct iovec one;
+        uint8_t *query;
+    } *copies = calloc(n, sizeof *copies);
+    if (!copies) {
+        errno = ENOMEM;
+        return -1;
     }
-    if (ok == 0 && n > 0) return -1;
-    return CALL(sendmmsg, fd, vec, ok, flags);
+    unsigned int ok = 0;
+    int saved = 0;
+    for (; ok < n; ok++) {
+        struct batch *b = &copies[ok];
+        b->m = vec[ok];
+        const struct msghdr *m = &vec[ok].msg_hdr;
+        if (m->msg_name) {
+            const struct sockaddr *sa = copy_address(m->msg_name, m->msg_namelen, &b->name);
+            if (sa && check_destination(fd, sa, m->msg_namelen, "send") < 0) break;
+            if (sa) b->m.msg_hdr.msg_name = (void *)sa;
+        }
+        fdinfo *f = dns_fd(fd);
+        if (f) {
+            size_t qlen;
+            b->query = checked_query(f, m->msg_iov, m->msg_iovlen, &qlen);
+            if (!b->query) break;
+            b->one = (struct iovec){b->query, qlen};
+            b->m.msg_hdr.msg_iov = &b->one;
+            b->m.msg_hdr.msg_iovlen = 1;
+        }
+    }
+    saved = errno;
+    int r = -1;
+    if (ok > 0) {
+        struct mmsghdr *send_vec = malloc(sizeof *send_vec * ok);
+        if (send_vec) {
+            for (unsigned int i = 0; i < ok; i++) send_vec[i] = copies[i].m;
+            r = CALL(sendmmsg, fd, send_vec, ok, flags);
+            saved = errno;
+            for (int i = 0; i < r; i++) vec[i].msg_len = send_vec[i].msg_len;
+            free(send_vec);
+        } else {
+            saved = ENOMEM;
+        }
+    }
+    for (unsigned int i = 0; i < n; i++) free(copies[i].query);
+    free(copies);
+    errno = saved;
+    return r;
 }
 
 EXPORT ssize_t read(int fd, void *data, size_t n) {
