@@ -1664,6 +1664,11 @@ static void warn_child(const char *path, char *const envp[]) {
     }
 }
 
+/* The exec family calls the real function without CALL's depth count: after a vfork, the child runs on the
+ * parent's memory (its thread-local depth included) and a successful exec never returns to undo the count,
+ * which would leave the parent passing every later call straight to libc. */
+#define EXEC(name, ...) REAL(name)(__VA_ARGS__)
+
 /* the file execvp / posix_spawnp would run */
 static const char *search_path(const char *file, char out[4096]) {
     if (!file || !*file || strchr(file, '/')) return file;
@@ -1680,31 +1685,31 @@ static const char *search_path(const char *file, char out[4096]) {
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
     if (!UNLIKELY(depth)) warn_child(path, envp);
-    return CALL(execve, path, argv, envp);
+    return EXEC(execve, path, argv, envp);
 }
 
 EXPORT int execv(const char *path, char *const argv[]) {
     if (!UNLIKELY(depth)) warn_child(path, environ);
-    return CALL(execv, path, argv);
+    return EXEC(execv, path, argv);
 }
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
     char found[4096];
     if (!UNLIKELY(depth)) warn_child(search_path(file, found), envp);
-    return CALL(execvpe, file, argv, envp);
+    return EXEC(execvpe, file, argv, envp);
 }
 
 EXPORT int execvp(const char *file, char *const argv[]) {
     char found[4096];
     if (!UNLIKELY(depth)) warn_child(search_path(file, found), environ);
-    return CALL(execvp, file, argv);
+    return EXEC(execvp, file, argv);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[]) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     if (!UNLIKELY(depth)) warn_child(path, envp);
-    return CALL(fexecve, fd, argv, envp);
+    return EXEC(fexecve, fd, argv, envp);
 }
 
 /* execl, execle, execlp: glibc builds the vector and calls execve internally, out of our reach */

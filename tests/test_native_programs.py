@@ -554,3 +554,25 @@ def test_a_policy_installed_at_run_time_reaches_the_native_layer(scene: Scene, p
     out = python_child(SYNCED, both_layers(policy_file))
     assert out == {"before": "error 6", "inside": "leaked", "inside-allowed-name": "error 6", "after": "error 6"}
     assert scene.blocked.accepted + scene.blocked_v6.accepted == 1  # only the one the new policy allowed
+
+
+AFTER_SUBPROCESS = """
+import json, socket, subprocess
+subprocess.run(["true"], check=True)   # CPython starts it with vfork: the child runs on this process's memory
+try:
+    socket.create_connection(("203.0.113.10", 80), timeout=3)
+    print(json.dumps("connected"))
+except OSError as exc:
+    print(json.dumps(exc.errno))
+"""
+
+
+def test_the_layer_stays_active_in_a_parent_after_vfork_and_exec(
+    scene: Scene, policy_file: Path, static_binary: Path
+) -> None:
+    """A vfork child that execs never returns into the library: the parent's state must not be left changed (a
+    re-entry count once stayed raised, and the parent passed every later call straight to libc)."""
+    assert python_child(AFTER_SUBPROCESS, preloaded_env(policy_file)) == 13
+    shell = run(["sh", "-c", f"ls >/dev/null; {static_binary}"], preloaded_env(policy_file))
+    assert f"starts {static_binary}, which is statically linked" in shell.stderr  # the second exec is checked too
+    scene.assert_blocked_side_untouched()
