@@ -133,21 +133,18 @@ EARLY static void resolve_dl(void) {
         real_##name;                                                                                 \
     })
 
-/* Re-entered while this thread is inside a real call (another interposer that looked the function up on
- * libc's handle and got ours back): go to libc itself, never round again. */
-static __thread int depth __attribute__((tls_model("initial-exec")));
+/* The real call. No re-entry bookkeeping: a count kept across the call would stay raised when the call never
+ * returns (exec after vfork, a longjmp out of a signal handler) and silently turn the layer off for the thread.
+ * Loops through another interposer are prevented where they could start instead: dlsym does not hand this
+ * library's functions to other preloaded libraries (redirect()). */
+#define CALL(name, ...) REAL(name)(__VA_ARGS__)
+
+/* libc's own definition, found in its symbol table (the log writes and messages use it directly). */
 #define LIBC(name)                                                                                   \
     ({                                                                                               \
         static __typeof__(&name) libc_##name;                                                        \
         if (UNLIKELY(!libc_##name)) __atomic_store_n(&libc_##name, (__typeof__(&name))libc_symbol(#name), __ATOMIC_RELEASE); \
         libc_##name;                                                                                 \
-    })
-#define CALL(name, ...)                                                                              \
-    ({                                                                                               \
-        depth++;                                                                                     \
-        __typeof__(REAL(name)(__VA_ARGS__)) result_ = REAL(name)(__VA_ARGS__);                       \
-        depth--;                                                                                     \
-        result_;                                                                                     \
     })
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -815,7 +812,6 @@ static void learn_iov(const fdinfo *f, const struct iovec *iov, size_t n, size_t
  * ------------------------------------------------------------------------------------------------------- */
 
 EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len) {
-    if (UNLIKELY(depth)) return LIBC(connect)(fd, addr, len);
     struct sockaddr_storage copy;
     const struct sockaddr *sa = copy_address(addr.__sockaddr__, len, &copy);
     if (!sa) return CALL(connect, fd, addr, len);
@@ -824,7 +820,6 @@ EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len) {
 }
 
 EXPORT ssize_t sendto(int fd, const void *data, size_t n, int flags, __CONST_SOCKADDR_ARG addr, socklen_t len) {
-    if (UNLIKELY(depth)) return LIBC(sendto)(fd, data, n, flags, addr, len);
     struct sockaddr_storage copy;
     const struct sockaddr *sa = copy_address(addr.__sockaddr__, len, &copy);
     if (addr.__sockaddr__ && !sa) return CALL(sendto, fd, data, n, flags, addr, len);
@@ -841,7 +836,6 @@ EXPORT ssize_t sendto(int fd, const void *data, size_t n, int flags, __CONST_SOC
 }
 
 EXPORT ssize_t send(int fd, const void *data, size_t n, int flags) {
-    if (UNLIKELY(depth)) return LIBC(send)(fd, data, n, flags);
     fdinfo *f = dns_fd(fd);
     if (!f) return CALL(send, fd, data, n, flags);
     struct iovec one = {(void *)data, n};
@@ -854,7 +848,6 @@ EXPORT ssize_t send(int fd, const void *data, size_t n, int flags) {
 }
 
 EXPORT ssize_t write(int fd, const void *data, size_t n) {
-    if (UNLIKELY(depth)) return LIBC(write)(fd, data, n);
     fdinfo *f = dns_fd(fd);
     if (LIKELY(f == NULL)) return CALL(write, fd, data, n);
     struct iovec one = {(void *)data, n};
@@ -867,7 +860,6 @@ EXPORT ssize_t write(int fd, const void *data, size_t n) {
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n) {
-    if (UNLIKELY(depth)) return LIBC(writev)(fd, iov, n);
     fdinfo *f = dns_fd(fd);
     if (!f || n <= 0) return CALL(writev, fd, iov, n);
     size_t qlen;
@@ -879,7 +871,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n) {
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
-    if (UNLIKELY(depth) || !msg) return LIBC(sendmsg)(fd, msg, flags);
+    if (!msg) return CALL(sendmsg, fd, msg, flags);
     struct msghdr m = *msg;
     struct sockaddr_storage copy;
     if (msg->msg_name) {
@@ -902,7 +894,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
 }
 
 EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
-    if (UNLIKELY(depth) || !vec || n == 0) return LIBC(sendmmsg)(fd, vec, n, flags);
+    if (!vec || n == 0) return CALL(sendmmsg, fd, vec, n, flags);
     if (n > 1024) n = 1024; /* UIO_MAXIOV: the kernel sends at most that many */
     /* Messages are decided in order on copies (what the kernel gets); the first refused one ends the batch,
      * as a partial send would. */
@@ -958,7 +950,6 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
 }
 
 EXPORT ssize_t read(int fd, void *data, size_t n) {
-    if (UNLIKELY(depth)) return LIBC(read)(fd, data, n);
     ssize_t got = CALL(read, fd, data, n);
     if (got > 0) {
         fdinfo *f = dns_fd(fd);
@@ -968,7 +959,6 @@ EXPORT ssize_t read(int fd, void *data, size_t n) {
 }
 
 EXPORT ssize_t __read_chk(int fd, void *data, size_t n, size_t size) {
-    if (UNLIKELY(depth)) return LIBC(__read_chk)(fd, data, n, size);
     ssize_t got = CALL(__read_chk, fd, data, n, size);
     fdinfo *f = got > 0 ? dns_fd(fd) : NULL;
     if (f) learn_answer(f, data, (size_t)got);
@@ -976,7 +966,6 @@ EXPORT ssize_t __read_chk(int fd, void *data, size_t n, size_t size) {
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n) {
-    if (UNLIKELY(depth)) return LIBC(readv)(fd, iov, n);
     ssize_t got = CALL(readv, fd, iov, n);
     fdinfo *f = got > 0 ? dns_fd(fd) : NULL;
     if (f) learn_iov(f, iov, (size_t)n, (size_t)got);
@@ -984,7 +973,6 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int n) {
 }
 
 EXPORT ssize_t recv(int fd, void *data, size_t n, int flags) {
-    if (UNLIKELY(depth)) return LIBC(recv)(fd, data, n, flags);
     ssize_t got = CALL(recv, fd, data, n, flags);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_answer(f, data, (size_t)got < n ? (size_t)got : n);
@@ -992,7 +980,6 @@ EXPORT ssize_t recv(int fd, void *data, size_t n, int flags) {
 }
 
 EXPORT ssize_t __recv_chk(int fd, void *data, size_t n, size_t size, int flags) {
-    if (UNLIKELY(depth)) return LIBC(__recv_chk)(fd, data, n, size, flags);
     ssize_t got = CALL(__recv_chk, fd, data, n, size, flags);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_answer(f, data, (size_t)got < n ? (size_t)got : n);
@@ -1000,7 +987,6 @@ EXPORT ssize_t __recv_chk(int fd, void *data, size_t n, size_t size, int flags) 
 }
 
 EXPORT ssize_t recvfrom(int fd, void *data, size_t n, int flags, __SOCKADDR_ARG addr, socklen_t *len) {
-    if (UNLIKELY(depth)) return LIBC(recvfrom)(fd, data, n, flags, addr, len);
     ssize_t got = CALL(recvfrom, fd, data, n, flags, addr, len);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_answer(f, data, (size_t)got < n ? (size_t)got : n);
@@ -1008,7 +994,6 @@ EXPORT ssize_t recvfrom(int fd, void *data, size_t n, int flags, __SOCKADDR_ARG 
 }
 
 EXPORT ssize_t __recvfrom_chk(int fd, void *data, size_t n, size_t size, int flags, __SOCKADDR_ARG addr, socklen_t *len) {
-    if (UNLIKELY(depth)) return LIBC(__recvfrom_chk)(fd, data, n, size, flags, addr, len);
     ssize_t got = CALL(__recvfrom_chk, fd, data, n, size, flags, addr, len);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_answer(f, data, (size_t)got < n ? (size_t)got : n);
@@ -1016,7 +1001,6 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *data, size_t n, size_t size, int fla
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
-    if (UNLIKELY(depth)) return LIBC(recvmsg)(fd, msg, flags);
     ssize_t got = CALL(recvmsg, fd, msg, flags);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_iov(f, msg->msg_iov, msg->msg_iovlen, (size_t)got);
@@ -1024,14 +1008,12 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
 }
 
 EXPORT int close(int fd) {
-    if (UNLIKELY(depth)) return LIBC(close)(fd);
     fdinfo *t = fdtab;
     if (t && fd >= 0 && fd < FD_MAX) t[fd].dns = 0;
     return CALL(close, fd);
 }
 
 EXPORT int socket(int domain, int type, int protocol) {
-    if (UNLIKELY(depth)) return LIBC(socket)(domain, type, protocol);
     int raw = ((domain == AF_INET || domain == AF_INET6) && (type & 0xF) == SOCK_RAW) || domain == AF_PACKET;
     if (UNLIKELY(raw) && active() && state == ST_OK && !(policy.flags & SG_FLAG_RAW)) {
         static const char why[] = "raw and packet sockets are disabled (allow_raw = false)";
@@ -1049,7 +1031,6 @@ EXPORT long syscall(long number, ...) {
     long a[6];
     for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
     va_end(ap);
-    if (UNLIKELY(depth)) return LIBC(syscall)(number, a[0], a[1], a[2], a[3], a[4], a[5]);
     switch (number) {
 #ifdef SYS_connect
     case SYS_connect:
@@ -1130,7 +1111,6 @@ static int getaddrinfo_checked(const char *node, const char *service, const stru
 }
 
 EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
-    if (UNLIKELY(depth)) return LIBC(getaddrinfo)(node, service, hints, res);
     return getaddrinfo_checked(node, service, hints, res);
 }
 
@@ -1144,7 +1124,7 @@ static void *notify_thread(void *arg) {
 }
 
 EXPORT int getaddrinfo_a(int mode, struct gaicb *list[], int n, struct sigevent *sev) {
-    if (UNLIKELY(depth) || !active()) return CALL(getaddrinfo_a, mode, list, n, sev);
+    if (!active()) return CALL(getaddrinfo_a, mode, list, n, sev);
     for (int i = 0; i < n; i++) {
         if (!list[i]) continue;
         list[i]->ar_result = NULL;
@@ -1202,7 +1182,7 @@ static struct hostent *filter_hostent(struct hostent *h, const char *name, int *
 
 #define BYNAME_PRELUDE(host)                                                                         \
     char name[SG_NAME_MAX];                                                                          \
-    int numeric = 0, checked = !UNLIKELY(depth) && (host) && active();                               \
+    int numeric = 0, checked = (host) && active();                               \
     if (checked && check_lookup((host), -1, name, &numeric) < 0)
 
 EXPORT struct hostent *gethostbyname(const char *host) {
@@ -1252,7 +1232,7 @@ EXPORT int gethostbyname2_r(const char *host, int af, struct hostent *ret, char 
 }
 
 static int reverse_blocked(const void *addr, socklen_t len, int type) {
-    if (UNLIKELY(depth) || !addr || !active()) return 0;
+    if (!addr || !active()) return 0;
     sg_addr a;
     const uint8_t *b = addr;
     if (type == AF_INET && len >= 4) {
@@ -1287,7 +1267,7 @@ EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int type, struct hos
 
 EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen, char *serv,
                        socklen_t servlen, int flags) {
-    if (!UNLIKELY(depth) && sa && host && hostlen && !(flags & NI_NUMERICHOST) && active()) {
+    if (sa && host && hostlen && !(flags & NI_NUMERICHOST) && active()) {
         sg_addr a;
         long port;
         if (sockaddr_to_addr(sa, salen, 0, &a, &port) && check_reverse(&a) < 0) {
@@ -1300,7 +1280,7 @@ EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, s
 
 /* res_*: the question is decided before it is sent; the answer's addresses are learned. */
 static int check_res_name(const char *dname, int type) {
-    if (UNLIKELY(depth) || !dname || !active()) return 0;
+    if (!dname || !active()) return 0;
     sg_decision d;
     if (state == ST_ERROR) {
         config_error(&d);
@@ -1320,7 +1300,7 @@ static void learn_res_answer(const unsigned char *answer, int len) {
 }
 
 static int check_res_message(const unsigned char *msg, int len) {
-    if (UNLIKELY(depth) || !active()) return 0;
+    if (!active()) return 0;
     sg_decision d;
     if (state == ST_ERROR) {
         config_error(&d);
@@ -1469,8 +1449,44 @@ EARLY static int early_prefix(const char *path, const char *prefix) {
     return 1;
 }
 
-EARLY static void *redirect(const char *name, void *found) {
-    if (!found || !name) return found;
+/* Basenames of the other LD_PRELOAD entries (read once): an interposer that looks up libc's function on
+ * libc's handle wants libc's, and handing it ours would make a loop (ours -> its -> ours ...). */
+static char preloaded[16][256];
+static int npreloaded;
+
+static void read_preload_list(void) {
+    const char *list = getenv("LD_PRELOAD");
+    while (list && *list && npreloaded < 16) {
+        size_t n = strcspn(list, ": ");
+        if (n) {
+            const char *entry = list, *slash = NULL;
+            for (size_t i = 0; i < n; i++)
+                if (entry[i] == '/') slash = entry + i;
+            const char *base = slash ? slash + 1 : entry;
+            size_t blen = n - (size_t)(base - entry);
+            if (blen < sizeof preloaded[0]) {
+                memcpy(preloaded[npreloaded], base, blen);
+                preloaded[npreloaded][blen] = 0;
+                npreloaded++;
+            }
+        }
+        list += n + (list[n] != 0);
+    }
+}
+
+EARLY static int from_other_interposer(const void *caller) {
+    Dl_info info;
+    if (!caller || !dladdr(caller, &info) || !info.dli_fname) return 0;
+    const char *base = info.dli_fname;
+    for (const char *p = info.dli_fname; *p; p++)
+        if (*p == '/') base = p + 1;
+    for (int i = 0; i < npreloaded; i++)
+        if (early_streq(preloaded[i], base)) return !early_streq(base, "libsockguard.so");
+    return 0;
+}
+
+EARLY static void *redirect(const char *name, void *found, const void *caller) {
+    if (!found || !name || from_other_interposer(caller)) return found;
     for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++) {
         if (!early_streq(guarded[i].name, name)) continue;
         if (found == guarded[i].ours) return found;
@@ -1491,13 +1507,13 @@ EARLY void sg_dl_init(void) { resolve_dl(); }
 EARLY void *sg_dlsym_impl(void *handle, const char *name) {
     resolve_dl();
     void *found = sg_real_dlsym ? sg_real_dlsym(handle, name) : NULL;
-    return redirect(name, found);
+    return redirect(name, found, __builtin_return_address(0));
 }
 
 EARLY void *sg_dlvsym_impl(void *handle, const char *name, const char *version) {
     resolve_dl();
     void *found = sg_real_dlvsym ? sg_real_dlvsym(handle, name, version) : NULL;
-    return redirect(name, found);
+    return redirect(name, found, __builtin_return_address(0));
 }
 
 #if defined(__x86_64__)
@@ -1664,9 +1680,6 @@ static void warn_child(const char *path, char *const envp[]) {
     }
 }
 
-/* The exec family calls the real function without CALL's depth count: after a vfork, the child runs on the
- * parent's memory (its thread-local depth included) and a successful exec never returns to undo the count,
- * which would leave the parent passing every later call straight to libc. */
 #define EXEC(name, ...) REAL(name)(__VA_ARGS__)
 
 /* the file execvp / posix_spawnp would run */
@@ -1684,31 +1697,31 @@ static const char *search_path(const char *file, char out[4096]) {
 }
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
-    if (!UNLIKELY(depth)) warn_child(path, envp);
+    warn_child(path, envp);
     return EXEC(execve, path, argv, envp);
 }
 
 EXPORT int execv(const char *path, char *const argv[]) {
-    if (!UNLIKELY(depth)) warn_child(path, environ);
+    warn_child(path, environ);
     return EXEC(execv, path, argv);
 }
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
     char found[4096];
-    if (!UNLIKELY(depth)) warn_child(search_path(file, found), envp);
+    warn_child(search_path(file, found), envp);
     return EXEC(execvpe, file, argv, envp);
 }
 
 EXPORT int execvp(const char *file, char *const argv[]) {
     char found[4096];
-    if (!UNLIKELY(depth)) warn_child(search_path(file, found), environ);
+    warn_child(search_path(file, found), environ);
     return EXEC(execvp, file, argv);
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[]) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    if (!UNLIKELY(depth)) warn_child(path, envp);
+    warn_child(path, envp);
     return EXEC(fexecve, fd, argv, envp);
 }
 
@@ -1743,20 +1756,21 @@ EXPORT int execle(const char *path, const char *arg, ...) {
 
 EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa, const posix_spawnattr_t *attr,
                        char *const argv[], char *const envp[]) {
-    if (!UNLIKELY(depth)) warn_child(path, envp);
+    warn_child(path, envp);
     return CALL(posix_spawn, pid, path, fa, attr, argv, envp);
 }
 
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa, const posix_spawnattr_t *attr,
                         char *const argv[], char *const envp[]) {
     char found[4096];
-    if (!UNLIKELY(depth)) warn_child(search_path(file, found), envp);
+    warn_child(search_path(file, found), envp);
     return CALL(posix_spawnp, pid, file, fa, attr, argv, envp);
 }
 
 __attribute__((constructor)) static void find_ourselves(void) {
     Dl_info info;
     if (dladdr((void *)find_ourselves, &info) && info.dli_fname) snprintf(library_path, sizeof library_path, "%s", info.dli_fname);
+    read_preload_list();
     resolve_dl();
 }
 

@@ -576,3 +576,40 @@ def test_the_layer_stays_active_in_a_parent_after_vfork_and_exec(
     shell = run(["sh", "-c", f"ls >/dev/null; {static_binary}"], preloaded_env(policy_file))
     assert f"starts {static_binary}, which is statically linked" in shell.stderr  # the second exec is checked too
     scene.assert_blocked_side_untouched()
+
+
+OTHER_INTERPOSER = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <sys/socket.h>
+/* another preload library that finds "the real connect" on libc's handle (some do) */
+int connect(int fd, const struct sockaddr *sa, socklen_t len) {
+    typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
+    static connect_fn real;
+    if (!real) real = (connect_fn)dlsym(dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD), "connect");
+    fprintf(stderr, "other-interposer: connect\n");
+    return real(fd, sa, len);
+}
+"""
+
+
+def test_another_interposer_after_this_one_gets_libc_and_no_loop(
+    scene: Scene, policy_file: Path, tmp_path: Path
+) -> None:
+    compiler = c_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler")
+    curl = need("curl")
+    source = tmp_path / "other.c"
+    source.write_text(OTHER_INTERPOSER)
+    other = tmp_path / "libother.so"
+    built = run([compiler, "-shared", "-fPIC", "-o", str(other), str(source), "-ldl"], dict(os.environ))
+    assert built.returncode == 0, built.stderr
+    env = preloaded_env(policy_file)
+    env["LD_PRELOAD"] = f"{env['LD_PRELOAD']}:{other}"
+    allowed = run([curl, "-sS", "-m", "5", f"http://{ALLOWED_NAME}/"], env, timeout=30)
+    assert allowed.stdout == "hello" and "other-interposer: connect" in allowed.stderr  # both ran, in order, once
+    blocked = run([curl, "-sS", "-m", "5", f"http://{BLOCKED_V4}/"], env, timeout=30)
+    assert blocked.returncode == 7 and "other-interposer" not in blocked.stderr  # refused before the next one
+    scene.assert_blocked_side_untouched()
