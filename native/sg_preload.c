@@ -161,6 +161,8 @@ static char log_path[1024];
 static int log_fd = -1;
 static int python_present;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void ns_before_fork(void);
+static void ns_after_fork(void);
 static const char *program = "?";
 
 static void say(const char *text) {
@@ -172,6 +174,7 @@ static void say(const char *text) {
 static void load(void) {
     resolve_dl();
     sg_map_atfork();
+    pthread_atfork(ns_before_fork, ns_after_fork, ns_after_fork);
     program = program_invocation_short_name && *program_invocation_short_name ? program_invocation_short_name : "?";
     python_present = sg_real_dlsym && sg_real_dlsym(RTLD_DEFAULT, "Py_IsInitialized") != NULL;
     const char *path = getenv("SOCKGUARD_NATIVE_POLICY");
@@ -405,6 +408,8 @@ static int refuse(const sg_decision *d, const char *op, int fd, const char *host
  * ------------------------------------------------------------------------------------------------------- */
 
 static pthread_mutex_t ns_lock = PTHREAD_MUTEX_INITIALIZER;
+static void ns_before_fork(void) { pthread_mutex_lock(&ns_lock); }
+static void ns_after_fork(void) { pthread_mutex_unlock(&ns_lock); }
 static sg_addr ns_addrs[16];
 static int ns_count;
 static struct timespec ns_mtime;
@@ -440,9 +445,9 @@ static int system_nameserver(const sg_addr *a) {
 }
 
 static int trusted_nameserver(const sg_addr *a, long port) {
-    if (policy.nameservers.count) return sg_is_nameserver(&policy, a, port);
     int changed;
     sg_addr plain = sg_unwrap_routable(a, &changed);
+    if (policy.nameservers.count) return sg_is_nameserver(&policy, &plain, port);
     return port == 53 && system_nameserver(&plain);
 }
 
@@ -581,7 +586,7 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
         return refuse(&d, op, fd, NULL, -1, NULL);
     }
     int type = 0;
-    if (port == 53 || policy.nameservers.count) {
+    if (port == 53 || (policy.nameservers.count && trusted_nameserver(&a, port))) {
         socklen_t tl = sizeof type;
         if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) type = 0;
     }
@@ -1005,6 +1010,45 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_iov(f, msg->msg_iov, msg->msg_iovlen, (size_t)got);
     return got;
+}
+
+/* A duplicate of a DNS socket is a DNS socket: its queries are decided too. */
+static int copy_mark(int from, int to) {
+    fdinfo *t = fdtab;
+    if (to >= 0 && t && from >= 0 && from < FD_MAX && to < FD_MAX) {
+        if (t[from].dns) {
+            t[to] = t[from];
+            t[to].nids = 0;
+        } else {
+            t[to].dns = 0;
+        }
+    }
+    return to;
+}
+
+EXPORT int dup(int fd) { return copy_mark(fd, CALL(dup, fd)); }
+EXPORT int dup2(int fd, int to) { return copy_mark(fd, CALL(dup2, fd, to)); }
+EXPORT int dup3(int fd, int to, int flags) { return copy_mark(fd, CALL(dup3, fd, to, flags)); }
+
+EXPORT int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *); /* an int or a pointer: passed on as the same register-sized value */
+    va_end(ap);
+    int r = CALL(fcntl, fd, cmd, arg);
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) copy_mark(fd, r);
+    return r;
+}
+
+int fcntl64(int fd, int cmd, ...);
+EXPORT int fcntl64(int fd, int cmd, ...) { /* what fcntl is with _FILE_OFFSET_BITS=64 */
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    int r = CALL(fcntl64, fd, cmd, arg);
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) copy_mark(fd, r);
+    return r;
 }
 
 EXPORT int close(int fd) {
@@ -1432,7 +1476,8 @@ static const struct {
 } guarded[] = {
 #define G(n) {#n, (void *)n}
     G(connect), G(sendto), G(send), G(write), G(writev), G(sendmsg), G(sendmmsg), G(read), G(__read_chk), G(readv),
-    G(recv), G(__recv_chk), G(recvfrom), G(__recvfrom_chk), G(recvmsg), G(close), G(socket), G(syscall),
+    G(recv), G(__recv_chk), G(recvfrom), G(__recvfrom_chk), G(recvmsg), G(close), G(dup), G(dup2), G(dup3), G(fcntl), G(fcntl64),
+    G(socket), G(syscall),
     G(getaddrinfo), G(getaddrinfo_a), G(gethostbyname), G(gethostbyname2), G(gethostbyname_r), G(gethostbyname2_r),
     G(gethostbyaddr), G(gethostbyaddr_r), G(getnameinfo), G(res_query), G(res_search), G(res_querydomain),
     G(res_send), G(res_nquery), G(res_nsearch), G(res_nquerydomain), G(res_nsend), G(__res_query), G(__res_search),

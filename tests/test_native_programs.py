@@ -613,3 +613,27 @@ def test_another_interposer_after_this_one_gets_libc_and_no_loop(
     blocked = run([curl, "-sS", "-m", "5", f"http://{BLOCKED_V4}/"], env, timeout=30)
     assert blocked.returncode == 7 and "other-interposer" not in blocked.stderr  # refused before the next one
     scene.assert_blocked_side_untouched()
+
+
+DUPLICATED_DNS_SOCKET = """
+import json, os, socket
+import dns.message
+query = dns.message.make_query("blocked.test", "A").to_wire()
+out = {}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.53", 53))          # a resolv.conf nameserver: trusted, its questions decided
+for how in ("dup", "dup2"):
+    fd = os.dup(s.fileno()) if how == "dup" else os.dup2(s.fileno(), 77)
+    try:
+        os.write(fd, query); out[how] = "sent"
+    except OSError as exc:
+        out[how] = exc.errno
+    os.close(fd)
+print(json.dumps(out))
+"""
+
+
+def test_a_duplicated_dns_socket_is_still_a_dns_socket(scene: Scene, policy_file: Path) -> None:
+    pytest.importorskip("dns")
+    assert python_child(DUPLICATED_DNS_SOCKET, preloaded_env(policy_file)) == {"dup": 13, "dup2": 13}
+    scene.assert_blocked_side_untouched()
