@@ -1465,6 +1465,47 @@ RES_NQUERYDOMAIN_LIKE(__res_nquerydomain, __res_nquerydomain)
 RES_NSEND_LIKE(__res_nsend, __res_nsend)
 
 /* ---------------------------------------------------------------------------------------------------------
+ * libc's exported second names for the same calls (__connect@GLIBC_2.2.5, __send, __write, ...): reachable by
+ * name through dlsym or ctypes (CDLL("libc.so.6").__connect), so they are the same guarded functions here.
+ * ------------------------------------------------------------------------------------------------------- */
+
+#define ALIAS(name, target) extern __typeof__(target) name __attribute__((alias(#target), copy(target), visibility("default")))
+ALIAS(__connect, connect);
+ALIAS(__send, send);
+ALIAS(__sendmmsg, sendmmsg);
+ALIAS(__write, write);
+ALIAS(__write_nocancel, write);
+ALIAS(__socket, socket);
+ALIAS(__dup2, dup2);
+ALIAS(__fcntl, fcntl);
+ALIAS(__libc_fcntl64, fcntl64);
+
+/* glibc's private resolver entry points (GLIBC_PRIVATE, still exported): the name (or message) is decided
+ * as for res_query/res_send; the other arguments are passed on untouched (up to twelve, as the largest takes). */
+typedef long (*context_fn)(void *, const void *, long, long, long, long, long, long, long, long, long, long);
+int __res_context_query(void *, const char *, long, long, long, long, long, long, long, long, long, long);
+int __res_context_search(void *, const char *, long, long, long, long, long, long, long, long, long, long);
+int __res_context_send(void *, const unsigned char *, long, long, long, long, long, long, long, long, long, long);
+
+EXPORT int __res_context_query(void *ctx, const char *dname, long klass, long type, long a5, long a6, long a7, long a8,
+                               long a9, long a10, long a11, long a12) {
+    if (check_res_name(dname, (int)type) < 0) return res_blocked(NULL);
+    return CALL(__res_context_query, ctx, dname, klass, type, a5, a6, a7, a8, a9, a10, a11, a12);
+}
+
+EXPORT int __res_context_search(void *ctx, const char *dname, long klass, long type, long a5, long a6, long a7, long a8,
+                                long a9, long a10, long a11, long a12) {
+    if (check_res_name(dname, (int)type) < 0) return res_blocked(NULL);
+    return CALL(__res_context_search, ctx, dname, klass, type, a5, a6, a7, a8, a9, a10, a11, a12);
+}
+
+EXPORT int __res_context_send(void *ctx, const unsigned char *msg, long len, long a4, long a5, long a6, long a7, long a8,
+                              long a9, long a10, long a11, long a12) {
+    if (check_res_message(msg, (int)len) < 0) return res_blocked(NULL);
+    return CALL(__res_context_send, ctx, msg, len, a4, a5, a6, a7, a8, a9, a10, a11, a12);
+}
+
+/* ---------------------------------------------------------------------------------------------------------
  * dlsym / dlvsym: a lookup of a guarded name that would return libc's (or libresolv's) own function returns
  * this library's instead (ctypes' CDLL("libc.so.6").connect, .syscall). RTLD_NEXT lookups go straight to
  * libc's dlsym with the caller's return address intact (assembly below), so "next" keeps its meaning.
@@ -1482,6 +1523,8 @@ static const struct {
     G(gethostbyaddr), G(gethostbyaddr_r), G(getnameinfo), G(res_query), G(res_search), G(res_querydomain),
     G(res_send), G(res_nquery), G(res_nsearch), G(res_nquerydomain), G(res_nsend), G(__res_query), G(__res_search),
     G(__res_querydomain), G(__res_send), G(__res_nquery), G(__res_nsearch), G(__res_nquerydomain), G(__res_nsend),
+    G(__connect), G(__send), G(__sendmmsg), G(__write), G(__write_nocancel), G(__socket), G(__dup2), G(__fcntl),
+    G(__libc_fcntl64), G(__res_context_query), G(__res_context_search), G(__res_context_send),
 #undef G
 };
 

@@ -266,15 +266,22 @@ for label, lib in (("CDLL(None)", ctypes.CDLL(None, use_errno=True)),
             r = lib.syscall(42, s.fileno(), sa, len(sa))   # SYS_connect on x86_64
         out[label + "." + how] = [r, ctypes.get_errno()]
         s.close()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    out[label + ".__connect"] = [lib.__connect(s.fileno(), sa, len(sa)), ctypes.get_errno()]  # libc's second name
+    s.close()
     res = ctypes.c_void_p()
     out[label + ".getaddrinfo"] = lib.getaddrinfo(b"blocked.test", b"80", None, ctypes.byref(res))
+    answer = ctypes.create_string_buffer(512)  # glibc's private resolver entry point, reachable by name
+    search = lib.__res_context_search
+    out[label + ".__res_context_search"] = search(None, b"blocked.test", 1, 1, answer, 512, 0, 0, 0, 0, 0, 0)
 print(json.dumps(out))
 """
 
 
 def test_ctypes_calls_into_libc(scene: Scene, policy_file: Path) -> None:
-    """CDLL(None) and CDLL("libc.so.6"), connect and syscall(SYS_connect) and getaddrinfo: dlsym returns the
-    guarded functions, syscall() is interposed."""
+    """CDLL(None) and CDLL("libc.so.6"), connect, libc's second name __connect, syscall(SYS_connect),
+    getaddrinfo and the private __res_context_search: dlsym returns the guarded functions, syscall() is
+    interposed."""
     import platform
 
     if platform.machine() != "x86_64":
@@ -282,6 +289,8 @@ def test_ctypes_calls_into_libc(scene: Scene, policy_file: Path) -> None:
     out = python_child(CTYPES, preloaded_env(policy_file))
     for label in ("CDLL(None)", "CDLL(libc.so.6)"):
         assert out[f"{label}.connect"] == [-1, 13] and out[f"{label}.syscall"] == [-1, 13], out
+        assert out[f"{label}.__connect"] == [-1, 13], out
+        assert out[f"{label}.__res_context_search"] == -1, out
         assert out[f"{label}.getaddrinfo"] == -11  # EAI_SYSTEM (errno EACCES)
     scene.assert_blocked_side_untouched()
 
