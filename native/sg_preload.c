@@ -1067,7 +1067,7 @@ EXPORT int socket(int domain, int type, int protocol) {
     return CALL(socket, domain, type, protocol);
 }
 
-/* syscall(): connect/sendto/sendmsg/sendmmsg go through the checks above; io_uring_setup is refused
+/* syscall(): connect/sendto/sendmsg/sendmmsg/write/writev/socket go through the checks above; io_uring_setup is refused
  * (a ring's submissions reach the kernel with no call to interpose; libuv then falls back to threads). */
 EXPORT long syscall(long number, ...) {
     va_list ap;
@@ -1091,6 +1091,18 @@ EXPORT long syscall(long number, ...) {
 #ifdef SYS_sendmmsg
     case SYS_sendmmsg:
         return sendmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]);
+#endif
+#ifdef SYS_write
+    case SYS_write: /* a DNS socket's query */
+        return write((int)a[0], (const void *)a[1], (size_t)a[2]);
+#endif
+#ifdef SYS_writev
+    case SYS_writev:
+        return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
+#endif
+#ifdef SYS_socket
+    case SYS_socket: /* raw and packet sockets */
+        return socket((int)a[0], (int)a[1], (int)a[2]);
 #endif
 #ifdef SYS_io_uring_setup
     case SYS_io_uring_setup:
