@@ -282,6 +282,21 @@ static void put_num(buf *b, long v) {
     put(b, t, (size_t)n);
 }
 
+static const char *mode_name(void);
+
+/* The fields every native log line ends with: mode, the program in place of a Python caller, the layer. */
+static void put_line_end(buf *b) {
+    puts_(b, ",\"mode\":");
+    put_json(b, mode_name(), strlen(mode_name()));
+    puts_(b, ",\"caller\":");
+    char who[300];
+    snprintf(who, sizeof who, "native:%s", program);
+    put_json(b, who, strlen(who));
+    puts_(b, ",\"correlation_id\":null,\"layer\":\"native\",\"program\":");
+    put_json(b, program, strlen(program));
+    puts_(b, "}\n");
+}
+
 static int proto_of(int fd, const char **proto) {
     int type = 0;
     socklen_t len = sizeof type;
@@ -345,15 +360,7 @@ static void report(const sg_decision *d, const char *op, int fd, const char *hos
         put_json(&b, rule, rule_len);
         puts_(&b, ",\"detail\":");
         put_json(&b, detail, detail_len);
-        puts_(&b, ",\"mode\":");
-        put_json(&b, mode_name(), strlen(mode_name()));
-        puts_(&b, ",\"caller\":");
-        char who[300];
-        snprintf(who, sizeof who, "native:%s", program);
-        put_json(&b, who, strlen(who));
-        puts_(&b, ",\"correlation_id\":null,\"layer\":\"native\",\"program\":");
-        put_json(&b, program, strlen(program));
-        puts_(&b, "}\n");
+        put_line_end(&b);
         if (LIBC(write)(log_fd, line, (size_t)(b.p - line)) < 0) {
             close(log_fd);
             log_fd = -1;
@@ -1766,15 +1773,7 @@ static void warn_child(const char *path, char *const envp[]) {
         puts_(&b, head);
         size_t mlen = strlen(message) - 1;
         put_json(&b, message, mlen);
-        puts_(&b, ",\"mode\":");
-        put_json(&b, mode_name(), strlen(mode_name()));
-        puts_(&b, ",\"caller\":");
-        char who[300];
-        snprintf(who, sizeof who, "native:%s", program);
-        put_json(&b, who, strlen(who));
-        puts_(&b, ",\"correlation_id\":null,\"layer\":\"native\",\"program\":");
-        put_json(&b, program, strlen(program));
-        puts_(&b, "}\n");
+        put_line_end(&b);
         ssize_t w = LIBC(write)(log_fd, line, (size_t)(b.p - line));
         (void)w;
     }

@@ -11,6 +11,7 @@ from typing import Any
 
 from sockguard.native import POLICY_VARIABLE, library_path, unavailable_reason
 from sockguard.native.blob import compile_settings
+from sockguard.paths import write_atomically
 
 
 class NativeUnavailable(Exception):
@@ -44,18 +45,7 @@ def write_policy(data: bytes, directory: str | None = None) -> str:
                 return path
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=".policy-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, data, permissions=0o444)
     return path
 
 

@@ -47,6 +47,7 @@ def _compile(args: argparse.Namespace) -> int:
     from sockguard.config import load_settings, with_flags
     from sockguard.errors import ConfigError
     from sockguard.native.blob import compile_settings
+    from sockguard.paths import write_atomically
     from sockguard.rules import RuleError
 
     env = with_flags(os.environ, config=args.config, allow=args.allow, deny=args.deny)
@@ -63,10 +64,6 @@ def _compile(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     output = os.path.abspath(args.output)
-    tmp = output + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o444)
-    os.replace(tmp, output)
+    write_atomically(output, data, permissions=0o444)
     print(f"sockguard: wrote {output} ({len(data)} bytes, mode {settings.mode}); set {POLICY_VARIABLE}={output}")
     return 0
