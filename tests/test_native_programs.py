@@ -88,6 +88,9 @@ def test_curl_allowed_name_and_blocked_name_and_raw_ip(scene: Scene, policy_file
     assert any(
         e["op"] == "connect" and e["host"] is None and e["address"] in (ALLOWED_V4, "2001:db8::10") for e in allows
     )
+    log = str(policy_file.parent / "decisions.jsonl")
+    report = run([sys.executable, "-m", "sockguard", "report", log], dict(os.environ))
+    assert "native:curl" in report.stdout, report.stderr  # one log, one reader for both layers
 
 
 def test_curl_to_an_allowed_name_that_resolves_to_an_internal_address_is_blocked(
