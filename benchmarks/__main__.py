@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from benchmarks import audit_tax, connect, decision_log, decisions, memory, resolve, startup, web
+from benchmarks import audit_tax, connect, decision_log, decisions, memory, native, resolve, startup, web
 from benchmarks.harness import ROOT, BenchError, Context, Row, Stats
 
 SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
@@ -34,6 +34,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
     "audit-tax": ("open()/import with the guard installed", audit_tax.run),
     "log": ("JSONL decision log", decision_log.run),
     "memory": ("RSS of activation; address map after 1M lookups", memory.run),
+    "native": ("the LD_PRELOAD layer: allowed and blocked connect, start-up", native.run),
 }
 
 

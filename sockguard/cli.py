@@ -18,6 +18,7 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("sockguard.audit", "find raw IPs, internal and unlisted destinations in config and code"),
     "report": ("sockguard.report", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
     "export": ("sockguard.export", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
+    "native": ("sockguard.native.cli", "the preload library for non-Python programs: path, compile, status"),
 }
 
 
@@ -99,6 +100,13 @@ def _breaker_summary(settings) -> dict[str, object] | str:
     return {key: getattr(breaker, key) for key in keys}
 
 
+def _native_summary() -> str:
+    from sockguard.native import library_path, unavailable_reason
+
+    path = library_path()
+    return f"available ({path})" if path else f"native layer unavailable: {unavailable_reason()}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sockguard.config import load_settings
     from sockguard.errors import ConfigError
@@ -120,6 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "resolver": settings.resolver or "system",
         "resolver_options": settings.resolver_options,
         "breaker": _breaker_summary(settings),
+        "native": _native_summary(),
     }
     if args.format == "json":
         print(json.dumps(data, indent=2))
@@ -152,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=("enforce", "monitor", "off"))
     run.add_argument("--config", metavar="FILE", help="TOML config (default: ./sockguard.toml or pyproject)")
     run.add_argument("--log", metavar="FILE", help="append JSON-lines decisions to FILE")
+    run.add_argument(
+        "--no-native", dest="native", action="store_false", help="do not preload the native layer (docs/native.md)"
+    )
+    run.add_argument(
+        "--strict", action="store_true", help="refuse to start a program the native layer cannot guard (static, setuid)"
+    )
     run.add_argument("program", nargs=argparse.REMAINDER, help="PROGRAM [ARGS...] (use -- before it if needed)")
     run.set_defaults(func=cmd_run)
 
@@ -186,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_VALUE_OPTIONS = {"--allow", "--deny", "--mode", "--config", "--log"}
+_RUN_FLAGS = {"--no-native", "--strict", "-h", "--help"}
 
 
 def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -198,7 +214,7 @@ def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
             return argv[:i], argv[i + 1 :]
         if arg in _RUN_VALUE_OPTIONS:
             i += 2
-        elif arg.split("=", 1)[0] in _RUN_VALUE_OPTIONS or arg in ("-h", "--help"):
+        elif arg.split("=", 1)[0] in _RUN_VALUE_OPTIONS or arg in _RUN_FLAGS:
             i += 1
         else:
             break

@@ -104,7 +104,16 @@ def install(state: State) -> State | None:
     with _load_lock:
         previous = active.in_force
         _activate(state)
+    _sync_native(state)
     return previous
+
+
+def _sync_native(state: State | None) -> None:
+    """The preload library (if this process has it) decides with the same policy (sockguard/native/bridge.py)."""
+    if "LD_PRELOAD" in os.environ:
+        from sockguard.native.bridge import sync
+
+        sync(state if state is not None else current())
 
 
 def restore(previous: State | None) -> None:
@@ -118,6 +127,7 @@ def restore(previous: State | None) -> None:
             _hook.set_lazy_handlers()
         else:
             _activate(off())
+    _sync_native(previous)
 
 
 @contextmanager

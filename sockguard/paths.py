@@ -15,19 +15,20 @@ def sitecustomize_dir() -> str:
     raise FileNotFoundError("sockguard: the sitecustomize directory is missing from this installation")
 
 
-def write_atomically(path: str, chunks: Iterable[str]) -> None:
+def write_atomically(path: str, chunks: Iterable[str] | bytes, permissions: int | None = None) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file. A special file
-    (``/dev/null``, a FIFO) is written directly."""
+    (``/dev/null``, a FIFO) is written directly. ``chunks``: text, or one ``bytes`` object (written as is);
+    ``permissions``: the file's mode (else mkstemp's 0600)."""
     if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.writelines(chunks)
+        _write(os.open(path, os.O_WRONLY), chunks)
         return
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=".sockguard-", dir=os.path.dirname(os.path.abspath(path)))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(chunks)
+        _write(fd, chunks)
+        if permissions is not None:
+            os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -35,3 +36,12 @@ def write_atomically(path: str, chunks: Iterable[str]) -> None:
         except OSError:
             pass
         raise
+
+
+def _write(fd: int, chunks: Iterable[str] | bytes) -> None:
+    if isinstance(chunks, bytes):
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(chunks)
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(chunks)

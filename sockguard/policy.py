@@ -87,8 +87,12 @@ class _NameIndex:
         self.exact: dict[str, list[Rule]] = {}
         self.suffix: dict[str, list[Rule]] = {}
         for rule in rules:
-            table = self.exact if rule.kind == "name" else self.suffix
-            table.setdefault(rule.host, []).append(rule)
+            # Only name rules: an IP rule's host ("203.0.113.7") must never act as the suffix of a DNS name
+            # ("x.203.0.113.7" is a name, and would otherwise be allowed to any public address).
+            if rule.kind == "name":
+                self.exact.setdefault(rule.host, []).append(rule)
+            elif rule.kind == "wildcard":
+                self.suffix.setdefault(rule.host, []).append(rule)
 
     def match(self, host: str, port: int | None, strict_port: bool = False) -> Rule | None:
         found = _first(self.exact.get(host), port, strict_port)

@@ -12,6 +12,10 @@ from sockguard.config import config_path, load_settings, with_flags
 from sockguard.errors import ConfigError
 from sockguard.paths import sitecustomize_dir
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sockguard.config import Settings
+
 
 def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
     """The child environment; raises ConfigError if the result is not valid."""
@@ -33,7 +37,31 @@ def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> di
     existing = env.get("PYTHONPATH", "")
     parts = [p for p in existing.split(os.pathsep) if p and p != site_dir]
     env["PYTHONPATH"] = os.pathsep.join([site_dir, *parts])
+    if getattr(args, "native", True):
+        env.update(native_variables(settings, env))
     return env
+
+
+def native_variables(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """LD_PRELOAD and the compiled policy for the native layer (docs/native.md), or {} (mode off, or the
+    library is not built: said once on stderr). Isolated so the pinned-configuration work can call it."""
+    from sockguard.native.activation import NativeUnavailable, native_environment
+
+    try:
+        return native_environment(settings, env)
+    except NativeUnavailable as exc:
+        first = str(exc).splitlines()[0]
+        print(f"sockguard: native layer unavailable ({first}); non-Python programs run unguarded", file=sys.stderr)
+        return {}
+
+
+def native_preflight(argv: list[str]) -> str | None:
+    """Why the program about to start cannot be guarded by the native layer (static, set-id, capabilities)."""
+    from sockguard.native.elf import resolve_program, unguardable
+
+    path = resolve_program(argv[0])
+    why = unguardable(path) if path else None
+    return f"{argv[0]} is {why}" if why else None
 
 
 def command_line(program: list[str]) -> list[str]:
@@ -64,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
     warning = isolation_warning(argv)
     if warning:
         print(warning, file=sys.stderr)
+    if getattr(args, "native", True) and env.get("SOCKGUARD_MODE") != "off":
+        unreachable = native_preflight(argv)
+        if unreachable and getattr(args, "strict", False):
+            print(f"sockguard: refusing to start it (--strict): {unreachable}", file=sys.stderr)
+            return 2
+        if unreachable:
+            print(f"sockguard: warning: {unreachable}; it will NOT be guarded", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

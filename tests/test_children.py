@@ -99,9 +99,10 @@ def outcomes(stdout: str) -> list[dict]:
 
 
 def run_guarded(
-    args: list[str], cwd: Path, log: Path | None = None, allow: str | None = None
+    args: list[str], cwd: Path, log: Path | None = None, allow: str | None = None, native: bool = True
 ) -> subprocess.CompletedProcess:
     options = (["--log", str(log)] if log else []) + (["--allow", allow] if allow else [])
+    options += [] if native else ["--no-native"]  # the Python layer alone (the native layer: docs/native.md)
     return subprocess.run(
         [PY, "-m", "sockguard", "run", *options, "--", *args],
         env=clean_env(),
@@ -290,20 +291,35 @@ def test_fork_in_a_sockguard_run_process(remote, tmp_path: Path) -> None:
 def test_isolating_flags_escape_the_guard_and_run_warns(
     flag: str, meaning: str, probe: str, remote, tmp_path: Path
 ) -> None:
-    result = run_guarded([PY, flag, probe, "direct", remote.host, str(remote.port)], tmp_path)
+    result = run_guarded([PY, flag, probe, "direct", remote.host, str(remote.port)], tmp_path, native=False)
     assert f"{flag} ({meaning})" in result.stderr and "will NOT be guarded" in result.stderr
     assert [s["outcome"] for s in outcomes(result.stdout)] == ["connected"]  # honest: not guarded
     assert remote.accepted == 1
 
 
+@pytest.mark.parametrize("flag", ["-I", "-E", "-S"])
+def test_the_native_layer_still_holds_a_python_that_skips_site(flag: str, probe: str, remote, tmp_path: Path) -> None:
+    """The Python layer is not loaded there (and run says so), but the preload library is: the connect is
+    refused in C (PermissionError, no EgressBlocked) and never arrives."""
+    from sockguard.native import library_path
+
+    if library_path() is None:
+        pytest.skip("native layer not built")
+    result = run_guarded([PY, flag, probe, "direct", remote.host, str(remote.port)], tmp_path)
+    assert "will NOT be guarded" in result.stderr  # by the Python layer
+    assert [s["outcome"] for s in outcomes(result.stdout)] == ["PermissionError:"]
+    assert "(native layer)" in result.stderr
+    assert remote.accepted == 0
+
+
 def test_env_i_and_shebang_flags_are_detected(probe: str, remote, tmp_path: Path) -> None:
-    env_i = run_guarded(["env", "-i", PY, probe, "direct", remote.host, str(remote.port)], tmp_path)
+    env_i = run_guarded(["env", "-i", PY, probe, "direct", remote.host, str(remote.port)], tmp_path, native=False)
     assert "env -i starts it with an empty environment" in env_i.stderr
     assert [s["outcome"] for s in outcomes(env_i.stdout)] == ["connected"]
     script = tmp_path / "tool"
     script.write_text(f"#!/usr/bin/env -S {PY} -E\n" + PROBE)
     script.chmod(0o755)
-    shebang = run_guarded([str(script), "direct", remote.host, str(remote.port)], tmp_path)
+    shebang = run_guarded([str(script), "direct", remote.host, str(remote.port)], tmp_path, native=False)
     assert "-E (ignore PYTHON* variables)" in shebang.stderr
     assert [s["outcome"] for s in outcomes(shebang.stdout)] == ["connected"]
     assert remote.accepted == 2
@@ -317,7 +333,7 @@ def test_a_guarded_parent_warns_when_it_starts_an_unguarded_python(
     how: str, warning: str, probe: str, remote, tmp_path: Path
 ) -> None:
     log = tmp_path / "decisions.jsonl"
-    result = run_guarded([probe, how, remote.host, str(remote.port)], tmp_path, log)
+    result = run_guarded([probe, how, remote.host, str(remote.port)], tmp_path, log, native=False)
     assert result.returncode == 0, result.stderr
     assert [s["outcome"] for s in outcomes(result.stdout)] == ["connected"]  # the child is not guarded...
     assert remote.accepted == 1

@@ -1,10 +1,11 @@
 """Coverage matrix, clients that resolve or connect in C (docs/coverage.md): uvloop, psycopg (libpq), pycurl
 (libcurl), grpcio (gRPC core).
 
-Recorded honestly, cell by cell. Where sockguard covers a path, the test shows the block from the far side.
-Where it does not, the test shows the leak from the far side too (inside the netlab, where a leak reaches only
-a lab server): if one of these starts to pass through Python one day, the test fails and docs/coverage.md must
-change with it.
+Recorded honestly, cell by cell, for the **Python layer alone** (this pytest process has no preload library).
+Where it covers a path, the test shows the block from the far side. Where it does not, the test shows the leak
+from the far side too (inside the netlab, where a leak reaches only a lab server): if one of these starts to
+pass through Python one day, the test fails and docs/coverage.md must change with it. The native layer
+(docs/native.md) blocks every one of these leaks: tests/test_native_programs.py.
 """
 
 from __future__ import annotations
@@ -181,8 +182,9 @@ def test_uvloop_matrix(scene: Scene, client: str, scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", ["blocked-name", "blocked-raw-ip"])
 def test_uvloop_unconnected_datagram_sendto_is_not_covered(scene: Scene, scenario: str) -> None:
-    """NOT COVERED: ``transport.sendto(data, addr)`` on an endpoint created without ``remote_addr`` is sent by
-    libuv; no Python socket call happens, so the datagram leaves. A *name* is still checked if the app
+    """NOT COVERED by the Python layer alone: ``transport.sendto(data, addr)`` on an endpoint created without
+    ``remote_addr`` is sent by libuv; no Python socket call happens, so the datagram leaves (held by the native
+    layer: test_native_programs.py::test_uvloop_unconnected_udp_sendto). A *name* is still checked if the app
     resolves it through the loop (getaddrinfo is guarded), so the blocked-name cell is blocked before DNS."""
     pytest.importorskip("uvloop")
     run = _run_uvloop(scene)
@@ -216,8 +218,9 @@ def _curl(url: str) -> str:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_pycurl_is_not_covered(scene: Scene, scenario: str) -> None:
-    """NOT COVERED: libcurl resolves (its own resolver thread) and connects in C. Every blocked cell leaks:
-    the blocked server answers and the blocked name's DNS query leaves."""
+    """NOT COVERED by the Python layer alone: libcurl resolves (its own resolver thread) and connects in C. Every
+    blocked cell leaks: the blocked server answers and the blocked name's DNS query leaves. (Held by the native
+    layer: test_native_programs.py::test_pycurl.)"""
     with sockguard.guarded(**POLICY):
         body = _curl(scene.url(scenario))
     if scenario == "allowed":
@@ -234,8 +237,9 @@ def test_pycurl_is_not_covered(scene: Scene, scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", ["blocked-name", "blocked-raw-ip"])
 def test_grpcio_is_not_covered(scene: Scene, scenario: str) -> None:
-    """NOT COVERED: gRPC core resolves (c-ares inside grpcio) and connects in C. The channel reaches the
-    blocked server (which hangs up, so the channel never becomes ready)."""
+    """NOT COVERED by the Python layer alone: gRPC core resolves (c-ares inside grpcio) and connects in C. The
+    channel reaches the blocked server (which hangs up, so the channel never becomes ready). (Held by the native
+    layer: test_native_programs.py::test_grpcio.)"""
     grpc = pytest.importorskip("grpc")
     server = scene.lab.tcp(BLOCKED_V4, 50051, close=True)
     host = BLOCKED_NAME if scenario == "blocked-name" else BLOCKED_V4

@@ -34,6 +34,7 @@ ENFORCEMENT = {
     "host_addresses",
     "integrations",
     "lowlevel",
+    "native",  # the preload library's Python side: guard.install hands it the policy in force (native/bridge.py)
     "refusal",
     "resolver",
     "sinks",

@@ -73,6 +73,14 @@ def test_loopback_can_be_turned_off() -> None:
     assert by_name.check_address("127.0.0.1", 80, "localhost") == Decision(False, INTERNAL, "localhost", "loopback")
 
 
+def test_an_ip_rule_is_not_a_name_suffix() -> None:
+    # "x.203.0.113.7" is a DNS name (five labels), not an address: an IP rule must not allow it as a wildcard.
+    policy = Policy(["203.0.113.7", "10.0.0.0/8", "2001:db8::/32"])
+    assert outcome(policy.check_name("x.203.0.113.7", 80)) == (False, NOT_ALLOWED, None)
+    assert outcome(policy.check_address("198.51.100.99", 80, "x.203.0.113.7")) == (False, NOT_ALLOWED, None)
+    assert outcome(policy.check_address("203.0.113.7", 80)) == (True, ALLOWED_IP, "203.0.113.7")
+
+
 def test_only_bare_localhost_is_loopback() -> None:
     # glibc sends "x.localhost" to DNS (strace: connect() to the nameserver), so it is an ordinary name.
     policy = Policy()
