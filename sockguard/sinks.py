@@ -114,6 +114,15 @@ class Sinks:
             return False
         return self._logger_wants(level)
 
+    def wants_requests(self, level: int) -> bool:
+        """Whether an HTTP request event at ``level`` reaches the JSON-lines file or the logger (the observer
+        records decisions, not requests, so it does not count). Asked once per request: a dict read."""
+        if self._fd is not None:
+            return True
+        if level < 30 and "logging" not in sys.modules:
+            return False
+        return self._logger_wants(level)
+
     def emit(self, event: dict[str, Any], message: str, level: int) -> None:
         if self.observer is not None:
             self.observer(event)
