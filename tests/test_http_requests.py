@@ -404,6 +404,31 @@ def test_a_second_host_header_is_decided_too(web: Web) -> None:
     assert web.api.received == 0
 
 
+def test_a_host_header_name_with_trailing_blanks_is_decided(web: Web) -> None:
+    """http.client accepts the header name "Host " (lenient servers read "Host : x" as Host): decided too."""
+    with guarded(web):
+        conn = http.client.HTTPConnection(ALLOWED, 80, timeout=3)
+        conn.putrequest("GET", "/ok", skip_host=True)
+        conn.putheader("Host ", BLOCKED)
+        with pytest.raises(sockguard.EgressBlocked) as info:
+            conn.endheaders()
+        conn.close()
+    assert (info.value.operation, info.value.host) == ("host-header", BLOCKED)
+    assert web.api.received == 0
+
+
+@pytest.mark.parametrize("target", [f"http://{BLOCKED}/x", f"HTTP://user:pw@{BLOCKED}:80/x", f"{BLOCKED}:80"])
+def test_a_request_target_naming_another_host_is_decided(web: Web, target: str) -> None:
+    """A target that is not origin-form names a host (the proxy's job): decided, whatever its spelling."""
+    with guarded(web):
+        conn = http.client.HTTPConnection(ALLOWED, 80, timeout=3)
+        with pytest.raises(sockguard.EgressBlocked) as info:
+            conn.request("GET", target, headers={"Host": ALLOWED})
+        conn.close()
+    assert (info.value.operation, info.value.host) == ("proxy-request", BLOCKED)
+    assert web.api.received == 0
+
+
 def test_a_host_header_naming_another_allowed_host_is_sent(web: Web) -> None:
     with guarded(web):
         assert HttpClientDirect().many(f"http://{ALLOWED}", [("GET", "/ok")], headers={"Host": REDIRECT}) == [200]

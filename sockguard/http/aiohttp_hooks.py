@@ -80,11 +80,12 @@ def _send(original: Any) -> Any:
             return original(self, conn)
         state = active.in_force or active.current()
         if state.mode != "off":
-            host = self.headers.get("Host")
-            if host is not None:
+            hosts = self.headers.getall("Host", ())
+            if hosts:
                 url = self.url
                 try:
-                    check_host(state, host, url.raw_host or "", url.port, url.scheme)
+                    for host in hosts:
+                        check_host(state, host, url.raw_host or "", url.port, url.scheme)
                 except BaseException as exc:
                     if record is not None:
                         end(record, error=exc)

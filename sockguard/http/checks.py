@@ -86,13 +86,15 @@ def decide(state: State, host: str, port: int | None, operation: str, protocol: 
         record_allowed(state, decision, operation, protocol, name, port, address, 2)
 
 
-def check_host(state: State, value: Any, own_host: Any, port: int | None, protocol: str) -> None:
+def check_host(state: State, value: Any, own_host: Any, port: int | None, protocol: str) -> bool:
     """A Host header (or ``:authority``) ``value`` on a connection made for ``own_host``: decided when it names
-    another host. ``port``: the connection's port, used when the value has none."""
-    host, named_port = authority(value)
-    if not host or same_host(host, own_host):
-        return  # no host named (an empty Host), or the connection's own (decided by its lookup and connect)
+    another host (then True). ``port``: the connection's port, used when the value has none."""
+    found = _authorities.get(value)
+    host, named_port = found if found is not None else authority(value)
+    if not host or host == own_host or same_host(host, own_host):
+        return False  # no host named (an empty Host), or the connection's own (decided by its lookup and connect)
     decide(state, host, named_port if named_port is not None else port, HOST_HEADER, protocol)
+    return True
 
 
 def check_target(state: State, host: Any, port: int | None, scheme: str, *, tunnel: bool) -> None:

@@ -18,7 +18,7 @@ import contextvars
 import time
 
 from sockguard.caller import find_caller
-from sockguard.events import correlation_id, emit, emitting, pid
+from sockguard.events import REQUEST_FIELDS, correlation_id, emit, emitting, pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 
     from sockguard.active import State
 
-#: Every field of a request event, in order.
-REQUEST_FIELDS = (
-    "event", "ts", "pid", "client", "method", "scheme", "host", "port", "path", "status", "error", "reason",
-    "duration_ms", "redirect_hop", "redirected_from", "proxy", "address", "rule", "caller", "correlation_id",
-)  # fmt: skip
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _DEBUG = 10
@@ -42,43 +37,18 @@ _redirect: contextvars.ContextVar[tuple[tuple[str, str, int | None, str], int, s
 
 
 class Request:
-    """One request in flight (what :func:`end` needs to write its event)."""
+    """One request in flight: what :func:`end` needs to write its event. ``fixed`` holds the fields that repeat for
+    every request to one path (``client, method, scheme, host, port, path, proxy``): the JSON-lines sink encodes
+    them once."""
 
-    __slots__ = (
-        "caller",
-        "cid",
-        "client",
-        "hop",
-        "host",
-        "level",
-        "method",
-        "outer",
-        "path",
-        "peer",
-        "port",
-        "previous",
-        "proxy",
-        "scheme",
-        "start",
-        "state",
-        "ts",
-    )  # fmt: skip
+    __slots__ = ("caller", "cid", "fixed", "hop", "level", "outer", "peer", "previous", "start", "state", "ts")
 
-    def __init__(
-        self, state: State, level: int, client: str, method: str, scheme: str, host: str, port: int | None,
-        path: str, proxy: str | None, caller: str | None,
-    ) -> None:  # fmt: skip
+    def __init__(self, state: State, level: int, fixed: tuple[Any, ...], caller: str | None) -> None:
         self.ts = time.time_ns() // 1000 / 1e6
         self.start = time.perf_counter_ns()
         self.state = state
         self.level = level
-        self.client = client
-        self.method = method
-        self.scheme = scheme
-        self.host = host
-        self.port = port
-        self.path = path
-        self.proxy = proxy
+        self.fixed = fixed
         self.caller = caller
         self.cid = correlation_id.get()
         self.hop = 0
@@ -88,22 +58,17 @@ class Request:
 
     @property
     def url(self) -> str:
-        return url_text(self.scheme, self.host, self.port, self.path)
+        return url_text(*self.fixed[2:6])
 
 
 def wanted(state: State) -> int:
     """The level request events go out at, or 0 when no sink takes them (``http_events = false``, or neither the
-    JSON-lines file nor the logger at that level)."""
+    JSON-lines file nor the logger at that level). Asked once per request: a few attribute reads."""
     settings = state.settings
-    if settings is None:
-        level = _DEBUG
-    else:
-        if settings.http_events is False:
-            return 0
-        level = settings.http_log_level
-    if emitting():  # a log handler's own request: checked, never logged again
+    level = _DEBUG if settings is None else settings.http_log_level
+    if not state.sinks.wants_requests(level) or (settings is not None and settings.http_events is False):
         return 0
-    return level if state.sinks.wants_requests(level) else 0
+    return 0 if emitting() else level  # a log handler's own request: checked, never logged again
 
 
 def begin(
@@ -120,12 +85,15 @@ def begin(
     """A request is about to be sent: note what, from where, and when. ``target`` is the request target as sent
     (its query string is dropped unless ``log_query = true``)."""
     settings = state.settings
-    path = target if settings is not None and settings.log_query else strip_query(target)
-    record = Request(state, level, client, method, scheme, host, port, path, proxy, find_caller(3))
+    if (settings is not None and settings.log_query) or (target[:1] == "/" and "?" not in target and "#" not in target):
+        path = target
+    else:
+        path = strip_query(target)
+    record = Request(state, level, (client, method, scheme, host, port, path, proxy), find_caller(3))
     pending = _redirect.get()
     if pending is not None:
         _redirect.set(None)
-        if pending[0] == _key(scheme, host, port, record.path):
+        if pending[0] == _key(scheme, host, port, path):
             record.hop, record.previous = pending[1], pending[2]
     return record
 
@@ -147,40 +115,24 @@ def end(
             rule = state.address(address, peer[1]).rule  # cached per State: the decision its connect got
         except Exception:  # an odd peer: no rule to name
             rule = None
-    reason = None
-    error_name = None
+    reason = error_name = None
     if error is not None:
         error_name = type(error).__name__
         reason = blocked_reason(error)
-    if status in REDIRECT_STATUSES and location:
+        if record.previous is not None:  # a client that retries the hop: the retry is that hop again
+            fixed = record.fixed
+            _redirect.set((_key(fixed[2], fixed[3], fixed[4], fixed[5]), record.hop, record.previous))
+    elif status in REDIRECT_STATUSES and location:
         _remember_redirect(record, location)
-    elif error is not None and record.previous is not None:  # a client that retries the hop: that hop again
-        _redirect.set((_key(record.scheme, record.host, record.port, record.path), record.hop, record.previous))
-    event = {
-        "event": "request",
-        "ts": record.ts,
-        "pid": pid[0],
-        "client": record.client,
-        "method": record.method,
-        "scheme": record.scheme,
-        "host": record.host,
-        "port": record.port,
-        "path": record.path,
-        "status": status,
-        "error": error_name,
-        "reason": reason,
-        "duration_ms": duration,
-        "redirect_hop": record.hop,
-        "redirected_from": record.previous,
-        "proxy": record.proxy,
-        "address": address,
-        "rule": rule,
-        "caller": record.caller,
-        "correlation_id": record.cid,
-    }
+    fixed = (*record.fixed, address, rule)
+    tail = (status, error_name, reason, duration, record.hop, record.previous, record.caller, record.cid)
     sinks = state.sinks
-    message = message_text(event) if sinks.beyond_file(record.level) else ""
-    emit(sinks, event, message, record.level)
+    level = record.level
+    if sinks.beyond_file(level):
+        event = dict(zip(REQUEST_FIELDS, ("request", record.ts, pid[0], *fixed, *tail), strict=True))
+        emit(sinks, event, message_text(event), level)
+    else:  # the JSON-lines file alone: no event dict, no message text (a file write cannot recurse)
+        sinks.write_request(record.ts, fixed, tail)
 
 
 def message_text(event: dict[str, Any]) -> str:

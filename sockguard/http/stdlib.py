@@ -61,18 +61,29 @@ def _own(conn: Any) -> tuple[str, int | None]:
 
 
 def _check_head(state: State, conn: Any, buffer: list[Any]) -> None:
-    """Every Host header in the buffered head, and a target that is not origin-form, before anything is sent."""
+    """Every Host header in the buffered head, and a target that is not origin-form, before anything is sent.
+    A connection remembers the last head whose Host headers all named its own host: the next request with the
+    same headers (keep-alive, one client) is not scanned again."""
     first = buffer[0]
     space = first.find(b" ")
     own: Any = None
     if first[space + 1 : space + 2] != b"/":
         own = _check_request_line(state, conn, first)
-    for index in range(1, len(buffer)):
-        line = buffer[index]
-        if line[:1] in b"Hh" and line[4:5] == b":" and line[:4].lower() == b"host":
-            if own is None:
-                own = _own(conn)
-            check_host(state, line[5:], own[0], own[1], scheme_of(conn))
+    else:
+        clean = conn.__dict__.get("_sockguard_clean")
+        if clean is not None and clean[0] is conn.host and clean[1] is conn._tunnel_host and clean[2] == buffer[1:]:
+            return
+    decided = own is not None
+    for line in buffer:  # (the request line too: a method spelt "Host:" is decided as what it would name)
+        if line[:1] in b"Hh" and line[1:4].lower() == b"ost":
+            # http.client accepts "Host :" (a name with trailing blanks), which lenient servers read as Host
+            name, _, value = line.partition(b":")
+            if name.rstrip().lower() == b"host":
+                if own is None:
+                    own = _own(conn)
+                decided = check_host(state, value, own[0], own[1], scheme_of(conn)) or decided
+    if not decided:
+        conn._sockguard_clean = (conn.host, conn._tunnel_host, buffer[1:])
 
 
 def _check_request_line(state: State, conn: Any, first: Any) -> tuple[str, int | None] | None:
@@ -90,8 +101,9 @@ def _check_request_line(state: State, conn: Any, first: Any) -> tuple[str, int |
             check_target(state, named, named_port, scheme_of(conn), tunnel=True)
         return named, named_port
     scheme, port, host = split_url(target)
-    if host is None:
-        return None  # a relative target without a leading slash: the server resolves it against this host
+    if host is None:  # neither origin- nor absolute-form ("GET evil.test:80"): whatever it names is decided
+        host, port = authority(target)
+        scheme = scheme_of(conn)
     if not same_host(host, own_host):
         check_target(state, host, port, scheme, tunnel=False)
     return host, port
@@ -116,9 +128,19 @@ def split_url(target: str) -> tuple[str, int | None, str | None]:
     return scheme, port if port is not None else (443 if scheme in ("https", "wss") else 80), host
 
 
+_request_lines: dict[Any, tuple[str, str]] = {}
+
+
 def _begin(state: State, level: int, conn: Any, first: Any) -> Request:
-    method, _, rest = bytes(first).decode("latin-1").partition(" ")
-    target = rest.rpartition(" ")[0] or rest
+    parsed = _request_lines.get(first)
+    if parsed is None:
+        method, _, rest = bytes(first).decode("latin-1").partition(" ")
+        parsed = (method, rest.rpartition(" ")[0] or rest)
+        if first.__class__ is bytes:
+            if len(_request_lines) >= 1024:
+                _request_lines.clear()
+            _request_lines[first] = parsed
+    method, target = parsed
     scheme = scheme_of(conn)
     proxy = None
     host, port = _own(conn)
