@@ -791,3 +791,20 @@ def test_the_http_hooks_load_only_with_their_libraries(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[]", "True", "True"]
+
+
+def test_a_failing_event_never_breaks_the_request(
+    web: Web, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug or a broken sink while writing a request event is reported once on stderr; the request completes."""
+    from sockguard.http import events
+    from sockguard.sinks import Sinks
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("sink exploded")
+
+    monkeypatch.setattr(Sinks, "write_request", broken)
+    monkeypatch.setattr(events, "_failures", [])
+    with guarded(web):
+        assert HttpClientDirect().many(f"http://{ALLOWED}", [("GET", "/ok"), ("GET", "/missing")]) == [200, 404]
+    assert capsys.readouterr().err.count("a request event could not be written (RuntimeError('sink exploded'))") == 1

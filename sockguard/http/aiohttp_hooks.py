@@ -35,6 +35,22 @@ def patch_reqrep(module: Any) -> None:
     patch_method(module.ClientResponse, "start", _start)
 
 
+def _stash(owner: Any, record: Request) -> bool:
+    """Carry the record on aiohttp's request / response object (False if it cannot hold one: no event then)."""
+    try:
+        owner.__dict__[KEY] = record
+    except AttributeError:
+        return False
+    return True
+
+
+def _unstash(owner: Any) -> Request | None:
+    try:
+        return owner.__dict__.pop(KEY, None)
+    except AttributeError:
+        return None
+
+
 def _connect(original: Any) -> Any:
     def connect(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
         state = active.in_force or active.current()
@@ -49,7 +65,8 @@ def _connect(original: Any) -> Any:
             via = f"{proxy.host}:{proxy.port}" if proxy is not None else None
             target = url.raw_path_qs if hasattr(url, "raw_path_qs") else url.raw_path
             record = begin(state, level, "aiohttp", req.method, scheme, url.host or "", url.port, target, via)
-            req.__dict__[KEY] = record
+            if not _stash(req, record):
+                record = None
         try:
             if req.proxy is not None:
                 check_target(state, url.raw_host or "", url.port or DEFAULT_PORTS.get(scheme), scheme,
@@ -75,7 +92,7 @@ async def _observed_connect(connecting: Any, record: Request) -> Any:
 
 def _send(original: Any) -> Any:
     def send(self: Any, conn: Any) -> Any:
-        record = self.__dict__.pop(KEY, None)
+        record = _unstash(self)
         if self.method == "CONNECT":  # aiohttp's own tunnel request: decided in connect
             return original(self, conn)
         state = active.in_force or active.current()
@@ -103,13 +120,13 @@ async def _observed_send(sending: Any, record: Request) -> Any:
     except BaseException as exc:
         end(record, error=exc)
         raise
-    response.__dict__[KEY] = record
+    _stash(response, record)
     return response
 
 
 def _start(original: Any) -> Any:
     def start(self: Any, connection: Any) -> Any:
-        record = self.__dict__.pop(KEY, None)
+        record = _unstash(self)
         if record is None:
             return original(self, connection)
         transport = getattr(connection, "transport", None)

@@ -15,6 +15,7 @@ hand).
 from __future__ import annotations
 
 import contextvars
+import sys
 import time
 
 from sockguard.caller import find_caller
@@ -104,7 +105,28 @@ def end(
     error: BaseException | None = None,
     location: Any = None,
 ) -> None:
-    """The response head arrived (``status``) or the request failed (``error``): emit the event."""
+    """The response head arrived (``status``) or the request failed (``error``): emit the event. Never raises:
+    a request event must not break the request it describes (a failure is reported once on stderr)."""
+    try:
+        _end(record, status, error, location)
+    except Exception as exc:
+        _failed(exc)
+
+
+_failures: list[str] = []
+
+
+def _failed(exc: Exception) -> None:
+    if not _failures:
+        _failures.append(repr(exc))
+        try:
+            sys.stderr.write(f"sockguard: warning: a request event could not be written ({exc!r}); requests are "
+                             "still checked\n")  # fmt: skip
+        except Exception:
+            pass
+
+
+def _end(record: Request, status: int | None, error: BaseException | None, location: Any) -> None:
     duration = (time.perf_counter_ns() - record.start) // 1000 / 1000
     state = record.state
     peer = record.peer
