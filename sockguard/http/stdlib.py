@@ -204,13 +204,19 @@ def _getresponse(original: Any) -> Any:
     return getresponse
 
 
+def check_tunnel(conn: Any) -> None:
+    """A connection about to be made through a proxy tunnel (``set_tunnel``): its CONNECT target is decided
+    before the connection to the proxy is made."""
+    tunnel = getattr(conn, "_tunnel_host", None)
+    if tunnel:
+        state = active.in_force or active.current()
+        if state.mode != "off":
+            check_target(state, tunnel, conn._tunnel_port, scheme_of(conn), tunnel=True)
+
+
 def _connect(original: Any) -> Any:
     def connect(self: Any) -> Any:
-        tunnel = self._tunnel_host
-        if tunnel:
-            state = active.in_force or active.current()
-            if state.mode != "off":
-                check_target(state, tunnel, self._tunnel_port, scheme_of(self), tunnel=True)
+        check_tunnel(self)
         return original(self)
 
     return connect

@@ -10,10 +10,9 @@ decides a CONNECT target before the connection to the proxy is made.
 from __future__ import annotations
 
 from sockguard import active
-from sockguard.http.checks import check_target
 from sockguard.http.events import REDIRECT_STATUSES, begin, end, wanted
 from sockguard.http.patching import patch_method
-from sockguard.http.stdlib import scheme_of, split_url
+from sockguard.http.stdlib import check_tunnel, split_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,11 +31,7 @@ def patch_pool(module: Any) -> None:
 
 def _new_conn(original: Any) -> Any:
     def new_conn(self: Any) -> Any:
-        tunnel = getattr(self, "_tunnel_host", None)
-        if tunnel:
-            state = active.in_force or active.current()
-            if state.mode != "off":
-                check_target(state, tunnel, self._tunnel_port, scheme_of(self), tunnel=True)
+        check_tunnel(self)
         return original(self)
 
     return new_conn
