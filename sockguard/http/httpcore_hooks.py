@@ -34,14 +34,15 @@ def patch_async(module: Any) -> None:
 
 def _check(state: State, pool: Any, request: Any) -> None:
     url = request.url
-    proxy = getattr(pool, "_proxy_url", None)
-    scheme = url.scheme.decode("latin-1")
-    if proxy is not None:
+    if getattr(pool, "_proxy_url", None) is not None:
+        scheme = url.scheme.decode("latin-1")
         tunnel = scheme in ("https", "wss") or "socks" in type(pool).__name__.lower()
         check_target(state, url.host, url.port or DEFAULT_PORTS.get(scheme), scheme, tunnel=tunnel)
     for name, value in request.headers:
         if len(name) == 4 and name.lower() == b"host":  # h11 refuses a second Host; h2 sends the first
-            check_host(state, value, url.host, url.port or DEFAULT_PORTS.get(scheme), scheme)
+            if value != url.host:  # (httpx's own Host header is the URL's host: nothing to decide)
+                scheme = url.scheme.decode("latin-1")
+                check_host(state, value, url.host, url.port or DEFAULT_PORTS.get(scheme), scheme)
             break
 
 
