@@ -211,28 +211,26 @@ class Sinks:
             or not (status is None or status.__class__ is int)
         ):
             return None
-        for text in (error, reason, previous, caller, cid):
-            if text is not None and text.__class__ is not str:
-                return None
         try:
             middle = self._request_middles.get(fixed)
-        except TypeError:  # an unhashable value
+            if middle is None:
+                middle = "".join(chunks(dict(zip(REQUEST_FIXED, fixed, strict=True)), 0))[1:-1]
+                if len(self._request_middles) >= 1024:
+                    self._request_middles.clear()
+                self._request_middles[fixed] = middle
+            quote = _quote  # (str only: anything else raises TypeError, and the generic encoding writes it)
+            return (
+                f'{{"event":"request","ts":{ts!r},"pid":{pid},{middle},'
+                f'"status":{"null" if status is None else status},'
+                f'"error":{"null" if error is None else quote(error)},'
+                f'"reason":{"null" if reason is None else quote(reason)},'
+                f'"duration_ms":{duration!r},"redirect_hop":{hop},'
+                f'"redirected_from":{"null" if previous is None else quote(previous)},'
+                f'"caller":{"null" if caller is None else quote(caller)},'
+                f'"correlation_id":{"null" if cid is None else quote(cid)}}}\n'
+            )
+        except TypeError:  # an unhashable fixed value, or a text field that is not a str
             return None
-        if middle is None:
-            middle = "".join(chunks(dict(zip(REQUEST_FIXED, fixed, strict=True)), 0))[1:-1]
-            if len(self._request_middles) >= 1024:
-                self._request_middles.clear()
-            self._request_middles[fixed] = middle
-        quote = _quote
-        return (
-            f'{{"event":"request","ts":{ts!r},"pid":{pid},{middle},"status":{"null" if status is None else status},'
-            f'"error":{"null" if error is None else quote(error)},'
-            f'"reason":{"null" if reason is None else quote(reason)},'
-            f'"duration_ms":{duration!r},"redirect_hop":{hop},'
-            f'"redirected_from":{"null" if previous is None else quote(previous)},'
-            f'"caller":{"null" if caller is None else quote(caller)},'
-            f'"correlation_id":{"null" if cid is None else quote(cid)}}}\n'
-        )
 
     def write_request(self, ts: float, fixed: tuple[Any, ...], tail: tuple[Any, ...]) -> None:
         """Append a request event given its ``REQUEST_FIXED`` and ``REQUEST_TAIL`` values, without building the
