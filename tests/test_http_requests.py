@@ -291,8 +291,12 @@ def test_every_request_on_a_keepalive_connection_is_one_event(web: Web, client: 
     """Five requests over one client: five request events with the method and status each got, on one
     connection (one connect decision) for every client that keeps connections alive."""
     driver = CLIENTS[client]()
-    with guarded(web):
-        assert driver.many(f"http://{ALLOWED}", CALLS) == STATUSES
+    token = sockguard.correlation_id.set(f"req-{client}")
+    try:
+        with guarded(web):
+            assert driver.many(f"http://{ALLOWED}", CALLS) == STATUSES
+    finally:
+        sockguard.correlation_id.reset(token)
     connections = 5 if client == "urllib" else 1  # urllib sends Connection: close
     assert web.api.accepted == connections
     assert [(r["method"], r["path"]) for r in web.api.requests] == [(m, p) for m, p in CALLS]
@@ -306,6 +310,7 @@ def test_every_request_on_a_keepalive_connection_is_one_event(web: Web, client: 
         assert event["caller"].startswith(f"{HERE}:"), event["caller"]
         assert event["error"] is None and event["redirect_hop"] == 0 and event["redirected_from"] is None
         assert event["duration_ms"] >= 0 and event["pid"] == os.getpid()
+        assert event["correlation_id"] == f"req-{client}"  # (asyncio tasks inherit it too)
     assert [e["path"] for e in events] == ["/ok", "/created", "/missing", "/down", "/ok"]
     assert "s3cret" not in web.log.read_text()  # no query string unless log_query = true
 
@@ -331,6 +336,27 @@ def test_a_redirect_chain_is_one_event_per_hop_and_names_the_refused_hop(web: We
     assert refused["reason"] == "not-allowed" and refused["error"] and refused["address"] is None
     # a client that retries the refused hop (urllib3's default Retry) logs each retry as that hop again
     assert all((e["redirect_hop"], e["host"]) == (2, BLOCKED) for e in events[3:])
+
+
+def test_xmlrpc_calls_are_request_events(web: Web) -> None:
+    """xmlrpc.client goes through http.client: each call is one request event."""
+    import xmlrpc.client
+
+    answer = (
+        '<?xml version="1.0"?><methodResponse><params><param><value><int>42</int></value></param></params>'
+        "</methodResponse>"
+    )
+    web.lab.tcp(
+        ALLOWED_V4, 80, keepalive=True, routes={"/RPC2": {"body": answer, "headers": {"Content-Type": "text/xml"}}}
+    )
+    with guarded(web), xmlrpc.client.ServerProxy(f"http://{ALLOWED}/RPC2") as proxy:
+        assert proxy.answer() == 42
+        assert proxy.answer() == 42
+    assert [(e["client"], e["method"], e["path"], e["status"]) for e in web.events()] == [
+        ("http.client", "POST", "/RPC2", 200),
+        ("http.client", "POST", "/RPC2", 200),
+    ]
+    assert web.api.accepted == 1  # one kept-alive connection, two request events
 
 
 def test_log_query_keeps_the_query_string(web: Web) -> None:
