@@ -443,15 +443,24 @@ def test_a_host_header_name_with_trailing_blanks_is_decided(web: Web) -> None:
     assert web.api.received == 0
 
 
-@pytest.mark.parametrize("target", [f"http://{BLOCKED}/x", f"HTTP://user:pw@{BLOCKED}:80/x", f"{BLOCKED}:80"])
-def test_a_request_target_naming_another_host_is_decided(web: Web, target: str) -> None:
-    """A target that is not origin-form names a host (the proxy's job): decided, whatever its spelling."""
+@pytest.mark.parametrize(
+    ("target", "host", "reason"),
+    [
+        (f"http://{BLOCKED}/x", BLOCKED, "not-allowed"),
+        (f"HTTP://user:pw@{BLOCKED}:80/x", BLOCKED, "not-allowed"),
+        (f"{BLOCKED}:80", BLOCKED, "not-allowed"),
+        ("http://[2001:db8::11/x", "http://[2001:db8::11/x", "invalid-host"),
+    ],
+)
+def test_a_request_target_naming_another_host_is_decided(web: Web, target: str, host: str, reason: str) -> None:
+    """A target that is not origin-form names a host (the proxy's job): decided, whatever its spelling; one that
+    does not parse is refused as an invalid host."""
     with guarded(web):
         conn = http.client.HTTPConnection(ALLOWED, 80, timeout=3)
         with pytest.raises(sockguard.EgressBlocked) as info:
             conn.request("GET", target, headers={"Host": ALLOWED})
         conn.close()
-    assert (info.value.operation, info.value.host) == ("proxy-request", BLOCKED)
+    assert (info.value.operation, info.value.host, info.value.reason) == ("proxy-request", host, reason)
     assert web.api.received == 0
 
 

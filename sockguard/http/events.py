@@ -3,7 +3,9 @@
 A client hook calls :func:`wanted` when a request starts; 0 means no sink takes request events and the hook does
 nothing more (no stack walk, no clock, no formatting). Otherwise :func:`begin` makes a :class:`Request` record and
 :func:`end` turns it into the event when the response head arrives (or the request fails) and sends it through
-``sockguard.events.emit``, the one path to the sinks.
+``sockguard.events.emit``, the one path to the sinks -- or, when the JSON-lines file is the only sink that wants
+it, straight to the file as allowed decisions go (``Sinks.write_request``: no event dict, no message text, and a
+file write cannot recurse, so emit's re-entrancy guard has nothing to guard).
 
 Redirects: a client that follows a redirect sends the next request from the same thread (or asyncio task), so
 when a response is a redirect the URL it points at is kept in a context variable; the next request in that

@@ -116,7 +116,10 @@ def split_url(target: str) -> tuple[str, int | None, str | None]:
         return "http", None, None
     from urllib.parse import urlsplit
 
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # "http://[::1" and the like
+        return target.partition("://")[0].lower() or "http", None, target
     scheme = parts.scheme.lower() or "http"
     try:
         port = parts.port
