@@ -42,7 +42,7 @@ def authority(value: Any) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (a Host header value, bytes or str) -> (host, port).
     Memoised: the same few values come back on every request. A value that does not parse is returned whole as
     the host, which then fails as an invalid host (never silently passes)."""
-    found = _authorities.get(value)
+    found = _authorities.get(value) if value.__class__ in (bytes, str) else None
     if found is None:
         text = bytes(value).decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
         text = text.strip()
@@ -89,7 +89,7 @@ def decide(state: State, host: str, port: int | None, operation: str, protocol: 
 def check_host(state: State, value: Any, own_host: Any, port: int | None, protocol: str) -> bool:
     """A Host header (or ``:authority``) ``value`` on a connection made for ``own_host``: decided when it names
     another host (then True). ``port``: the connection's port, used when the value has none."""
-    found = _authorities.get(value)
+    found = _authorities.get(value) if value.__class__ in (bytes, str) else None
     host, named_port = found if found is not None else authority(value)
     if not host or host == own_host or same_host(host, own_host):
         return False  # no host named (an empty Host), or the connection's own (decided by its lookup and connect)
