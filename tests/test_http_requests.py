@@ -832,7 +832,7 @@ def test_http_log_level_info_raises_them(web: Web, sockguard_logger: list[loggin
     )
     assert refused.getMessage().startswith(
         f"sockguard blocked request GET http://{BLOCKED}/end (redirect 1 from http://{ALLOWED}:8081/next): "
-        f"not-allowed (EgressBlocked) (called from {HERE}:"
+        f"not-allowed (LookupBlocked) (called from {HERE}:"
     )
 
 

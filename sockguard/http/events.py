@@ -21,7 +21,7 @@ import sys
 import time
 
 from sockguard.caller import find_caller
-from sockguard.events import REQUEST_FIELDS, correlation_id, emit, emitting, pid
+from sockguard.events import ALLOWED_LEVEL, REQUEST_FIELDS, correlation_id, emit, emitting, pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_DEBUG = 10
 
 #: (scheme, host, port, path) the last redirect in this context points at, its hop number, and the URL it came from.
 _redirect: contextvars.ContextVar[tuple[tuple[str, str, int | None, str], int, str] | None] = contextvars.ContextVar(
@@ -68,7 +67,7 @@ def wanted(state: State) -> int:
     """The level request events go out at, or 0 when no sink takes them (``http_events = false``, or neither the
     JSON-lines file nor the logger at that level). Asked once per request: a few attribute reads."""
     settings = state.settings
-    level = _DEBUG if settings is None else settings.http_log_level
+    level = ALLOWED_LEVEL if settings is None else settings.http_log_level
     if not state.sinks.wants_requests(level) or (settings is not None and settings.http_events is False):
         return 0
     return 0 if emitting() else level  # a log handler's own request: checked, never logged again
