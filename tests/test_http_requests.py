@@ -349,7 +349,14 @@ def test_xmlrpc_calls_are_request_events(web: Web) -> None:
     web.lab.tcp(
         ALLOWED_V4, 80, keepalive=True, routes={"/RPC2": {"body": answer, "headers": {"Content-Type": "text/xml"}}}
     )
-    with guarded(web), xmlrpc.client.ServerProxy(f"http://{ALLOWED}/RPC2") as proxy:
+
+    class Transport(xmlrpc.client.Transport):
+        def make_connection(self, host: Any) -> http.client.HTTPConnection:
+            conn = super().make_connection(host)
+            conn.timeout = 3  # (not the default sentinel: another test may have reloaded the socket module)
+            return conn
+
+    with guarded(web), xmlrpc.client.ServerProxy(f"http://{ALLOWED}/RPC2", transport=Transport()) as proxy:
         assert proxy.answer() == 42
         assert proxy.answer() == 42
     assert [(e["client"], e["method"], e["path"], e["status"]) for e in web.events()] == [
