@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from benchmarks import audit_tax, connect, decision_log, decisions, memory, native, resolve, startup, web
+from benchmarks import audit_tax, connect, decision_log, decisions, http_requests, memory, native, resolve, startup, web
 from benchmarks.harness import ROOT, BenchError, Context, Row, Stats
 
 SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
@@ -33,6 +33,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
     "startup": ("interpreter start-up", startup.run),
     "audit-tax": ("open()/import with the guard installed", audit_tax.run),
     "log": ("JSONL decision log", decision_log.run),
+    "http-requests": ("request events per HTTP request (http.client, httpcore)", http_requests.run),
     "memory": ("RSS of activation; address map after 1M lookups", memory.run),
     "native": ("the LD_PRELOAD layer: allowed and blocked connect, start-up", native.run),
 }

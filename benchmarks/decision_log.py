@@ -80,7 +80,7 @@ def setup(variant: str, *, log: str) -> Bench:
 
 
 def run(ctx: Context) -> list[Row]:
-    from sockguard.events import Sinks
+    from sockguard.sinks import Sinks
 
     names = ("bare", "guard", "guard-log")
     params = {v: {"log": os.path.join(ctx.tmp, f"decisions-{v}.jsonl")} for v in names}

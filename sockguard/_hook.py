@@ -140,6 +140,19 @@ def _patch_socket(module: Any) -> None:
     patch_socket_module(module)
 
 
+#: HTTP clients and ``ssl``: request events and request-level decisions (Host header, SNI, proxy targets), in
+#: sockguard/http/ (``sockguard.http.hooks.PATCHES``), loaded only when one of these is imported.
+HTTP_INTEGRATIONS = (
+    "ssl",
+    "http.client",
+    "urllib3.connection",
+    "urllib3.connectionpool",
+    "httpcore._sync.connection_pool",
+    "httpcore._async.connection_pool",
+    "aiohttp.connector",
+    "aiohttp.client_reqrep",
+)
+
 #: Libraries that resolve or connect outside the socket module: sockguard/integrations.py patches each one
 #: when it is imported (that module itself loads only then).
 INTEGRATIONS = (
@@ -158,6 +171,7 @@ INTEGRATIONS = (
     "dns.asyncquery",
     "dns.resolver",
     "dns.asyncresolver",
+    *HTTP_INTEGRATIONS,
 )
 
 

@@ -128,6 +128,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "resolver": settings.resolver or "system",
         "resolver_options": settings.resolver_options,
         "breaker": _breaker_summary(settings),
+        "http_events": {None: "when a sink takes them", True: "on", False: "off"}[settings.http_events],
+        "http_log_level": "info" if settings.http_log_level >= 20 else "debug",
+        "log_query": settings.log_query,
         "native": _native_summary(),
     }
     if args.format == "json":

@@ -13,7 +13,7 @@ import os
 from sockguard import breaker_settings, resolver_settings
 from sockguard.errors import ConfigError, RuleError
 from sockguard.rules import Rule, compile_rules, split_rules
-from sockguard.values import MODES, parse_bool, parse_mode, unknown_key
+from sockguard.values import MODES, parse_bool, parse_log_level, parse_mode, unknown_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["MODES", "ConfigError", "Settings", "load_settings", "with_flags"]
 
 #: Keys a config file may hold at top level; tables own their own validation.
-KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "resolver", "breaker", "pytest"}
+KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "resolver", "breaker", "pytest",
+              "http_events", "http_log_level", "log_query"}  # fmt: skip
 
 
 class Settings:
@@ -42,6 +43,9 @@ class Settings:
         resolver: list[str] | None = None,
         resolver_options: dict[str, Any] | None = None,
         breaker: dict[str, Any] | None = None,
+        http_events: bool | None = None,
+        http_log_level: int = 10,
+        log_query: bool = False,
         source: str = "defaults",
     ) -> None:
         self.mode = mode
@@ -54,6 +58,11 @@ class Settings:
         self.resolver = resolver  # None = the system resolver; else canonical "ADDR:PORT" nameservers
         self.resolver_options = dict(resolver_options or {})  # timeout, attempts... (sockguard/resolver.py)
         self.breaker = dict(breaker or {})
+        #: HTTP request events (sockguard/http): None = whenever a sink wants them, False = never; the stdlib
+        #: logger level they go out at (DEBUG, or INFO for the guardrails' grep-able lines); query strings kept?
+        self.http_events = http_events
+        self.http_log_level = http_log_level
+        self.log_query = log_query
         self.source = source  # where the file part came from, for messages
 
     def __repr__(self) -> str:
@@ -83,6 +92,12 @@ class Settings:
         if self.resolver:
             env["SOCKGUARD_RESOLVER"] = ",".join(self.resolver)
             env.update({f"SOCKGUARD_RESOLVER_{k.upper()}": str(v) for k, v in self.resolver_options.items()})
+        if self.http_events is not None:
+            env["SOCKGUARD_HTTP_EVENTS"] = "1" if self.http_events else "0"
+        if self.http_log_level != 10:
+            env["SOCKGUARD_HTTP_LOG_LEVEL"] = "info"
+        if self.log_query:
+            env["SOCKGUARD_LOG_QUERY"] = "1"
         for key, value in self.breaker.items():
             var = "SOCKGUARD_BREAKER" if key == "enabled" else f"SOCKGUARD_BREAKER_{key.upper()}"
             env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
@@ -178,9 +193,11 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
         settings.allow = _rules(table["allow"], source, "allow")
     if "deny" in table:
         settings.deny = _rules(table["deny"], source, "deny")
-    for key in ("allow_loopback", "allow_unix"):
+    for key in ("allow_loopback", "allow_unix", "http_events", "log_query"):
         if key in table:
             setattr(settings, key, parse_bool(table[key], source, key))
+    if "http_log_level" in table:
+        settings.http_log_level = parse_log_level(table["http_log_level"], source, "http_log_level")
     if "log" in table:
         if not isinstance(table["log"], str):
             raise ConfigError(f"sockguard: {source}: log must be a file path string", source=source, key="log")
@@ -208,9 +225,14 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
         settings.allow = settings.allow + _rules(get("SOCKGUARD_ALLOW"), "environment", "SOCKGUARD_ALLOW")
     if get("SOCKGUARD_DENY"):
         settings.deny = settings.deny + _rules(get("SOCKGUARD_DENY"), "environment", "SOCKGUARD_DENY")
-    for key, var in (("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"), ("allow_unix", "SOCKGUARD_ALLOW_UNIX")):
+    for key, var in (("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"), ("allow_unix", "SOCKGUARD_ALLOW_UNIX"),
+                     ("http_events", "SOCKGUARD_HTTP_EVENTS"), ("log_query", "SOCKGUARD_LOG_QUERY")):  # fmt: skip
         if get(var):
             setattr(settings, key, parse_bool(get(var), "environment", var))
+    if get("SOCKGUARD_HTTP_LOG_LEVEL"):
+        settings.http_log_level = parse_log_level(
+            get("SOCKGUARD_HTTP_LOG_LEVEL"), "environment", "SOCKGUARD_HTTP_LOG_LEVEL"
+        )
     if var_log := get("SOCKGUARD_LOG"):
         settings.log = var_log
     if get("SOCKGUARD_RESOLVER"):

@@ -1,4 +1,5 @@
-"""Decision events: their shape, the correlation id, and the one path every event takes to the sinks.
+"""Events: the shape of decision and request events, the correlation id, and the one path every event takes to
+the sinks.
 
 An event is a flat dict (``make_event``); its field order is :data:`DECISION_FIELDS`, which the JSON-lines
 sink's fast path relies on (tests/test_events.py fails if a field is added to one and not the other).
@@ -31,6 +32,13 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("soc
 DECISION_FIXED = ("op", "proto", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
 #: Every field of a decision event, in the order make_event writes them.
 DECISION_FIELDS = ("event", "ts", "pid", *DECISION_FIXED, "caller", "correlation_id")
+#: The fields of an HTTP request event (sockguard/http/events.py) that stay the same for every request to one URL
+#: path on one connection, in order; then every field of a request event, in the order it writes them.
+REQUEST_FIXED = ("client", "method", "scheme", "host", "port", "path", "proxy", "address", "rule")
+#: ... and the ones that are this request's own.
+REQUEST_TAIL = ("status", "error", "reason", "duration_ms", "redirect_hop", "redirected_from", "caller",
+                "correlation_id")  # fmt: skip
+REQUEST_FIELDS = ("event", "ts", "pid", *REQUEST_FIXED, *REQUEST_TAIL)
 _FIXED_PARAMS = ("operation", "protocol", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
 
 #: The logger level of an allowed decision (README "The decision log"): routine, so DEBUG, and an application

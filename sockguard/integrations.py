@@ -51,15 +51,18 @@ def patch(module: Any) -> None:
     application's import: it is reported on stderr, and that library's calls outside the socket module stay
     unchecked (the audit hook still decides every Python-level connect and send)."""
     function = PATCHES.get(module.__name__)
-    if function is None:
-        return
+    unchecked = "lookups and connects it makes outside Python's socket module are NOT checked"
     try:
+        if function is None:
+            from sockguard.http import hooks  # HTTP clients and ssl (sockguard/http/)
+
+            function = hooks.PATCHES.get(module.__name__)
+            unchecked = "its Host headers, SNI names and proxy targets are NOT checked, nor its requests logged"
+            if function is None:
+                return
         function(module)
     except Exception as exc:
-        sys.stderr.write(
-            f"sockguard: warning: could not guard {module.__name__} ({exc!r}); lookups and connects it makes "
-            "outside Python's socket module are NOT checked\n"
-        )
+        sys.stderr.write(f"sockguard: warning: could not guard {module.__name__} ({exc!r}); {unchecked}\n")
 
 
 def _wrap(owner: Any, attr: str, make: Callable[[Any], Any]) -> None:

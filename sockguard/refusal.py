@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 #: Reasons no allow rule can fix (a deny rule, a broken configuration, the breaker, ...).
 _NO_SUGGESTION = frozenset((DENIED, INVALID, FAMILY, CONFIG_ERROR, UNIX, BREAKER_OPEN, SCAN_PATTERN, RATE_LIMITED,
                             PINNED_RESOLVER))  # fmt: skip
-_VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup"}
+_VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup",
+          # request-level decisions (sockguard/http/checks.py)
+          "host-header": "HTTP request (Host header)", "proxy-request": "HTTP request through a proxy",
+          "tunnel": "proxy tunnel (CONNECT)", "sni": "TLS handshake (SNI)"}  # fmt: skip
 _MESSAGES_MAX = 1024
 
 

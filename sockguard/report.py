@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from sockguard.addresses import METADATA_NAMES, classify, format_address, parse_address
 from sockguard.paths import write_atomically
+from sockguard.report_requests import RequestSummary
 from sockguard.rules import InvalidHost, RuleError, normalize_host, parse_rule
 
 EXIT_OK, EXIT_BLOCKS, EXIT_USAGE = 0, 1, 2
@@ -343,6 +344,7 @@ class Summary:
         self.patterns: list[Pattern] = []
         self._hosts: dict[str, tuple[str, str]] = {}
         self._addrs: dict[str, tuple[str, str | None]] = {}
+        self.requests = RequestSummary()  # HTTP request events (sockguard/http/)
 
     # -- reading -----------------------------------------------------------
 
@@ -406,6 +408,8 @@ class Summary:
             return "not a JSON object"
         kind = obj.get("event", "decision" if "decision" in obj else None)
         if kind != "decision":
+            if kind == "request":
+                return self.requests.add(obj)
             if kind.__class__ is not str or not kind:
                 return "no 'event' field"
             self._other(kind, obj)
@@ -581,6 +585,7 @@ class Summary:
         """Align the global timeline to the final buckets and look for patterns."""
         self.timeline = self.dense(self.series)
         self.patterns = find_patterns(self)
+        self.requests.finish()
         return self
 
     def dense(self, series: Series) -> list[tuple[int, int, int]]:
@@ -644,6 +649,7 @@ class Summary:
                 "domains": dict(sorted(self.overflow_domains.items(), key=_by_count)),
             },
             "patterns": [p.to_json() for p in self.patterns],
+            "requests": self.requests.to_json(),
             "timeline": {
                 "start": self.timeline_start,
                 "bucket_seconds": self.bucket_seconds,
@@ -1112,6 +1118,8 @@ def render_text(summary: Summary, top: int) -> str:
     s = summary
     out = [f"sockguard report: {safe(', '.join(f['path'] for f in s.files))} ({_size(s.bytes)})"]
     read = f"{s.lines:,} lines: {s.events:,} decisions"
+    if s.requests.requests:
+        read += f", {s.requests.requests:,} HTTP requests"
     if s.other:
         read += f", {sum(s.other.values()) + s.other_more:,} other events ({safe(_counts(s.other))})"
     if s.malformed:
@@ -1162,6 +1170,10 @@ def render_text(summary: Summary, top: int) -> str:
         out.append("  by calling code:")
         for caller, n in sorted(s.blocked_callers.items(), key=_by_count)[:10]:
             out.append(f"  {n:>9,}  {safe(caller)}")
+    requests = s.requests.text_lines(top)
+    if requests:
+        out.append("")
+        out += [safe(line) for line in requests]
     if s.patterns:
         out.append("")
         out.append("Patterns")
@@ -1354,7 +1366,7 @@ def main(args: argparse.Namespace) -> int:
         summary = build(args)
     except OSError as exc:
         return _error(f"cannot read {_describe(exc)}")
-    if summary.malformed and not summary.events and not summary.other:
+    if summary.malformed and not summary.events and not summary.other and not summary.requests.requests:
         first = summary.malformed_samples[0] if summary.malformed_samples else None
         detail = f" ({first.where}: {first.problem})" if first else ""
         return _error(f"{', '.join(args.logs)} holds no sockguard events{detail}; is it a decision log?")

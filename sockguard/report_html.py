@@ -214,6 +214,12 @@ def _table(s: Summary) -> Iterator[str]:
 
 def _extras(s: Summary) -> str:
     out = []
+    for title, columns, rows in s.requests.html_tables():  # HTTP request events (sockguard/report_requests.py)
+        out.append(f"<h2>{escape(title)}</h2><table><thead><tr>")
+        out += [f"<th>{escape(column)}</th>" for column in columns]
+        out.append("</tr></thead><tbody>")
+        out += ["<tr>" + "".join(f'<td class="mono">{escape(cell)}</td>' for cell in row) + "</tr>" for row in rows]
+        out.append("</tbody></table>")
     if s.blocked_callers:
         out.append('<h2>Calling code behind blocked and would-block attempts</h2><table class="narrow"><tbody>')
         for caller, n in sorted(s.blocked_callers.items(), key=lambda x: (-x[1], x[0]))[:20]:

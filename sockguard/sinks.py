@@ -11,7 +11,17 @@ import os
 import sys
 import time
 
-from sockguard.events import ALLOWED_LEVEL, DECISION_FIELDS, DECISION_FIXED, correlation_id, decision_event, pid
+from sockguard.events import (
+    ALLOWED_LEVEL,
+    DECISION_FIELDS,
+    DECISION_FIXED,
+    REQUEST_FIELDS,
+    REQUEST_FIXED,
+    REQUEST_TAIL,
+    correlation_id,
+    decision_event,
+    pid,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,6 +39,8 @@ def _json_module() -> Any:
 
 _quote: Any = None  # json.encoder.encode_basestring_ascii, once a log file is open
 _fixed_fields = operator.itemgetter(*DECISION_FIXED)
+_request_fixed = operator.itemgetter(*REQUEST_FIXED)
+_request_tail = operator.itemgetter(*REQUEST_TAIL)
 
 
 def _value(chunks: Any, value: Any) -> str:
@@ -47,6 +59,7 @@ class Sinks:
         self._dumps = None
         self._chunks = None
         self._middles: dict[tuple[Any, ...], str] = {}
+        self._request_middles: dict[tuple[Any, ...], str] = {}
         self._logger = None
         self._levels: dict[int, bool] | None = None  # the logger's own isEnabledFor memo (see wants_allow)
         self._reported: set[str] = set()
@@ -114,6 +127,15 @@ class Sinks:
             return False
         return self._logger_wants(level)
 
+    def wants_requests(self, level: int) -> bool:
+        """Whether an HTTP request event at ``level`` reaches the JSON-lines file or the logger (the observer
+        records decisions, not requests, so it does not count). Asked once per request: a dict read."""
+        if self._fd is not None:
+            return True
+        if level < 30 and "logging" not in sys.modules:
+            return False
+        return self._logger_wants(level)
+
     def emit(self, event: dict[str, Any], message: str, level: int) -> None:
         if self.observer is not None:
             self.observer(event)
@@ -123,13 +145,8 @@ class Sinks:
 
     def write(self, event: dict[str, Any]) -> None:
         """Append the event to the JSON-lines file, if one is open: one O_APPEND write, no lock."""
-        fd = self._fd
-        if fd is not None:
-            try:
-                os.write(fd, self._line(event).encode())
-            except OSError as exc:
-                self._fd = None
-                self._report("write", f"writing decision log {self.log_path!r} failed: {exc.strerror or exc}")
+        if self._fd is not None:
+            self._append(self._line(event))
 
     def _line(self, event: dict[str, Any]) -> str:
         """One JSON object and a newline, as JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
@@ -137,7 +154,11 @@ class Sinks:
         chunks = self._chunks
         if chunks is None:
             return self._dumps(event) + "\n"  # type: ignore[misc]
-        if len(event) == len(DECISION_FIELDS) and event.get("event") == "decision":
+        if len(event) == len(REQUEST_FIELDS) and event.get("event") == "request":
+            line = self._request_line(event)
+            if line is not None:
+                return line
+        elif len(event) == len(DECISION_FIELDS) and event.get("event") == "decision":
             try:
                 fixed = _fixed_fields(event)
             except KeyError:  # not make_event's layout
@@ -168,6 +189,60 @@ class Sinks:
         tag = "null" if cid is None else _quote(cid) if cid.__class__ is str else _value(chunks, cid)
         return f'{{"event":"decision","ts":{ts!r},"pid":{pid},{middle},"caller":{who},"correlation_id":{tag}}}\n'
 
+    def _request_line(self, event: dict[str, Any]) -> str | None:
+        """A request event as :meth:`_line` writes it (fast path), or None."""
+        try:
+            fixed = _request_fixed(event)
+            tail = _request_tail(event)
+        except KeyError:  # not the layout of sockguard/http/events.py
+            return None
+        return self._request_text(event["ts"], event["pid"], fixed, tail)
+
+    def _request_text(self, ts: Any, pid: Any, fixed: tuple[Any, ...], tail: tuple[Any, ...]) -> str | None:
+        """One request event as a JSON line, its fields in ``REQUEST_FIELDS`` order, with the ones that repeat for
+        every request to one path on one connection (``REQUEST_FIXED``) encoded once. None if a value is unusual:
+        the generic encoding then writes it."""
+        chunks = self._chunks
+        status, error, reason, duration, hop, previous, caller, cid = tail
+        if (
+            chunks is None
+            or not (ts.__class__ is float and ts - ts == 0.0 and pid.__class__ is int)
+            or not (duration.__class__ is float and duration - duration == 0.0 and hop.__class__ is int)
+            or not (status is None or status.__class__ is int)
+        ):
+            return None
+        try:
+            middle = self._request_middles.get(fixed)
+            if middle is None:
+                middle = "".join(chunks(dict(zip(REQUEST_FIXED, fixed, strict=True)), 0))[1:-1]
+                if len(self._request_middles) >= 1024:
+                    self._request_middles.clear()
+                self._request_middles[fixed] = middle
+            quote = _quote  # (str only: anything else raises TypeError, and the generic encoding writes it)
+            return (
+                f'{{"event":"request","ts":{ts!r},"pid":{pid},{middle},'
+                f'"status":{"null" if status is None else status},'
+                f'"error":{"null" if error is None else quote(error)},'
+                f'"reason":{"null" if reason is None else quote(reason)},'
+                f'"duration_ms":{duration!r},"redirect_hop":{hop},'
+                f'"redirected_from":{"null" if previous is None else quote(previous)},'
+                f'"caller":{"null" if caller is None else quote(caller)},'
+                f'"correlation_id":{"null" if cid is None else quote(cid)}}}\n'
+            )
+        except TypeError:  # an unhashable fixed value, or a text field that is not a str
+            return None
+
+    def write_request(self, ts: float, fixed: tuple[Any, ...], tail: tuple[Any, ...]) -> None:
+        """Append a request event given its ``REQUEST_FIXED`` and ``REQUEST_TAIL`` values, without building the
+        event dict: the path of every request when the JSON-lines file is the only sink that wants it."""
+        if self._fd is None:
+            return
+        line = self._request_text(ts, pid[0], fixed, tail)
+        if line is None:
+            self.write(dict(zip(REQUEST_FIELDS, ("request", ts, pid[0], *fixed, *tail), strict=True)))
+        else:
+            self._append(line)
+
     def write_decision(self, fixed: tuple[Any, ...], caller: str | None) -> None:
         """Append a decision given its per-destination fields (in ``DECISION_FIXED`` order) without building the
         event dict: the allowed-connect path when the JSON-lines file is the only sink."""
@@ -177,6 +252,17 @@ class Sinks:
         line = self._decision_line(time.time_ns() // 1000 / 1e6, pid[0], fixed, caller, correlation_id.get())
         if line is None:
             self.write(decision_event(fixed, caller))
+            return
+        try:  # (inlined _append: this runs for every allowed connect while the log is on)
+            os.write(fd, line.encode())
+        except OSError as exc:
+            self._fd = None
+            self._report("write", f"writing decision log {self.log_path!r} failed: {exc.strerror or exc}")
+
+    def _append(self, line: str) -> None:
+        """One O_APPEND write of a formatted line, no lock."""
+        fd = self._fd
+        if fd is None:
             return
         try:
             os.write(fd, line.encode())

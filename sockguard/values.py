@@ -49,6 +49,22 @@ def parse_mode(value: object, source: str, key: str) -> str:
     )
 
 
+#: Levels a request event may go out at on the ``sockguard`` logger: allowed traffic stays below INFO unless asked.
+LOG_LEVELS = {"debug": 10, "info": 20}
+
+
+def parse_log_level(value: object, source: str, key: str) -> int:
+    """``"debug"`` or ``"info"`` (any case) as a logging level number."""
+    if isinstance(value, str) and value.strip().lower() in LOG_LEVELS:
+        return LOG_LEVELS[value.strip().lower()]
+    raise ConfigError(
+        f"sockguard: {source}: {key} must be one of {', '.join(LOG_LEVELS)}, got {value!r}",
+        source=source,
+        key=key,
+        value=value,
+    )
+
+
 def unknown_key(source: str, key: str, known: Iterable[str], value: object = None) -> ConfigError:
     """The error for a key nobody reads: a typo must not leave a setting silently unused."""
     return ConfigError(

@@ -292,17 +292,22 @@ class Lab:
         redirect_to: str | None = None,
         headers: dict[str, str] | None = None,
         close: bool = False,
+        keepalive: bool = False,
+        routes: dict[str, dict[str, Any]] | None = None,
     ) -> TcpServer:
         """A counting TCP server on (host, port). ``http``: answer one HTTP/1.1 request, then close;
-        ``redirect_to`` implies http and 302 + Location; ``close``: close every connection at once.
-        The same (host, port) again reconfigures the existing server (counts kept)."""
+        ``redirect_to`` implies http and 302 + Location; ``close``: close every connection at once;
+        ``keepalive`` (implies http): answer every request on a connection and keep it open; ``routes``
+        (implies http): ``{path: {"status": 404, "body": "...", "headers": {...}}}`` for the paths that answer
+        otherwise. The same (host, port) again reconfigures the existing server (counts kept)."""
         headers = dict(headers or {})
         if redirect_to is not None:
             http = True
             headers.setdefault("Location", redirect_to)
             status = status or 302
+        http = http or keepalive or bool(routes)
         args = {"host": host, "port": port, "http": http, "status": status or 200, "body": body, "headers": headers}
-        result = self._call("tcp", **args, close=close)
+        result = self._call("tcp", **args, close=close, keepalive=keepalive, routes=routes or {})
         return TcpServer(self, result["host"], result["port"])
 
     def udp(self, host: str, port: int = 0, *, echo: bool = False) -> UdpServer:

@@ -180,7 +180,9 @@ class Loop:
 
 
 class TcpServer:
-    """Counts accepted connections. Modes: plain (read and discard), http (one response, then close), close."""
+    """Counts accepted connections. Modes: plain (read and discard), http (one response, then close), close.
+    ``keepalive`` (http): answer every request on a connection and keep it open; ``routes``: per-path
+    {"status", "body", "headers"} overriding the server's own (the path without its query string)."""
 
     def __init__(self, loop: Loop, sock: socket.socket, config: dict[str, Any]) -> None:
         self.loop, self.sock = loop, sock
@@ -197,8 +199,11 @@ class TcpServer:
         self.status = int(config.get("status") or 200)
         self.body = str(config.get("body") or "").encode()
         self.headers = dict(config.get("headers") or {})
-        if not 100 <= self.status <= 599:
-            raise CommandError(f"bad HTTP status {self.status}")
+        self.keepalive = bool(config.get("keepalive"))
+        self.routes = dict(config.get("routes") or {})
+        for status in [self.status] + [int(r.get("status") or 200) for r in self.routes.values()]:
+            if not 100 <= status <= 599:
+                raise CommandError(f"bad HTTP status {status}")
 
     def on_accept(self) -> None:
         while True:
@@ -230,26 +235,44 @@ class TcpServer:
         if not self.http:
             return
         buffer += data
-        request = parse_http(buffer)
-        if request is None and len(buffer) < MAX_REQUEST:
-            return
-        self.requests.append(request or {"method": "", "path": "", "headers": {}, "body": ""})
-        self.respond(conn)
+        while True:
+            request = parse_http(buffer)
+            if request is None and len(buffer) < MAX_REQUEST:
+                return
+            size = request.pop("size") if request is not None else len(buffer)
+            del buffer[:size]
+            self.requests.append(request or {"method": "", "path": "", "headers": {}, "body": ""})
+            if not self.keepalive or request is None or request["headers"].get("connection", "").lower() == "close":
+                self.respond(conn, request, close=True)
+                return
+            if not self.respond(conn, request, close=False):
+                return
 
-    def respond(self, conn: socket.socket) -> None:
+    def respond(self, conn: socket.socket, request: dict[str, Any] | None, *, close: bool) -> bool:
+        """Answer one request; ``close``: then shut the connection. False if the connection is gone."""
+        route = self.routes.get(((request or {}).get("path") or "").partition("?")[0]) or {}
+        status = int(route.get("status") or self.status)
+        body = str(route["body"]).encode() if "body" in route else self.body
         reason = {200: "OK", 204: "No Content", 301: "Moved Permanently", 302: "Found", 404: "Not Found"}
-        lines = [f"HTTP/1.1 {self.status} {reason.get(self.status, 'Status')}"]
-        headers = {"Content-Type": "text/plain", "Content-Length": str(len(self.body)), "Connection": "close"}
+        lines = [f"HTTP/1.1 {status} {reason.get(status, 'Status')}"]
+        headers = {"Content-Type": "text/plain", "Content-Length": str(len(body))}
+        headers["Connection"] = "close" if close else "keep-alive"
         headers.update(self.headers)
+        headers.update(route.get("headers") or {})
         lines += [f"{key}: {value}" for key, value in headers.items()]
         try:
             conn.setblocking(True)
             conn.settimeout(5)
-            conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body)
-            conn.shutdown(socket.SHUT_WR)
+            conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            if close:
+                conn.shutdown(socket.SHUT_WR)
+            else:
+                conn.setblocking(False)
+                return True
         except OSError:
             pass
         self.finish(conn)
+        return False
 
     def finish(self, conn: socket.socket) -> None:
         self.conns.discard(conn)
@@ -265,7 +288,7 @@ class TcpServer:
 
 
 def parse_http(buffer: bytearray) -> dict[str, Any] | None:
-    """The request once complete (headers, plus a Content-Length body), else None."""
+    """The request once complete (headers, plus a Content-Length body; "size": its bytes), else None."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -280,7 +303,7 @@ def parse_http(buffer: bytearray) -> dict[str, Any] | None:
     method, _, rest = head[0].partition(" ")
     path = rest.rpartition(" ")[0] or rest
     body = bytes(buffer[end + 4 : end + 4 + length]).decode("latin-1")
-    return {"method": method, "path": path, "headers": headers, "body": body}
+    return {"method": method, "path": path, "headers": headers, "body": body, "size": end + 4 + length}
 
 
 class UdpServer:

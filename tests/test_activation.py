@@ -276,6 +276,8 @@ def test_status_shows_the_configuration_in_force_and_fails_on_a_broken_one(tmp_p
     data = json.loads(result.stdout)
     assert data["source"] == str(tmp_path / "sockguard.toml")
     assert (data["allow"], data["resolver"], data["breaker"]["threshold"]) == (["api.partner.test:443"], "system", 4)
+    http = (data["http_events"], data["http_log_level"], data["log_query"])
+    assert http == ("when a sink takes them", "debug", False)
     (tmp_path / "sockguard.toml").write_text("[breaker]\nthreshold = -1\n")
     broken = subprocess.run(
         [PY, "-m", "sockguard", "status"], env=clean_env(), capture_output=True, text=True, cwd=tmp_path

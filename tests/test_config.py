@@ -117,3 +117,29 @@ def test_settings_round_trip_through_environment(tmp_path):
     settings = load_settings({}, str(tmp_path))
     again = load_settings(settings.to_env(), str(tmp_path / "nowhere"))
     assert (again.allow, again.deny, again.allow_unix) == (settings.allow, settings.deny, settings.allow_unix)
+
+
+def test_http_event_settings_from_file_environment_and_back(tmp_path):
+    """http_events / http_log_level / log_query (sockguard/http/): file, environment override, to_env round trip."""
+    assert (load_settings({}, str(tmp_path)).http_events, load_settings({}, str(tmp_path)).http_log_level) == (None, 10)
+    write(tmp_path / "sockguard.toml", 'http_events = false\nhttp_log_level = "INFO"\nlog_query = true\n')
+    settings = load_settings({}, str(tmp_path))
+    assert (settings.http_events, settings.http_log_level, settings.log_query) == (False, 20, True)
+    env = {"SOCKGUARD_HTTP_EVENTS": "on", "SOCKGUARD_HTTP_LOG_LEVEL": "debug", "SOCKGUARD_LOG_QUERY": "0"}
+    settings = load_settings(env, str(tmp_path))
+    assert (settings.http_events, settings.http_log_level, settings.log_query) == (True, 10, False)
+    settings.http_log_level = 20
+    again = load_settings(settings.to_env(), str(tmp_path / "elsewhere"))
+    assert (again.http_events, again.http_log_level, again.log_query) == (True, 20, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [('http_events = "sometimes"\n', "http_events"), ('http_log_level = "warning"\n', "http_log_level"),
+     ("log_query = 2\n", "log_query")],
+)  # fmt: skip
+def test_http_event_settings_errors_name_the_key(tmp_path, text, key):
+    write(tmp_path / "sockguard.toml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, str(tmp_path))
+    assert info.value.key == key and key in str(info.value)

@@ -245,15 +245,18 @@ def test_unlisted_proxy_is_blocked(scene: Scene, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize("client", PROXY_CLIENTS)
-def test_allowlisted_proxy_means_the_guard_sees_only_the_proxy(
-    scene: Scene, monkeypatch: pytest.MonkeyPatch, client: str
-) -> None:
-    """With the proxy allowed, a URL on a blocked host goes out *through the proxy*: the guard only sees (and
-    only decides) the connection to the proxy. The client never resolves the target; the proxy would."""
+def test_allowlisted_proxy_still_decides_the_target(scene: Scene, monkeypatch: pytest.MonkeyPatch, client: str) -> None:
+    """With the proxy allowed, the client sends ``GET http://blocked.test/`` to it and never resolves the target:
+    the socket layer sees only the proxy. The request-level check (sockguard/http/) decides the absolute-form
+    target before the request is sent, so nothing reaches the proxy; an allowed target goes out through it.
+    (HTTPS through a proxy, CONNECT: tests/test_http_requests.py.)"""
     _set_proxy(monkeypatch, PROXY)
     proxy = scene.lab.tcp(PROXY, PROXY_PORT, http=True, body="via proxy")
     with sockguard.guarded(allow=[*POLICY["allow"], f"{PROXY}:{PROXY_PORT}"], allow_loopback=False):
-        assert _via_proxy(client, f"http://{BLOCKED_NAME}/") == "via proxy"
-    assert proxy.accepted == 1
-    assert proxy.requests[0]["path"] == f"http://{BLOCKED_NAME}/"  # absolute-form: the proxy fetches it
-    scene.assert_blocked_side_untouched()  # (the lab proxy only answers; a real one would fetch it)
+        with pytest.raises(BaseException) as info:
+            _via_proxy(client, f"http://{BLOCKED_NAME}/")
+        assert _via_proxy(client, f"http://{ALLOWED_NAME}/") == "via proxy"
+    blocked = assert_wraps_block(info.value, OSError, aiohttp.ClientError, httpx.ProxyError, httpx.ConnectError)
+    assert (blocked.operation, blocked.host, blocked.reason) == ("proxy-request", BLOCKED_NAME, "not-allowed")
+    assert [r["path"] for r in proxy.requests] == [f"http://{ALLOWED_NAME}/"]  # absolute-form: the proxy fetches it
+    scene.assert_blocked_side_untouched()

@@ -325,8 +325,10 @@ def test_dnspython_reverse_lookup_of_an_address_passes(scene: Scene) -> None:
 
 def test_every_integration_has_a_post_import_hook() -> None:
     from sockguard import _hook, integrations
+    from sockguard.http import hooks
 
-    assert tuple(integrations.PATCHES) == _hook.INTEGRATIONS
+    assert tuple(hooks.PATCHES) == _hook.HTTP_INTEGRATIONS  # request events and checks (sockguard/http/)
+    assert tuple(integrations.PATCHES) + _hook.HTTP_INTEGRATIONS == _hook.INTEGRATIONS
 
 
 def test_a_patch_that_does_not_fit_warns_and_never_breaks_the_import(capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,3 +48,48 @@ def test_fast_line_is_the_generic_encoding(
     generic = json.dumps(event, ensure_ascii=True, separators=(",", ":"), default=str) + "\n"
     assert fast == generic
     assert json.loads(fast) == event
+
+
+@given(
+    host=st.text(max_size=20),
+    port=st.one_of(st.none(), st.integers(0, 65535)),
+    path=st.text(max_size=30),
+    status=st.one_of(st.none(), st.integers(100, 599)),
+    texts=st.lists(TEXT, min_size=7, max_size=7),
+    duration=st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e7),
+    hop=st.integers(0, 30),
+)
+def test_request_line_is_the_generic_encoding(
+    host: str, port: int | None, path: str, status: int | None, texts: list[str | None], duration: float, hop: int
+) -> None:
+    """The request event's fast line (sockguard/http/events.py writes through it) is the generic JSON encoding."""
+    from sockguard.events import REQUEST_FIELDS, REQUEST_FIXED, REQUEST_TAIL
+
+    proxy, address, rule, error, reason, previous, caller = texts
+    fixed = ("http.client", "GET", "https", host, port, path, proxy, address, rule)
+    tail = (status, error, reason, duration, hop, previous, caller, "req-1")
+    event = dict(zip(REQUEST_FIELDS, ("request", 1763748153.482211, 4121, *fixed, *tail), strict=True))
+    assert tuple(event) == ("event", "ts", "pid", *REQUEST_FIXED, *REQUEST_TAIL)
+    sinks = Sinks(None)
+    sinks._open_encoder()
+    generic = json.dumps(event, ensure_ascii=True, separators=(",", ":"), default=str) + "\n"
+    assert sinks._request_line(event) == generic
+    assert sinks._line(event) == generic
+    assert json.loads(sinks._request_text(event["ts"], event["pid"], fixed, tail) or "") == event
+
+
+def test_write_request_appends_the_same_line(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from sockguard.events import REQUEST_FIELDS, pid
+
+    log = Path(str(tmp_path)) / "log.jsonl"
+    sinks = Sinks(str(log))
+    fixed = ("httpcore", "POST", "http", "api.test", 80, "/v1", None, "203.0.113.7", "api.test")
+    tail = (503, None, None, 12.5, 1, "http://api.test/old", "app:main:3", None)
+    sinks.write_request(1763748153.5, fixed, tail)
+    sinks.write_request(float("nan"), fixed, tail)  # unusual value: written by the generic encoder
+    sinks.close()
+    first, second = log.read_text().splitlines()
+    assert json.loads(first) == dict(zip(REQUEST_FIELDS, ("request", 1763748153.5, pid[0], *fixed, *tail), strict=True))
+    assert json.loads(second)["ts"] != json.loads(second)["ts"]  # NaN survived the generic path

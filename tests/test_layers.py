@@ -32,6 +32,7 @@ ENFORCEMENT = {
     "floor",
     "guard",
     "host_addresses",
+    "http",  # sockguard/http/: request events, Host/SNI/proxy-target decisions
     "integrations",
     "lowlevel",
     "native",  # the preload library's Python side: guard.install hands it the policy in force (native/bridge.py)

@@ -1,0 +1,250 @@
+"""The ``request`` event: one per HTTP request, whichever client sent it and whether or not its connection is new.
+
+A client hook calls :func:`wanted` when a request starts; 0 means no sink takes request events and the hook does
+nothing more (no stack walk, no clock, no formatting). Otherwise :func:`begin` makes a :class:`Request` record and
+:func:`end` turns it into the event when the response head arrives (or the request fails) and sends it through
+``sockguard.events.emit``, the one path to the sinks -- or, when the JSON-lines file is the only sink that wants
+it, straight to the file as allowed decisions go (``Sinks.write_request``: no event dict, no message text, and a
+file write cannot recurse, so emit's re-entrancy guard has nothing to guard).
+
+Redirects: a client that follows a redirect sends the next request from the same thread (or asyncio task), so
+when a response is a redirect the URL it points at is kept in a context variable; the next request in that
+context to that URL is hop ``n + 1`` with the previous URL. This needs nothing from the client's own redirect
+code, so it is the same for urllib, requests, urllib3, httpx and aiohttp (and for code that follows a redirect by
+hand).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import time
+
+from sockguard.caller import find_caller
+from sockguard.events import ALLOWED_LEVEL, REQUEST_FIELDS, correlation_id, emit, emitting, pid
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from sockguard.active import State
+
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+#: (scheme, host, port, path) the last redirect in this context points at, its hop number, and the URL it came from.
+_redirect: contextvars.ContextVar[tuple[tuple[str, str, int | None, str], int, str] | None] = contextvars.ContextVar(
+    "sockguard_redirect", default=None
+)
+
+
+class Request:
+    """One request in flight: what :func:`end` needs to write its event. ``fixed`` holds the fields that repeat for
+    every request to one path (``client, method, scheme, host, port, path, proxy``): the JSON-lines sink encodes
+    them once."""
+
+    __slots__ = ("caller", "cid", "fixed", "hop", "level", "outer", "peer", "previous", "start", "state", "ts")
+
+    def __init__(self, state: State, level: int, fixed: tuple[Any, ...], caller: str | None) -> None:
+        self.ts = time.time_ns() // 1000 / 1e6
+        self.start = time.perf_counter_ns()
+        self.state = state
+        self.level = level
+        self.fixed = fixed
+        self.caller = caller
+        self.cid = correlation_id.get()
+        self.hop = 0
+        self.previous: str | None = None
+        self.outer = False  # made by an outer layer (urllib3 over http.client): the inner hooks leave it alone
+        self.peer: tuple[str, int] | None = None  # (address, port) of the connection that carried it
+
+    @property
+    def url(self) -> str:
+        return url_text(*self.fixed[2:6])
+
+
+def wanted(state: State) -> int:
+    """The level request events go out at, or 0 when no sink takes them (``http_events = false``, or neither the
+    JSON-lines file nor the logger at that level). Asked once per request: a few attribute reads."""
+    settings = state.settings
+    level = ALLOWED_LEVEL if settings is None else settings.http_log_level
+    if not state.sinks.wants_requests(level) or (settings is not None and settings.http_events is False):
+        return 0
+    return 0 if emitting() else level  # a log handler's own request: checked, never logged again
+
+
+def begin(
+    state: State,
+    level: int,
+    client: str,
+    method: str,
+    scheme: str,
+    host: str,
+    port: int | None,
+    target: str,
+    proxy: str | None = None,
+) -> Request:
+    """A request is about to be sent: note what, from where, and when. ``target`` is the request target as sent
+    (its query string is dropped unless ``log_query = true``)."""
+    settings = state.settings
+    if (settings is not None and settings.log_query) or (target[:1] == "/" and "?" not in target and "#" not in target):
+        path = target
+    else:
+        path = strip_query(target)
+    record = Request(state, level, (client, method, scheme, host, port, path, proxy), find_caller(3))
+    pending = _redirect.get()
+    if pending is not None:
+        _redirect.set(None)
+        if pending[0] == _key(scheme, host, port, path):
+            record.hop, record.previous = pending[1], pending[2]
+    return record
+
+
+def end(
+    record: Request,
+    status: int | None = None,
+    error: BaseException | None = None,
+    location: Any = None,
+) -> None:
+    """The response head arrived (``status``) or the request failed (``error``): emit the event. Never raises:
+    a request event must not break the request it describes (a failure is reported once on stderr)."""
+    try:
+        _end(record, status, error, location)
+    except Exception as exc:
+        _failed(exc)
+
+
+_failures: list[str] = []
+
+
+def _failed(exc: Exception) -> None:
+    if not _failures:
+        _failures.append(repr(exc))
+        try:
+            sys.stderr.write(f"sockguard: warning: a request event could not be written ({exc!r}); requests are "
+                             "still checked\n")  # fmt: skip
+        except Exception:
+            pass
+
+
+def _end(record: Request, status: int | None, error: BaseException | None, location: Any) -> None:
+    duration = (time.perf_counter_ns() - record.start) // 1000 / 1000
+    state = record.state
+    peer = record.peer
+    address = rule = None
+    if peer is not None:
+        address = peer[0]
+        try:
+            rule = state.address(address, peer[1]).rule  # cached per State: the decision its connect got
+        except Exception:  # an odd peer: no rule to name
+            rule = None
+    reason = error_name = None
+    if error is not None:
+        error_name = type(error).__name__
+        reason = blocked_reason(error)
+        if record.previous is not None:  # a client that retries the hop: the retry is that hop again
+            fixed = record.fixed
+            _redirect.set((_key(fixed[2], fixed[3], fixed[4], fixed[5]), record.hop, record.previous))
+    elif status in REDIRECT_STATUSES and location:
+        _remember_redirect(record, location)
+    fixed = (*record.fixed, address, rule)
+    tail = (status, error_name, reason, duration, record.hop, record.previous, record.caller, record.cid)
+    sinks = state.sinks
+    level = record.level
+    if sinks.beyond_file(level):
+        event = dict(zip(REQUEST_FIELDS, ("request", record.ts, pid[0], *fixed, *tail), strict=True))
+        emit(sinks, event, message_text(event), level)
+    else:  # the JSON-lines file alone: no event dict, no message text (a file write cannot recurse)
+        sinks.write_request(record.ts, fixed, tail)
+
+
+def message_text(event: dict[str, Any]) -> str:
+    """The line operators grep: ``sockguard allowed request GET https://api.example/v2/orders -> 203.0.113.7
+    200 in 84 ms (called from app.orders:fetch:42)``."""
+    url = url_text(event["scheme"], event["host"], event["port"], event["path"])
+    blocked = event["reason"] is not None
+    text = f"sockguard {'blocked' if blocked else 'allowed'} request {event['method']} {url}"
+    if event["redirect_hop"]:
+        text += f" (redirect {event['redirect_hop']} from {event['redirected_from']})"
+    if event["proxy"]:
+        text += f" via proxy {event['proxy']}"
+    if event["address"]:
+        text += f" -> {event['address']}"
+    ms = event["duration_ms"]
+    took = f"{ms:.0f}" if ms >= 10 else f"{ms:.1f}"
+    if event["status"] is not None:
+        text += f" {event['status']} in {took} ms"
+    elif blocked:
+        text += f": {event['reason']} ({event['error']})"
+    else:
+        text += f" failed ({event['error']}) after {took} ms"
+    return f"{text} (called from {event['caller'] or 'unknown code'})"
+
+
+def url_text(scheme: str, host: str, port: int | None, path: str) -> str:
+    """``scheme://host[:port]path``, the port left out when it is the scheme's default."""
+    authority = f"[{host}]" if ":" in host else host
+    if port is not None and DEFAULT_PORTS.get(scheme) != port:
+        authority = f"{authority}:{port}"
+    return f"{scheme}://{authority}{path}"
+
+
+def strip_query(target: str) -> str:
+    """The path of a request target: no query string, no fragment, and for an absolute-form target (through a
+    proxy) no scheme, authority or userinfo."""
+    if target[:1] != "/":
+        _scheme, sep, rest = target.partition("://")
+        if sep:
+            slash = rest.find("/")
+            target = rest[slash:] if slash >= 0 else "/"
+    for mark in ("?", "#"):
+        cut = target.find(mark)
+        if cut >= 0:
+            target = target[:cut]
+    return target
+
+
+def blocked_reason(error: BaseException) -> str | None:
+    """The reason of the EgressBlocked behind a client's error, if the request was refused by the guard."""
+    from sockguard.errors import EgressBlocked
+
+    seen = 0
+    stack: list[Any] = [error]
+    while stack and seen < 16:
+        item = stack.pop()
+        if not isinstance(item, BaseException):
+            continue
+        seen += 1
+        if isinstance(item, EgressBlocked):
+            return item.reason
+        stack += [item.__cause__, item.__context__, getattr(item, "os_error", None), getattr(item, "reason", None)]
+        stack += [arg for arg in item.args if isinstance(arg, BaseException)]
+    return None
+
+
+def _key(scheme: str, host: str, port: int | None, path: str) -> tuple[str, str, int | None, str]:
+    from urllib.parse import unquote
+
+    scheme = scheme.lower()
+    return scheme, host.lower().rstrip("."), port or DEFAULT_PORTS.get(scheme), unquote(path) or "/"
+
+
+def _remember_redirect(record: Request, location: Any) -> None:
+    from urllib.parse import urljoin, urlsplit
+
+    if isinstance(location, (bytes, bytearray)):
+        location = bytes(location).decode("latin-1")
+    try:
+        parts = urlsplit(urljoin(record.url, str(location)))
+        port = parts.port
+    except ValueError:  # a Location the client will not follow either
+        return
+    if not parts.hostname:
+        return
+    target = _key(parts.scheme, parts.hostname, port, strip_query(parts.path or "/"))
+    _redirect.set((target, record.hop + 1, record.url))
+
+
+def reset() -> None:
+    """Forget a pending redirect in this context (tests)."""
+    _redirect.set(None)
