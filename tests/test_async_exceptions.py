@@ -19,8 +19,10 @@ import textwrap
 import threading
 import time
 import types
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -388,3 +390,42 @@ def test_running_out_of_file_descriptors_at_the_first_socket_use_is_not_cached(t
         assert "sockguard" in first[1]
     assert second == "connected"  # nothing was cached: the next socket use loaded the configuration
     assert tcp_allowed.settle(1) == 1
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_exception_at_any_point_of_a_logged_http_request_propagates(tmp_path):
+    """The request-event path (sockguard/http: the http.client hook, the event, the file) swept the same way."""
+    server = ThreadingHTTPServer(("127.0.0.2", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.2:{server.server_address[1]}/orders"
+    path = tmp_path / "decisions.jsonl"
+
+    def request() -> None:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == b"ok"
+
+    def after(point: Point) -> None:
+        assert not emitting(), f"the re-entrancy flag stayed set after an exception at {point}"
+        request()
+
+    try:
+        with sockguard.guarded(allow=["127.0.0.2"], log=str(path), **STRICT) as state:
+            request()
+            points = sweep(request, after)
+            state.sinks.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert points > 50
+    kinds = {json.loads(line)["event"] for line in path.read_bytes().splitlines()}  # every line whole
+    assert "request" in kinds
