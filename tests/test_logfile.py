@@ -473,3 +473,35 @@ def test_log_special_is_read_from_the_file_and_the_environment_and_passed_on(tmp
     assert load_settings({"SOCKGUARD_LOG_SPECIAL": "off"}, str(tmp_path)).log_special is False
     with pytest.raises(ConfigError, match="SOCKGUARD_LOG_SPECIAL must be true/false"):
         load_settings({"SOCKGUARD_LOG_SPECIAL": "maybe"}, str(tmp_path))
+
+
+@pytest.mark.parametrize("reader", [False, True])
+def test_native_layer_never_hangs_on_a_fifo_log(tmp_path, reader):
+    """A program run with the preload library (a non-Python program, or a C extension's connect) writes its
+    blocks to the same log: a FIFO there must not hang it either."""
+    from tests.native_support import require_library
+
+    require_library()
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    fifo = tmp_path / "decisions.fifo"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_")}
+    env["SOCKGUARD_ALLOW_LOOPBACK"] = "0"
+    try:
+        with CountingTCPServer("127.0.0.3") as blocked:
+            result = subprocess.run(
+                [PY, "-m", "sockguard", "run", "--log", str(fifo), "--", curl, "-s", "-m", "5",
+                 f"http://127.0.0.3:{blocked.port}/"],
+                env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert blocked.settle() == 0
+    finally:
+        if held is not None:
+            os.close(held)
+    assert result.returncode != 0  # blocked, not hung
+    expected = "is not a regular file" if reader else "No such device or address"
+    assert f"native layer: {'decision log' if reader else 'cannot open decision log'}" in result.stderr
+    assert expected in result.stderr, result.stderr
