@@ -266,7 +266,7 @@ def run_blocked(ctx: Context) -> list[Row]:
     ):
         for variant, detail, judged in (
             ("guard-quiet", "decision + raise", workload == "udp"),
-            ("guard", "as shipped: breaker on, WARNING to the logging lastResort handler", False),
+            ("guard", "as shipped: breaker on, WARNING on stderr, repeats held back", False),
         ):
             guarded = Stats.of(samples[variant], US)
             added, ratio = paired(samples[variant], samples["bare"], US)

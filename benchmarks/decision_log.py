@@ -80,6 +80,7 @@ def setup(variant: str, *, log: str) -> Bench:
 
 
 def run(ctx: Context) -> list[Row]:
+    from sockguard.logfile import LogFile
     from sockguard.sinks import Sinks
 
     names = ("bare", "guard", "guard-log")
@@ -92,7 +93,8 @@ def run(ctx: Context) -> list[Row]:
         written = copies_of(workers, "guard-log")[0].call(op="info")
     expected = copies * (n * (rounds + 2) + n_threads * (rounds_threads + 1))  # every batch, warm-up included
     # The write path, read from the source: a lock there would serialise every logging thread.
-    source = "".join(textwrap.dedent(inspect.getsource(fn)) for fn in (Sinks.emit, Sinks.write, Sinks._line))
+    write_path = (Sinks.emit, Sinks.write, Sinks.write_decision, Sinks._line, Sinks._decision_line, LogFile.write)
+    source = "".join(textwrap.dedent(inspect.getsource(fn)) for fn in write_path)
     words = {tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == token.NAME}
     locks = sorted(w for w in words if "lock" in w.lower() or w in ("acquire", "Condition", "Semaphore"))
     rows = []

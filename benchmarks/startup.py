@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from benchmarks.harness import SITE_DIR, Context, Row, Stats, clean_env, interleave_calls, paired, timed, verdict
-from benchmarks.rulesets import FILLER
+from benchmarks.rulesets import FILLER, generated
 
 MS = 1e6
 FORBIDDEN = ("wrapt", "dns", "logging", "tomllib", "ipaddress", "typing", "asyncio", "ssl", "importlib.metadata")
@@ -31,6 +31,39 @@ def _config(ctx: Context) -> str:
     with open(path, "w") as f:
         f.write("mode = 'enforce'\nallow = [\n" + "".join(f"  {r!r},\n" for r in rules) + "]\n")
     return path
+
+
+def _big_config(ctx: Context, count: int) -> str:
+    import json
+
+    path = os.path.join(ctx.tmp, f"sockguard-{count}.toml")
+    with open(path, "w") as f:
+        f.write("allow = " + json.dumps(generated(count)) + "\n")
+    return path
+
+
+def _scaling_row(ctx: Context, cwd: str) -> Row:
+    """Start-up plus the first decision (which reads the file and compiles the policy) with 10,000 and with
+    100,000 rules: ten times the rules must cost at most ten times as much (no quadratic step anywhere on the
+    load path: TOML, rule parsing, Settings, the policy, the sinks)."""
+    argv = [sys.executable, "-c", PROGRAMS["import socket + first lookup"]]
+    envs = {str(n): clean_env(PYTHONPATH=SITE_DIR, SOCKGUARD_CONFIG=_big_config(ctx, n)) for n in (10_000, 100_000)}
+    calls = {name: functools.partial(_run, argv, env, cwd) for name, env in envs.items()}
+    samples = interleave_calls(calls, rounds=ctx.pick(8, 2), warmup=1)
+    added, ratio = paired(samples["100000"], samples["10000"], MS)
+    row = Row(
+        "startup/100k-rules",
+        "start-up + first decision, 10,000 → 100,000 rules (file read, rules parsed, policy compiled)",
+        "≤ 10x for 10x the rules",
+        "ms",
+        baseline=Stats.of(samples["10000"], MS),
+        guarded=Stats.of(samples["100000"], MS),
+        added=added,
+        ratio=ratio,
+    )
+    row.verdict = verdict(ratio <= 10.0)
+    row.note = "baseline column = 10,000 rules, guarded column = 100,000 (python -c 'import socket; getaddrinfo')"
+    return row
 
 
 def _envs(ctx: Context) -> dict[str, dict[str, str]]:
@@ -85,4 +118,5 @@ def run(ctx: Context) -> list[Row]:
         else:
             row.note = "loads the guard on import socket and compiles the policy from the file"
         rows.append(row)
+    rows.append(_scaling_row(ctx, cwd))
     return rows

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -308,16 +309,34 @@ static int proto_of(int fd, const char **proto) {
 
 static uint64_t reported[256];
 
+/* SOCKGUARD_LOG_SPECIAL (docs/decision-log.md): the log may be a FIFO or a device. */
+static int log_special_allowed(void) {
+    const char *v = getenv("SOCKGUARD_LOG_SPECIAL");
+    return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"));
+}
+
 static void open_log(void) {
     static int tried;
     if (tried || !log_path[0]) return;
     tried = 1;
-    log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (log_fd < 0) {
-        char m[1200];
+    /* O_NONBLOCK: a FIFO without a reader must not hang the program in open() (issue 18); it fails with ENXIO.
+       Checked before it is published in log_fd: a special file is written only with SOCKGUARD_LOG_SPECIAL. */
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0644);
+    char m[1200];
+    if (fd < 0) {
         snprintf(m, sizeof m, "sockguard: native layer: cannot open decision log %s: %s; decisions are still enforced\n", log_path, strerror(errno));
         say(m);
+        return;
     }
+    struct stat st, null_st;
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !log_special_allowed() &&
+        !(S_ISCHR(st.st_mode) && stat("/dev/null", &null_st) == 0 && st.st_rdev == null_st.st_rdev)) {
+        close(fd);
+        snprintf(m, sizeof m, "sockguard: native layer: decision log %s is not a regular file (a FIFO or device can block the program): not writing to it; SOCKGUARD_LOG_SPECIAL=1 allows it; decisions are still enforced\n", log_path);
+        say(m);
+        return;
+    }
+    log_fd = fd;
 }
 
 static void report(const sg_decision *d, const char *op, int fd, const char *host, long port, const sg_addr *addr) {

@@ -14,7 +14,7 @@ from sockguard.errors import ConfigError, EgressBlocked
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from sockguard.alerts import on_alert
-    from sockguard.api import check, check_url, guarded, install, status, uninstall
+    from sockguard.api import check, check_url, guarded, install, reopen_log, status, uninstall
     from sockguard.errors import BreakerOpen, LookupBlocked
     from sockguard.events import correlation_id
     from sockguard.policy import Decision, Policy
@@ -32,6 +32,7 @@ __all__ = [
     "guarded",
     "install",
     "on_alert",
+    "reopen_log",
     "status",
     "uninstall",
 ]
@@ -44,6 +45,7 @@ _LAZY = {
     "uninstall": "sockguard.api",
     "guarded": "sockguard.api",
     "status": "sockguard.api",
+    "reopen_log": "sockguard.api",
     "Policy": "sockguard.policy",
     "Decision": "sockguard.policy",
     "correlation_id": "sockguard.events",

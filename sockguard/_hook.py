@@ -123,15 +123,45 @@ _finder = _PostImportFinder()
 
 
 def when_imported(name: str, callback: Callable[[Any], None]) -> None:
-    """Run ``callback(module)`` after ``name`` is imported (now, if it already is)."""
+    """Run ``callback(module)`` after ``name`` is imported (now, if it already is), and again after each reload
+    (which replaces the module's classes). A module still being imported (by another thread, or further up this
+    thread's stack) is patched when that import finishes, never half-way: its classes may not exist yet."""
     callbacks = _post_import.setdefault(name, [])
     if callback not in callbacks:
         callbacks.append(callback)
     if _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
     module = sys.modules.get(name)
-    if module is not None:
+    if module is None:
+        return
+    if not _initializing(module):
         callback(module)
+    elif not isinstance(getattr(module.__spec__, "loader", None), _NotifyingLoader):
+        # Its import began before our finder was in place, so no loader will call us: wait for it elsewhere.
+        _after_import(name, module)
+
+
+def _initializing(module: Any) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _after_import(name: str, module: Any) -> None:
+    """Run ``name``'s callbacks once the import in progress has finished, from a helper thread (this one may be
+    inside that very import); nothing waits for it. If the import fails, nothing runs."""
+    import _thread
+    import time
+
+    def wait() -> None:
+        for _ in range(6000):  # up to a minute: an import that takes longer is not one we can wait for
+            if sys.modules.get(name) is not module:
+                return  # the import failed (or the module was replaced: its own import notifies us)
+            if not _initializing(module):
+                for callback in _post_import.get(name, ()):
+                    callback(module)
+                return
+            time.sleep(0.01)
+
+    _thread.start_new_thread(wait, ())
 
 
 def _patch_socket(module: Any) -> None:

@@ -37,6 +37,7 @@ class State:
         "blocks",
         "breaker",
         "error",
+        "error_reason",
         "mode",
         "names",
         "policy",
@@ -52,6 +53,7 @@ class State:
         sinks: Sinks,
         *,
         error: str | None = None,
+        error_reason: str = CONFIG_ERROR,
         settings: Any = None,
         breaker: Breaker | None = None,
         resolver: Resolver | None = None,
@@ -60,6 +62,7 @@ class State:
         self.mode = mode
         self.sinks = sinks
         self.error = error  # a broken configuration: every decision is config-error (fail closed)
+        self.error_reason = error_reason  # config-unavailable: a load that failed for another reason (guard.load)
         self.settings = settings
         self.breaker = breaker
         self.resolver = resolver  # sockguard.resolver.Resolver in pinned mode, else None (the system resolver)
@@ -81,7 +84,7 @@ class State:
 
     def _lookup(self, host: Any, port: int | None) -> tuple[Decision, str | None]:
         if self.error is not None:
-            return Decision(False, CONFIG_ERROR, None, self.error), None
+            return Decision(False, self.error_reason, None, self.error), None
         try:
             name = normalize_host(host)
         except InvalidHost as exc:
@@ -110,7 +113,7 @@ class State:
 
     def _address(self, host: Any, port: int | None) -> Decision:
         if self.error is not None:
-            return Decision(False, CONFIG_ERROR, None, self.error)
+            return Decision(False, self.error_reason, None, self.error)
         addr = parse_address(host) if isinstance(host, str) else None
         if addr is None:
             # A hostname reached C without the wrappers: C has resolved it already (no event fires for that).

@@ -46,6 +46,7 @@ def _settings(
     allow_unix: bool | None,
     log: str | None,
     from_environment: bool,
+    log_special: bool | None = None,
 ) -> Settings:
     settings = load_settings() if from_environment else Settings()
     try:
@@ -60,6 +61,8 @@ def _settings(
         settings.allow_unix = allow_unix
     if log is not None:
         settings.log = log
+    if log_special is not None:
+        settings.log_special = log_special
     return settings
 
 
@@ -78,12 +81,22 @@ def install(
     allow_loopback: bool | None = None,
     allow_unix: bool | None = None,
     log: str | None = None,
+    log_special: bool | None = None,
     from_environment: bool = True,
 ) -> None:
     """Guard this process. By default the configuration file and environment
     apply and ``allow``/``deny`` extend them; ``from_environment=False`` uses
-    only the arguments. Raises ConfigError on a bad rule (nothing changes)."""
-    guard.install(_state(_settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment)))
+    only the arguments. ``log_special``: ``log`` may be a FIFO or a device (written without blocking).
+    Raises ConfigError on a bad rule (nothing changes)."""
+    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special)
+    guard.install(_state(settings))
+
+
+def reopen_log() -> None:
+    """Reopen the decision log's path at its next line: call it from your own SIGHUP handler after a log
+    rotation if you want the switch at once (sockguard notices a moved or deleted log within a second anyway,
+    and installs no signal handler of its own)."""
+    guard.current().sinks.reopen_log()
 
 
 def uninstall() -> None:
@@ -100,11 +113,13 @@ def guarded(
     allow_loopback: bool | None = None,
     allow_unix: bool | None = None,
     log: str | None = None,
+    log_special: bool | None = None,
     from_environment: bool = False,
 ) -> Iterator[State]:
     """Apply a policy for the duration of a ``with`` block, process-wide
     (all threads), then restore what was in force before."""
-    state = _state(_settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment))
+    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special)
+    state = _state(settings)
     with guard.applied(state):
         yield state
 

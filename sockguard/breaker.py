@@ -629,7 +629,7 @@ def _strerror(code: int) -> str:
 def _timeout(sock: Any) -> bool:
     try:
         return bool(sock.gettimeout())
-    except Exception:
+    except (AttributeError, TypeError, OSError):  # not a socket object after all
         return False
 
 

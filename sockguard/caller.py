@@ -179,7 +179,7 @@ def task_caller(task: Any) -> str | None:
     that is awaiting the work (its frames are off the stack while it waits). None if only plumbing."""
     try:
         awaiting = task.get_coro()
-    except Exception:  # not a Task, or a foreign task implementation
+    except (AttributeError, TypeError, NotImplementedError):  # not a Task, or a foreign task implementation
         return None
     found = None
     for _ in range(256):  # an await chain, outermost first (bounded: a cycle cannot hang an alert)

@@ -125,6 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "allow_loopback": settings.allow_loopback,
         "allow_unix": settings.allow_unix,
         "log": settings.log,
+        "log_special": settings.log_special,
         "resolver": settings.resolver or "system",
         "resolver_options": settings.resolver_options,
         "breaker": _breaker_summary(settings),
@@ -133,11 +134,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         "log_query": settings.log_query,
         "native": _native_summary(),
     }
+    log_problem = None
+    if settings.log:
+        from sockguard.logfile import problem
+
+        log_problem = problem(settings.log, settings.log_special)
+    data["log_problem"] = log_problem
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
         for key, value in data.items():
             print(f"{key:15s} {value}")
+    if log_problem:
+        print(f"sockguard: {log_problem}; decisions would be enforced but not written to the log", file=sys.stderr)
+        return EXIT_BLOCKED
     return EXIT_OK
 
 
@@ -170,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strict", action="store_true", help="refuse to start a program the native layer cannot guard (static, setuid)"
     )
+    run.add_argument(
+        "--log-special",
+        action="store_true",
+        help="let --log be a FIFO or device such as /dev/stdout (written without blocking; lines that do not fit "
+        "are dropped and counted)",
+    )
     run.add_argument("program", nargs=argparse.REMAINDER, help="PROGRAM [ARGS...] (use -- before it if needed)")
     run.set_defaults(func=cmd_run)
 
@@ -179,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.set_defaults(func=cmd_check)
 
-    status = sub.add_parser("status", help="show the configuration in force here (exit 2 if it is broken)")
+    status = sub.add_parser(
+        "status",
+        help="show the configuration in force here (exit 2 if it is broken, 1 if the decision log cannot be written)",
+    )
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.set_defaults(func=cmd_status)
 
@@ -204,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_VALUE_OPTIONS = {"--allow", "--deny", "--mode", "--config", "--log"}
-_RUN_FLAGS = {"--no-native", "--strict", "-h", "--help"}
+_RUN_FLAGS = {"--no-native", "--strict", "--log-special", "-h", "--help"}
 
 
 def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:

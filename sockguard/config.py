@@ -8,6 +8,7 @@ the scalars. Every problem raises ConfigError naming the source, key and value.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from sockguard import breaker_settings, resolver_settings
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["MODES", "ConfigError", "Settings", "load_settings", "with_flags"]
 
 #: Keys a config file may hold at top level; tables own their own validation.
-KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "resolver", "breaker", "pytest",
-              "http_events", "http_log_level", "log_query"}  # fmt: skip
+KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "log_special", "resolver", "breaker",
+              "pytest", "http_events", "http_log_level", "log_query"}  # fmt: skip
 
 
 class Settings:
@@ -40,6 +41,7 @@ class Settings:
         allow_loopback: bool = True,
         allow_unix: bool = True,
         log: str | None = None,
+        log_special: bool = False,
         resolver: list[str] | None = None,
         resolver_options: dict[str, Any] | None = None,
         breaker: dict[str, Any] | None = None,
@@ -55,6 +57,8 @@ class Settings:
         self.allow_loopback = allow_loopback
         self.allow_unix = allow_unix
         self.log = log
+        #: The log may be a FIFO or a device (/dev/stdout): written without ever blocking (sockguard.logfile).
+        self.log_special = log_special
         self.resolver = resolver  # None = the system resolver; else canonical "ADDR:PORT" nameservers
         self.resolver_options = dict(resolver_options or {})  # timeout, attempts... (sockguard/resolver.py)
         self.breaker = dict(breaker or {})
@@ -89,6 +93,8 @@ class Settings:
         }
         if self.log:
             env["SOCKGUARD_LOG"] = self.log
+        if self.log_special:
+            env["SOCKGUARD_LOG_SPECIAL"] = "1"
         if self.resolver:
             env["SOCKGUARD_RESOLVER"] = ",".join(self.resolver)
             env.update({f"SOCKGUARD_RESOLVER_{k.upper()}": str(v) for k, v in self.resolver_options.items()})
@@ -113,17 +119,32 @@ def _parsed(rules: Iterable[str | Rule], where: str) -> list[Rule]:
     return [r if isinstance(r, Rule) else compile_rules([r], where)[0] for r in rules]
 
 
-def _read_toml(path: str) -> dict[str, Any]:
-    import tomllib
+#: Errors reading a file that say nothing about the file (no descriptor or memory left, interrupted): they
+#: propagate as OSError, so the loader retries at the next socket event instead of failing closed for good.
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOMEM", "EINTR", "EAGAIN", "ENOBUFS", "EIO")
+)
 
+
+def _read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            return fh.read()
     except FileNotFoundError:
         raise ConfigError(f"sockguard: config file {path} does not exist", source=path) from None
     except OSError as exc:
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise
         raise ConfigError(f"sockguard: cannot read config file {path}: {exc}", source=path) from None
-    except tomllib.TOMLDecodeError as exc:
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib
+
+    data = _read_bytes(path)
+    try:
+        return tomllib.loads(data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"sockguard: {path} is not valid TOML: {exc}", source=path) from None
 
 
@@ -140,9 +161,8 @@ def find_config_file(environ: Mapping[str, str], cwd: str) -> tuple[str, dict[st
         return local, _read_toml(local)
     pyproject = os.path.join(cwd, "pyproject.toml")
     if os.path.exists(pyproject):
-        with open(pyproject, "rb") as fh:
-            if b"sockguard" not in fh.read():  # skip the TOML parse for unrelated projects
-                return None
+        if b"sockguard" not in _read_bytes(pyproject):  # skip the TOML parse for unrelated projects
+            return None
         table = _tool_table(_read_toml(pyproject), pyproject)
         if table:
             return f"{pyproject} [tool.sockguard]", table
@@ -193,7 +213,7 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
         settings.allow = _rules(table["allow"], source, "allow")
     if "deny" in table:
         settings.deny = _rules(table["deny"], source, "deny")
-    for key in ("allow_loopback", "allow_unix", "http_events", "log_query"):
+    for key in ("allow_loopback", "allow_unix", "http_events", "log_query", "log_special"):
         if key in table:
             setattr(settings, key, parse_bool(table[key], source, key))
     if "http_log_level" in table:
@@ -226,7 +246,8 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
     if get("SOCKGUARD_DENY"):
         settings.deny = settings.deny + _rules(get("SOCKGUARD_DENY"), "environment", "SOCKGUARD_DENY")
     for key, var in (("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"), ("allow_unix", "SOCKGUARD_ALLOW_UNIX"),
-                     ("http_events", "SOCKGUARD_HTTP_EVENTS"), ("log_query", "SOCKGUARD_LOG_QUERY")):  # fmt: skip
+                     ("http_events", "SOCKGUARD_HTTP_EVENTS"), ("log_query", "SOCKGUARD_LOG_QUERY"),
+                     ("log_special", "SOCKGUARD_LOG_SPECIAL")):  # fmt: skip
         if get(var):
             setattr(settings, key, parse_bool(get(var), "environment", var))
     if get("SOCKGUARD_HTTP_LOG_LEVEL"):

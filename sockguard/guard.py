@@ -10,15 +10,17 @@ used by the runtime, the API and the pytest plugin alike) and puts one in force:
 from __future__ import annotations
 
 import _thread
+import gc
 import os
 import sys
 from contextlib import contextmanager
 
 from sockguard import _hook, active
 from sockguard.active import State
-from sockguard.errors import ConfigError
+from sockguard.console import CONSOLE
+from sockguard.errors import ConfigError, EgressBlocked
 from sockguard.floor import HANDLERS
-from sockguard.policy import Policy
+from sockguard.policy import CONFIG_UNAVAILABLE, Policy
 from sockguard.sinks import Sinks
 
 TYPE_CHECKING = False
@@ -35,30 +37,91 @@ _load_lock = _thread.allocate_lock()
 
 
 def load() -> State:
-    """The State in force, loading the configuration (file + environment) if there is none yet."""
+    """The State in force, loading the configuration (file + environment) if there is none yet.
+
+    A broken configuration is put in force like any other (every decision ``config-error``: fail closed). A load
+    that fails for any other reason puts nothing in force, so the next socket event loads again (see
+    :func:`_not_loaded`). The decision log is opened after the lock is released: nothing that can wait on a disk
+    or a FIFO happens while other threads' first socket events wait here. The cyclic garbage collector pauses
+    while the configuration is parsed: the load makes no cycles, and with 100,000 rules the collector's repeated
+    passes over the growing heap cost a quarter of the load (more, the bigger the policy)."""
     with _load_lock:
-        state = active.in_force
-        if state is None:
+        found = active.in_force
+        if found is not None:
+            return found
+        gc_was_on = gc.isenabled()
+        try:
+            gc.disable()  # (inside the try: an exception right after it still re-enables the collector)
             state = _load_from_environment()
+        except BaseException as exc:
+            failure: BaseException | None = exc
+        else:
             _activate(state)
+            failure = None
+        finally:
+            if gc_was_on:
+                gc.enable()
+    if failure is not None:  # (said on stderr after the lock is released: stderr can block too)
+        if not _own_failure(failure):
+            _interrupted(failure)
+            raise failure  # the application's exception (a signal handler's, KeyboardInterrupt), unchanged
+        return _not_loaded(failure)
+    state.sinks.start()
     return state
 
 
 def _load_from_environment() -> State:
-    try:
-        from sockguard.config import load_settings
+    """The State for the configuration file and environment; a configuration that cannot be used (ConfigError,
+    a rule or value that does not parse) gives the fail-closed State. Anything else propagates to :func:`load`."""
+    from sockguard.config import load_settings
 
+    try:
         return state_from_settings(load_settings())
-    except ConfigError as exc:
-        return fail_closed(str(exc))
-    except Exception as exc:  # never let a loader bug turn enforcement off
-        return fail_closed(f"unexpected error loading the configuration: {exc!r}")
+    except ValueError as exc:  # ConfigError, RuleError, a value of the wrong shape: the configuration is broken
+        return fail_closed(str(exc) if isinstance(exc, ConfigError) else f"sockguard: configuration error: {exc}")
+
+
+# -- a load that failed for a reason other than the configuration (issue 18) ----------------------------------
+
+
+def _own_failure(exc: BaseException) -> bool:
+    """Whether a load failed because the guard's own resources did (no file descriptor left, no memory, an
+    import that could not be read), rather than because of an exception the application raised into it."""
+    if isinstance(exc, (MemoryError, ImportError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, EgressBlocked)
+
+
+def _interrupted(exc: BaseException) -> None:
+    """Say once that a load was interrupted by an exception that is not the guard's (it propagates unchanged)."""
+    if isinstance(exc, Exception):  # not for KeyboardInterrupt / SystemExit: the process is on its way out
+        CONSOLE.say(
+            ("load-interrupted", type(exc)),
+            f"sockguard: loading the configuration was interrupted by {exc!r}; it propagates to the application "
+            "unchanged and nothing was cached: the next socket use loads the configuration again",
+        )
+
+
+def _not_loaded(exc: BaseException) -> State:
+    """This socket event is refused (``config-unavailable``) and nothing is cached: the real handlers are put in
+    place with no State in force, so the next socket event comes back to :func:`load` and tries again."""
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = f"{what} while loading it"
+    CONSOLE.say(
+        ("load-failed", type(exc), getattr(exc, "errno", None)),
+        f"sockguard: could not load the configuration ({detail}); this is not a configuration error: the socket "
+        "use that needed it is blocked and the next one loads it again",
+    )
+    _hook.set_handlers(HANDLERS)
+    _hook.install_audit_hook()
+    return State(Policy(allow_loopback=False), "enforce", Sinks(None), error=detail, error_reason=CONFIG_UNAVAILABLE)
 
 
 def state_from_settings(settings: Settings, *, observer: Callable[[dict[str, Any]], None] | None = None) -> State:
     """The one constructor of a State from :class:`~sockguard.config.Settings` (runtime, API and pytest plugin
-    alike). ``observer`` is called with every event this State emits (the pytest plugin records blocks so)."""
-    sinks = Sinks(settings.log, observer)
+    alike). ``observer`` is called with every event this State emits (the pytest plugin records blocks so).
+    No I/O: the decision log opens when the State is put in force (``Sinks.start``) or at its first line."""
+    sinks = Sinks(settings.log, observer, log_special=settings.log_special)
     policy = settings.build_policy()
     breaker = None
     # On by default (docs/breaker.md): its defaults never trip a healthy service.
@@ -90,21 +153,25 @@ def off() -> State:
 
 
 def _activate(state: State) -> None:
-    active.in_force = state
+    # The handlers first, then the State: a thread that sees the State in force also finds the real handlers
+    # (an exception landing in between leaves nothing in force, and the next event loads again).
     if state.mode == "off":
         _hook.set_handlers({})
     else:
         _hook.set_handlers(HANDLERS)
         _hook.install_audit_hook()
+    active.in_force = state
+    if state.mode != "off":
         _hook.watch_imports()
 
 
 def install(state: State) -> State | None:
-    """Put ``state`` in force process-wide; returns the previous one."""
+    """Put ``state`` in force process-wide; returns the previous one. Its decision log opens after the lock."""
     with _load_lock:
         previous = active.in_force
         _activate(state)
     _sync_native(state)
+    state.sinks.start()
     return previous
 
 

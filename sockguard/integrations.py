@@ -61,7 +61,8 @@ def patch(module: Any) -> None:
             if function is None:
                 return
         function(module)
-    except Exception as exc:
+    except (AttributeError, TypeError, ValueError, LookupError, ImportError) as exc:  # the shapes a patch meets
+        # (anything else, e.g. an exception a signal handler raised during the import, is the application's)
         sys.stderr.write(f"sockguard: warning: could not guard {module.__name__} ({exc!r}); {unchecked}\n")
 
 
@@ -162,7 +163,7 @@ def _patch_pycares(module: Any) -> None:
 def _channel_servers(channel: Any) -> list[str]:
     try:
         return list(channel.servers)
-    except Exception:  # a closed channel: c-ares refuses the query itself
+    except RuntimeError:  # a closed channel ("Channel is destroyed"): c-ares refuses the query itself
         return []
 
 
@@ -518,18 +519,20 @@ def check_dns_message(message: Any) -> None:
     """Every question name of a DNS message (a ``dns.message.Message`` or its wire form) is decided like a
     lookup before dnspython sends it; an address asked back in a PTR question is a reverse lookup and passes.
     A wire that does not parse is left to the address check on the socket."""
+    import dns.exception
     import dns.message
 
     if isinstance(message, (bytes, bytearray, memoryview)):
         try:
             message = dns.message.from_wire(bytes(message), question_only=True)
-        except Exception:
+        except (dns.exception.DNSException, ValueError):  # not a DNS message: the socket's address check decides
             return
     for rrset in getattr(message, "question", ()):
         _check_qname(rrset.name, rrset.rdtype)
 
 
 def _check_qname(name: Any, rdtype: int) -> None:
+    import dns.exception
     import dns.rdatatype
     import dns.reversename
 
@@ -537,7 +540,7 @@ def _check_qname(name: Any, rdtype: int) -> None:
         try:
             dns.reversename.to_address(name)
             return
-        except Exception:
+        except (dns.exception.DNSException, ValueError):  # not a reverse name: a forward lookup, checked below
             pass
     lowlevel.check_lookup(name.to_text(omit_final_dot=True))
 

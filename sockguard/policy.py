@@ -40,6 +40,8 @@ METADATA = "metadata-name"
 INVALID = "invalid-host"
 FAMILY = "unsupported-family"
 CONFIG_ERROR = "config-error"
+# Set by the loader (sockguard.guard) when loading failed for another reason (no file descriptor left...): retried.
+CONFIG_UNAVAILABLE = "config-unavailable"
 # Set by the breaker (sockguard.breaker), never by the policy; the detail says why.
 BREAKER_OPEN = "breaker-open"
 SCAN_PATTERN = "scan-pattern"
@@ -56,6 +58,7 @@ EXPLAIN = {
     INVALID: "{detail}",
     FAMILY: "socket family {detail} is not supported by the guard",
     CONFIG_ERROR: "configuration is broken, all traffic blocked: {detail}",
+    CONFIG_UNAVAILABLE: "the configuration could not be loaded ({detail}); the next attempt loads it again",
     UNIX: "AF_UNIX sockets are disabled (allow_unix = false)",
     BREAKER_OPEN: "{detail}",
     SCAN_PATTERN: "{detail}",

@@ -16,6 +16,7 @@ from sockguard.events import emit, emitting, host_text, make_event, protocol
 from sockguard.policy import (
     BREAKER_OPEN,
     CONFIG_ERROR,
+    CONFIG_UNAVAILABLE,
     DENIED,
     FAMILY,
     INTERNAL,
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
     from sockguard.policy import Decision
 
 #: Reasons no allow rule can fix (a deny rule, a broken configuration, the breaker, ...).
-_NO_SUGGESTION = frozenset((DENIED, INVALID, FAMILY, CONFIG_ERROR, UNIX, BREAKER_OPEN, SCAN_PATTERN, RATE_LIMITED,
-                            PINNED_RESOLVER))  # fmt: skip
+_NO_SUGGESTION = frozenset((DENIED, INVALID, FAMILY, CONFIG_ERROR, CONFIG_UNAVAILABLE, UNIX, BREAKER_OPEN,
+                            SCAN_PATTERN, RATE_LIMITED, PINNED_RESOLVER))  # fmt: skip
 _VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup",
           # request-level decisions (sockguard/http/checks.py)
           "host-header": "HTTP request (Host header)", "proxy-request": "HTTP request through a proxy",

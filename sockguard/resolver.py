@@ -349,7 +349,7 @@ class Resolver:
             return  # (a log handler that itself looks names up must not recurse)
         _local.reporting = True
         try:
-            from sockguard.events import find_caller, make_event
+            from sockguard.events import emit, find_caller, make_event
 
             event = make_event(
                 operation="resolve",
@@ -365,9 +365,7 @@ class Resolver:
                 detail=message,
                 kind="resolver-error",
             )
-            self.sinks.emit(event, f"sockguard: {message}", 30)
-        except Exception:
-            pass
+            emit(self.sinks, event, f"sockguard: {message}", 30)  # nothing swallowed: sinks do not raise
         finally:
             _local.reporting = False
 

@@ -24,6 +24,8 @@ def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> di
         env["SOCKGUARD_MODE"] = args.mode
     if args.log:
         env["SOCKGUARD_LOG"] = os.path.abspath(args.log)
+    if getattr(args, "log_special", False):
+        env["SOCKGUARD_LOG_SPECIAL"] = "1"
     settings = load_settings(env, os.getcwd())
     settings.build_policy()
     # Pin the file found from this directory, so children in other working
@@ -77,6 +79,20 @@ def command_line(program: list[str]) -> list[str]:
     return program
 
 
+def _log_problem(env: dict[str, str]) -> str | None:
+    """What would stop the decision log from being written (a FIFO not allowed, a missing directory), if any."""
+    if not env.get("SOCKGUARD_LOG"):
+        return None
+    from sockguard.logfile import problem
+    from sockguard.values import parse_bool
+
+    try:
+        special = parse_bool(env.get("SOCKGUARD_LOG_SPECIAL") or "0", "environment", "SOCKGUARD_LOG_SPECIAL")
+    except ValueError:
+        special = False
+    return problem(env["SOCKGUARD_LOG"], special)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         argv = command_line(list(args.program))
@@ -92,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     warning = isolation_warning(argv)
     if warning:
         print(warning, file=sys.stderr)
+    log_problem = _log_problem(env)
+    if log_problem:
+        print(f"sockguard: warning: {log_problem}; decisions will be enforced but not written to it", file=sys.stderr)
     if getattr(args, "native", True) and env.get("SOCKGUARD_MODE") != "off":
         unreachable = native_preflight(argv)
         if unreachable and getattr(args, "strict", False):

@@ -1,16 +1,19 @@
 """Where decision events go: the stdlib logger ``sockguard`` and an optional JSON-lines file.
 
-Nothing here runs on an allowed connect unless a sink wants allow events (``wants_allow``). A failing
-file sink is reported once on stderr and skipped; enforcement never depends on a sink.
+Nothing here runs on an allowed connect unless a sink wants allow events (``wants_allow``). Enforcement never
+depends on a sink: the file (sockguard.logfile) never blocks and reports its outages once; a block that no
+configured logging handler would show goes to sockguard.console (lock-free, rate-limited) instead of
+``logging.lastResort``. Nothing here catches an exception it did not expect: one raised by a signal handler
+while an event is being written reaches the application unchanged.
 """
 
 from __future__ import annotations
 
 import operator
-import os
 import sys
 import time
 
+from sockguard.console import CONSOLE
 from sockguard.events import (
     ALLOWED_LEVEL,
     DECISION_FIELDS,
@@ -25,8 +28,10 @@ from sockguard.events import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable
     from typing import Any
+
+    from sockguard.logfile import LogFile
 
 
 def _json_module() -> Any:
@@ -48,32 +53,47 @@ def _value(chunks: Any, value: Any) -> str:
 
 
 class Sinks:
-    """The logger and the optional JSON-lines file. A failing sink is reported
-    once on stderr and then skipped; enforcement never depends on a sink."""
+    """The logger and the optional JSON-lines file. No I/O when built (a State is built under the loader's lock):
+    the file opens at :meth:`start` or at its first line."""
 
-    def __init__(self, log_path: str | None, observer: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        log_path: str | None,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        log_special: bool = False,
+    ) -> None:
         self.log_path = log_path
         #: Called with every event, whatever the levels (the pytest plugin records blocks through it).
         self.observer = observer
-        self._fd: int | None = None
+        self._file: LogFile | None = None
         self._dumps = None
         self._chunks = None
         self._middles: dict[tuple[Any, ...], str] = {}
         self._request_middles: dict[tuple[Any, ...], str] = {}
         self._logger = None
         self._levels: dict[int, bool] | None = None  # the logger's own isEnabledFor memo (see wants_allow)
-        self._reported: set[str] = set()
         if log_path:
-            self._open()
+            from sockguard.logfile import LogFile
 
-    def _open(self) -> None:
-        assert self.log_path
-        try:
-            self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            self._report("open", f"cannot open decision log {self.log_path!r}: {exc.strerror or exc}")
-            return
-        self._open_encoder()
+            self._file = LogFile(log_path, special=log_special, report=self._report, on_refused=self._file_refused)
+            self._open_encoder()
+
+    def start(self) -> None:
+        """Open the decision log now, outside any lock, so a problem with it is reported at activation."""
+        file = self._file
+        if file is not None:
+            file.start()
+
+    def reopen_log(self) -> None:
+        """Reopen the decision log's path at the next line (after a rotation; it is noticed within a second
+        anyway)."""
+        file = self._file
+        if file is not None:
+            file.reopen()
+
+    def _file_refused(self) -> None:
+        self._file = None  # not a file we may write (a FIFO not allowed, a directory): no allow events for it
 
     def _open_encoder(self) -> None:
         json = _json_module()
@@ -85,13 +105,8 @@ class Sinks:
             self._chunks = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
 
     def _report(self, key: str, message: str) -> None:
-        if key in self._reported:
-            return
-        self._reported.add(key)
-        try:
-            sys.stderr.write(f"sockguard: {message}; decisions are still enforced and sent to the 'sockguard' logger\n")
-        except Exception:
-            pass
+        """The file's outages, recoveries and refusal: one line on stderr each (rate-limited per path and kind)."""
+        CONSOLE.say(("decision-log", self.log_path, key), message)
 
     def logger(self):
         if self._logger is None:
@@ -102,7 +117,7 @@ class Sinks:
 
     def wants_allow(self) -> bool:
         """Asked on every allowed connect: one dict read once logging is loaded."""
-        if self._fd is not None:
+        if self._file is not None:
             return True
         levels = self._levels
         if levels is not None:
@@ -117,36 +132,55 @@ class Sinks:
         """Whether anything but the JSON-lines file takes an event at ``level`` (the logger shows it, or a
         subclass's own emit): only then is the message text needed, and a guard against recursion (a
         logging handler may use the network; a file write cannot)."""
-        return self.observer is not None or ((level >= 30 or "logging" in sys.modules) and self._logger_wants(level))
+        if self.observer is not None:
+            return True
+        if "logging" not in sys.modules:  # nothing configured: WARNING and above go to the console writer
+            return level >= 30
+        return self._logger_wants(level)
 
     def wants(self, level: int) -> bool:
         """Whether an event at ``level`` reaches any sink, so nobody builds one for nothing."""
-        if self._fd is not None or self.observer is not None:
+        if self._file is not None or self.observer is not None:
             return True
-        if level < 30 and "logging" not in sys.modules:
-            return False
+        if "logging" not in sys.modules:
+            return level >= 30
         return self._logger_wants(level)
 
     def wants_requests(self, level: int) -> bool:
         """Whether an HTTP request event at ``level`` reaches the JSON-lines file or the logger (the observer
         records decisions, not requests, so it does not count). Asked once per request: a dict read."""
-        if self._fd is not None:
+        if self._file is not None:
             return True
-        if level < 30 and "logging" not in sys.modules:
-            return False
+        if "logging" not in sys.modules:
+            return level >= 30
         return self._logger_wants(level)
 
     def emit(self, event: dict[str, Any], message: str, level: int) -> None:
         if self.observer is not None:
             self.observer(event)
         self.write(event)
-        if (level >= 30 or "logging" in sys.modules) and self._logger_wants(level):
-            self._logger.log(level, "%s", message, extra={"sockguard": event})  # type: ignore[attr-defined]
+        self.show(event, message, level)
+
+    def show(self, event: dict[str, Any], message: str, level: int) -> None:
+        """The ``sockguard`` logger, or, when the application configured no handler that would take the event,
+        what ``logging.lastResort`` would print, through the lock-free, rate-limited console writer."""
+        if "logging" not in sys.modules:  # the application never imported logging: nothing is configured
+            if level >= 30:
+                CONSOLE.say(_console_key(event, message), message)
+            return
+        if not self._logger_wants(level):
+            return
+        logger = self._logger
+        if level >= 30 and _to_last_resort(logger, level):
+            CONSOLE.say(_console_key(event, message), message)
+        else:
+            logger.log(level, "%s", message, extra={"sockguard": event})  # type: ignore[attr-defined]
 
     def write(self, event: dict[str, Any]) -> None:
-        """Append the event to the JSON-lines file, if one is open: one O_APPEND write, no lock."""
-        if self._fd is not None:
-            self._append(self._line(event))
+        """Append the event to the JSON-lines file, if there is one: one O_APPEND write, no lock."""
+        file = self._file
+        if file is not None:
+            file.write(self._line(event).encode(), time.time_ns())
 
     def _line(self, event: dict[str, Any]) -> str:
         """One JSON object and a newline, as JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
@@ -235,40 +269,27 @@ class Sinks:
     def write_request(self, ts: float, fixed: tuple[Any, ...], tail: tuple[Any, ...]) -> None:
         """Append a request event given its ``REQUEST_FIXED`` and ``REQUEST_TAIL`` values, without building the
         event dict: the path of every request when the JSON-lines file is the only sink that wants it."""
-        if self._fd is None:
+        file = self._file
+        if file is None:
             return
         line = self._request_text(ts, pid[0], fixed, tail)
         if line is None:
             self.write(dict(zip(REQUEST_FIELDS, ("request", ts, pid[0], *fixed, *tail), strict=True)))
         else:
-            self._append(line)
+            file.write(line.encode(), time.time_ns())
 
     def write_decision(self, fixed: tuple[Any, ...], caller: str | None) -> None:
         """Append a decision given its per-destination fields (in ``DECISION_FIXED`` order) without building the
         event dict: the allowed-connect path when the JSON-lines file is the only sink."""
-        fd = self._fd
-        if fd is None:
+        file = self._file
+        if file is None:
             return
-        line = self._decision_line(time.time_ns() // 1000 / 1e6, pid[0], fixed, caller, correlation_id.get())
+        now = time.time_ns()
+        line = self._decision_line(now // 1000 / 1e6, pid[0], fixed, caller, correlation_id.get())
         if line is None:
             self.write(decision_event(fixed, caller))
             return
-        try:  # (inlined _append: this runs for every allowed connect while the log is on)
-            os.write(fd, line.encode())
-        except OSError as exc:
-            self._fd = None
-            self._report("write", f"writing decision log {self.log_path!r} failed: {exc.strerror or exc}")
-
-    def _append(self, line: str) -> None:
-        """One O_APPEND write of a formatted line, no lock."""
-        fd = self._fd
-        if fd is None:
-            return
-        try:
-            os.write(fd, line.encode())
-        except OSError as exc:
-            self._fd = None
-            self._report("write", f"writing decision log {self.log_path!r} failed: {exc.strerror or exc}")
+        file.write(line.encode(), now)
 
     def _logger_wants(self, level: int) -> bool:
         levels = self._levels
@@ -284,9 +305,27 @@ class Sinks:
         return enabled
 
     def close(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        """Close the decision log (only when no thread can still be writing to it)."""
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+def _console_key(event: dict[str, Any], message: str) -> Hashable:
+    """One console line per blocked destination per interval; any other event (alerts, warnings) by its text."""
+    if event.get("event") == "decision":
+        return ("decision", event.get("op"), event.get("host"), event.get("address"), event.get("port"))
+    return message
+
+
+def _to_last_resort(logger: Any, level: int) -> bool:
+    """Whether logging would hand this record to its stock ``lastResort`` handler: no handler for the logger or
+    an ancestor. (An application that replaced ``logging.lastResort``, or set it to None, gets what it chose.)"""
+    logging: Any = sys.modules["logging"]
+    last = logging.lastResort
+    return (
+        last is not None
+        and level >= last.level
+        and last is getattr(logging, "_defaultLastResort", None)
+        and not logger.hasHandlers()
+    )

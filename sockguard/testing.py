@@ -8,15 +8,18 @@ policy); a test suite that wants results independent of test order empties them 
 from __future__ import annotations
 
 from sockguard import active, addrmap, canonical
+from sockguard.console import CONSOLE
 
 __all__ = ["address_map_size", "reset"]
 
 
 def reset() -> None:
-    """Forget every remembered address-to-name pair, the canonical-host memos and the caches of the State in
-    force (the policy itself stays in force)."""
+    """Forget every remembered address-to-name pair, the canonical-host memos, the console writer's rate limits
+    (every test sees its first block printed) and the caches of the State in force (the policy itself stays in
+    force)."""
     addrmap.forget()
     canonical.forget()
+    CONSOLE.forget()
     state = active.in_force
     if state is not None:
         for cache in (state.names, state.addrs, state.answers, state.blocks):

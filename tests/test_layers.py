@@ -28,12 +28,14 @@ ENFORCEMENT = {
     "caller",
     "canonical",
     "children",
+    "console",
     "events",
     "floor",
     "guard",
     "host_addresses",
     "http",  # sockguard/http/: request events, Host/SNI/proxy-target decisions
     "integrations",
+    "logfile",
     "lowlevel",
     "native",  # the preload library's Python side: guard.install hands it the policy in force (native/bridge.py)
     "refusal",

@@ -106,11 +106,12 @@ def end(
     error: BaseException | None = None,
     location: Any = None,
 ) -> None:
-    """The response head arrived (``status``) or the request failed (``error``): emit the event. Never raises:
-    a request event must not break the request it describes (a failure is reported once on stderr)."""
+    """The response head arrived (``status``) or the request failed (``error``): emit the event. A value it cannot
+    describe does not break the request it describes (reported once on stderr); an exception a signal handler
+    raises meanwhile is the application's and propagates (issue 18: nothing here may swallow one)."""
     try:
         _end(record, status, error, location)
-    except Exception as exc:
+    except (TypeError, ValueError, LookupError, AttributeError) as exc:  # an odd header, URL or peer value
         _failed(exc)
 
 
@@ -123,7 +124,7 @@ def _failed(exc: Exception) -> None:
         try:
             sys.stderr.write(f"sockguard: warning: a request event could not be written ({exc!r}); requests are "
                              "still checked\n")  # fmt: skip
-        except Exception:
+        except (OSError, ValueError):  # stderr closed or broken
             pass
 
 
@@ -136,7 +137,7 @@ def _end(record: Request, status: int | None, error: BaseException | None, locat
         address = peer[0]
         try:
             rule = state.address(address, peer[1]).rule  # cached per State: the decision its connect got
-        except Exception:  # an odd peer: no rule to name
+        except (TypeError, ValueError, LookupError):  # an odd peer: no rule to name
             rule = None
     reason = error_name = None
     if error is not None:

@@ -64,7 +64,7 @@ def _finish(record: Request, response: Any) -> None:
     if stream is not None:
         try:
             peer = stream.get_extra_info("server_addr")
-        except Exception:
+        except (AttributeError, TypeError, KeyError, OSError):  # a stream class without it, or already closed
             peer = None
         if isinstance(peer, tuple) and len(peer) >= 2:
             record.peer = (peer[0], peer[1])
