@@ -41,8 +41,9 @@ REQUEST_TAIL = ("status", "error", "reason", "duration_ms", "redirect_hop", "red
 REQUEST_FIELDS = ("event", "ts", "pid", *REQUEST_FIXED, *REQUEST_TAIL)
 _FIXED_PARAMS = ("operation", "protocol", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")
 
-#: The logger level of an allowed decision (README "The decision log"): routine, so DEBUG, and an application
-#: that logs at INFO sees no line per connection (the JSON-lines file still records every one). Blocks log at
+#: The logger level of an allowed decision (README "The decision log"): routine, so DEBUG, and only when the
+#: ``sockguard`` logger itself is set to DEBUG (sinks.Sinks._logger_wants): an application that logs at any level
+#: of its own sees no line per connection (the JSON-lines file still records every one). Blocks log at
 #: WARNING (30), alerts at ERROR (40; their "resolved" follow-up at INFO).
 ALLOWED_LEVEL = 10  # logging.DEBUG
 

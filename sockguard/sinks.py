@@ -292,6 +292,13 @@ class Sinks:
         file.write(line.encode(), now)
 
     def _logger_wants(self, level: int) -> bool:
+        if level < 20:
+            # Allowed traffic (DEBUG) reaches the logger only when the ``sockguard`` logger itself is set to DEBUG:
+            # an application (or a test harness such as pytest's caplog) that turns on DEBUG for everything must
+            # not start seeing a line per connection. One attribute read.
+            own = self.logger().level
+            if not 0 < own <= level:
+                return False
         levels = self._levels
         if levels is not None:
             enabled = levels.get(level)

@@ -224,6 +224,8 @@ def test_httpx_aiohttp_and_asyncio_see_a_lookup_failure(blocked_name):
 _APP = """
 import logging, socket, sys
 logging.basicConfig(level=getattr(logging, sys.argv[1]), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+if sys.argv[4]:  # allowed decisions are opt-in: the sockguard logger's own level
+    logging.getLogger("sockguard").setLevel(getattr(logging, sys.argv[4]))
 import sockguard
 sockguard.install(allow=[], allow_loopback=True, log=sys.argv[3] or None)
 port = int(sys.argv[2])
@@ -238,13 +240,13 @@ with sockguard.guarded(allow_loopback=False, log=sys.argv[3] or None):
 """
 
 
-def _run_app(level: str, port: int, tmp_path: Path, log: str = "") -> list[str]:
+def _run_app(level: str, port: int, tmp_path: Path, log: str = "", sockguard_level: str = "") -> list[str]:
     script = tmp_path / "app.py"
     script.write_text(_APP)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SOCKGUARD_CONFIG": str(tmp_path / "none.toml")}
     (tmp_path / "none.toml").write_text("")
     result = subprocess.run(
-        [sys.executable, str(script), level, str(port), log],
+        [sys.executable, str(script), level, str(port), log, sockguard_level],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -255,14 +257,19 @@ def test_an_app_logging_at_info_sees_no_line_for_allowed_connects(tmp_path):
     log = tmp_path / "decisions.jsonl"
     with CountingTCPServer() as server:
         info = _run_app("INFO", server.port, tmp_path, str(log))
-        debug = _run_app("DEBUG", server.port, tmp_path)
-        assert server.settle(6) == 6
+        everything_debug = _run_app("DEBUG", server.port, tmp_path)
+        debug = _run_app("INFO", server.port, tmp_path, sockguard_level="DEBUG")
+        assert server.settle(9) == 9
     ours = [line for line in info if " sockguard " in line]
     assert "INFO app app says hello" in info
     assert len(ours) == 1 and ours[0].startswith("WARNING sockguard sockguard blocked connection to 127.0.0.1")
     # the decision log still has every decision
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["decision"] for e in events if e["op"] == "connect"] == ["allow"] * 3 + ["block"]
+    # root at DEBUG (pytest's log_level = DEBUG, basicConfig(level=DEBUG)) does not turn allowed traffic on ...
+    assert not [line for line in everything_debug if "allowed" in line and " sockguard " in line]
+    assert any(line.startswith("WARNING sockguard sockguard blocked") for line in everything_debug)
+    # ... the sockguard logger's own level does
     allowed = [line for line in debug if line.startswith("DEBUG sockguard sockguard allowed connect to 127.0.0.1")]
     assert len(allowed) == 3
     assert any(line.startswith("WARNING sockguard sockguard blocked") for line in debug)
