@@ -16,7 +16,7 @@ EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
 #: defines ``add_arguments(parser)`` and ``main(args) -> int``.
 TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("sockguard.audit", "find raw IPs, internal and unlisted destinations in config and code"),
-    "report": ("sockguard.report", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
+    "report": ("sockguard.report.cli", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
     "export": ("sockguard.export", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
     "native": ("sockguard.native.cli", "the preload library for non-Python programs: path, compile, status"),
 }

@@ -1,0 +1,48 @@
+"""Untrusted text made safe to show: on a terminal, in a comment of a generated file, as a file name.
+
+The tools print values that came from outside: hosts and callers from a decision log, keys and values from
+scanned files, file names from a directory walk, a configuration path from the command line. Each of these
+can carry control characters (ESC sequences move the cursor or rewrite a terminal line; a newline ends a
+comment and starts a new firewall rule), bidirectional overrides (text that reads differently than it is),
+or bytes that are not UTF-8 (a file name). Every function here is total: any input gives a printable result,
+and distinct inputs stay distinguishable (escapes, not deletions).
+"""
+
+from __future__ import annotations
+
+import os
+
+_ASCII_PRINTABLE = frozenset(chr(c) for c in range(0x20, 0x7F))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: object) -> str:
+    """For a terminal or a comment that may hold Unicode: every character ``str.isprintable()`` refuses
+    (C0/C1 controls, DEL, line and paragraph separators, format characters such as bidi overrides,
+    surrogates from undecodable bytes) becomes a ``\\xNN`` / ``\\uNNNN`` escape; a backslash stays as it is."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def ascii_printable(text: object) -> str:
+    """For places that take printable ASCII only (firewall comments, labels other tools parse): everything
+    else, and the backslash itself, is escaped, so the result is unambiguous and one line."""
+    text = str(text)
+    return "".join(c if c in _ASCII_PRINTABLE and c != "\\" else _escape(c) for c in text)
+
+
+def path_text(path: str | bytes) -> str:
+    """A file name as valid Unicode: bytes that are not UTF-8 (kept by the OS as surrogate escapes) become
+    ``\\xNN``, so the name can be written to UTF-8 JSON/SARIF and still be told apart from others."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
