@@ -15,9 +15,9 @@ EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
 #: Subcommands that live in their own modules: name -> (module, help). Each module
 #: defines ``add_arguments(parser)`` and ``main(args) -> int``.
 TOOL_COMMANDS: dict[str, tuple[str, str]] = {
-    "audit": ("sockguard.audit", "find raw IPs, internal and unlisted destinations in config and code"),
+    "audit": ("sockguard.audit.cli", "find raw IPs, internal and unlisted destinations in config and code"),
     "report": ("sockguard.report.cli", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
-    "export": ("sockguard.export", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
+    "export": ("sockguard.export.cli", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
     "native": ("sockguard.native.cli", "the preload library for non-Python programs: path, compile, status"),
 }
 

@@ -41,6 +41,16 @@ def ascii_printable(text: object) -> str:
     return "".join(c if c in _ASCII_PRINTABLE and c != "\\" else _escape(c) for c in text)
 
 
+def unicode_text(text: str) -> str:
+    """Text that can be written as UTF-8: lone surrogates (from undecodable bytes, or a ``"\\ud800"`` escape in
+    a scanned JSON or Python string) become ``\\udcxx`` escapes; everything else is kept."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def path_text(path: str | bytes) -> str:
     """A file name as valid Unicode: bytes that are not UTF-8 (kept by the OS as surrogate escapes) become
     ``\\xNN``, so the name can be written to UTF-8 JSON/SARIF and still be told apart from others."""
