@@ -120,8 +120,9 @@ class Positions:
     source; their newline offsets are indexed once per scalar, so many destinations in one long value cost
     a bisect each, not a rescan of the value."""
 
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lines: list[str] | None = None  # split only when a scalar is not exact (Python, escapes)
         self._scalar: Scalar | None = None
         self._newlines: list[int] = []
 
@@ -138,9 +139,12 @@ class Positions:
                 return scalar.line, scalar.column + target.offset
             k = bisect_right(newlines, target.offset - 1)
             return scalar.line + k, target.offset - newlines[k - 1]
+        if self._lines is None:
+            self._lines = source_lines(self.text)
+        lines = self._lines
         last = max(scalar.end_line, scalar.line)
-        for number in range(scalar.line, min(last, len(self.lines)) + 1):
-            text = self.lines[number - 1]
+        for number in range(scalar.line, min(last, len(lines)) + 1):
+            text = lines[number - 1]
             found = text.find(target.text, scalar.column - 1 if number == scalar.line else 0)
             if found >= 0:
                 return number, found + 1
@@ -169,7 +173,7 @@ class Auditor:
         self.count = 0
 
     def scan_environment(self, environ) -> Iterator[Finding]:
-        position = Positions([])
+        position = Positions("")
         for scalar in scan_environment(environ):
             yield from self._count(findings_for(self.policy, scalar, ENVIRONMENT, "env", position))
 
@@ -264,7 +268,7 @@ class Auditor:
                     kind = "k8s"
                 items = TEXT_SCANNERS[kind](text)
             self.stats.by_scanner[kind] += 1
-            position = Positions(source_lines(text))
+            position = Positions(text)
             for item in items:
                 if isinstance(item, Ref):
                     refs.append(item)

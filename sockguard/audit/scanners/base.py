@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Stands for a run-time value (an f-string field, a variable) inside a folded Python string.
@@ -43,6 +44,18 @@ class ScanError(Exception):
 #: A comment after a value (dotenv, YAML): whitespace, then "#".
 INLINE_COMMENT = re.compile(r"[ \t]#")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """``text.split("\\n")`` one line at a time: a 10 MB file is not held twice as a list of lines."""
+    start = 0
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        start = end + 1
 
 
 def source_lines(text: str) -> list[str]:

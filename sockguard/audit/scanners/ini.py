@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from sockguard.audit.scanners.base import Scalar
+from sockguard.audit.scanners.base import Scalar, iter_lines
 
 _INI_KEY = re.compile(r"([^=:\s][^=:]*?)[ \t]*[=:][ \t]*")
 
@@ -16,7 +16,7 @@ def scan_ini(text: str) -> Iterator[Scalar]:
     systemd file also ends in .conf) are scanned as plain text."""
     section: str | None = None
     key: str | None = None
-    for n, raw in enumerate(text.split("\n"), 1):
+    for n, raw in enumerate(iter_lines(text), 1):
         line = raw.rstrip("\r")
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from sockguard.audit.scanners.base import INLINE_COMMENT, Ref, Scalar, unescape
+from sockguard.audit.scanners.base import INLINE_COMMENT, Ref, Scalar, iter_lines, unescape
 
 _YAML_KEY = re.compile(r"([^\s\"'\[\]{}#,&*!|>%@`-][^#]*?|-[^\s#][^#]*?)[ \t]*:(?=[ \t]|$)")
 
@@ -25,7 +25,7 @@ def scan_yaml(text: str) -> Iterator[Scalar | Ref]:
     items: set[int] = set()  # content indents of the open list items
     names: dict[int, str] = {}  # content indent of a list item -> its `name:` value
     block: tuple[int, tuple[str, ...]] | None = None  # inside a | or > scalar: (parent indent, keys)
-    for n, raw in enumerate(text.split("\n"), 1):
+    for n, raw in enumerate(iter_lines(text), 1):
         line = raw.rstrip("\r")
         body = line.lstrip(" ")
         indent = len(line) - len(body)

@@ -14,41 +14,16 @@ import argparse
 import os
 import re
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from sockguard.addresses import Address, format_address, parse_network
-from sockguard.errors import ConfigError
-from sockguard.export_model import name_allows
-from sockguard.export_targets import (
-    K8sOptions,
-    Plan,
-    Resolution,
-    render_aws_sg,
-    render_cilium,
-    render_iptables,
-    render_json,
-    render_k8s,
-    render_nftables,
-)
+from sockguard.errors import ConfigError, RuleError
+from sockguard.export.plan import ADDRESS_FORMATS, K8sOptions, Resolver, build_plan
+from sockguard.export.resolve import dns_resolver, system_nameservers
+from sockguard.export.targets import RENDERERS, render
 from sockguard.paths import write_atomically
-from sockguard.rules import Rule, RuleError, parse_rule
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE = 0, 1, 2
-
-RENDERERS: dict[str, Callable[[Plan], str]] = {
-    "aws-sg": render_aws_sg,
-    "nftables": render_nftables,
-    "iptables": lambda plan: render_iptables(plan, 4),
-    "ip6tables": lambda plan: render_iptables(plan, 6),
-    "k8s": render_k8s,
-    "cilium": render_cilium,
-    "json": render_json,
-}
-#: Formats that need names as addresses, and DNS server addresses for the DNS rule.
-ADDRESS_FORMATS = frozenset({"aws-sg", "nftables", "iptables", "ip6tables", "json"})
-
-Resolver = Callable[[str], Resolution]
 
 
 class UsageError(ValueError):
@@ -135,113 +110,6 @@ def k8s_options(args: argparse.Namespace) -> K8sOptions:
         cilium_version=(int(match[1]), int(match[2])),
         dns_names=args.dns_names,
     )
-
-
-# --- resolution -------------------------------------------------------------------------------
-
-
-def dns_resolver(servers: list[tuple[Address, int]] | None, timeout: float = 5.0) -> Resolver:
-    """Look names up with dnspython (A and AAAA, no search list), keeping the TTL.
-
-    ``servers`` None means the system's resolv.conf nameservers.
-    """
-    import dns.exception
-    import dns.nameserver
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver(configure=not servers)
-    if servers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(format_address(a), port) for a, port in servers]
-    resolver.lifetime = timeout
-
-    def resolve(host: str) -> Resolution:
-        found: list[tuple[Address, int]] = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = resolver.resolve(host + ".", rdtype, search=False, raise_on_no_answer=False)
-            except dns.resolver.NXDOMAIN:
-                return Resolution((), "no such name (NXDOMAIN)")
-            except dns.exception.DNSException as exc:
-                return Resolution((), f"{type(exc).__name__}: {exc}")
-            if answer.rrset is None:
-                continue
-            ttl = int(answer.chaining_result.minimum_ttl)  # the shortest TTL along any CNAME chain
-            for record in answer.rrset:
-                version, value, _ = parse_network(record.address)
-                found.append(((version, value), ttl))
-        return Resolution(tuple(found))
-
-    return resolve
-
-
-def system_nameservers() -> list[tuple[Address, int]]:
-    """The nameservers in resolv.conf (read from the file: no query is sent)."""
-    import dns.resolver
-
-    try:
-        names = dns.resolver.Resolver().nameservers
-    except dns.resolver.NoResolverConfiguration:
-        return []
-    out = []
-    for server in names:
-        try:
-            version, value, _ = parse_network(str(server))
-        except ValueError:
-            continue
-        out.append(((version, value), 53))
-    return out
-
-
-# --- the export -------------------------------------------------------------------------------
-
-
-def build_plan(
-    allow: Iterable[str | Rule],
-    deny: Iterable[str | Rule] = (),
-    *,
-    fmt: str,
-    source: str = "command line",
-    allow_loopback: bool = True,
-    resolve: Resolver | None = None,
-    resolver_name: str = "system resolver",
-    dns_servers: list[tuple[Address, int]] | None = None,
-    dns: bool = True,
-    k8s: K8sOptions | None = None,
-) -> Plan:
-    """Everything a renderer needs. ``resolve`` None means names are not resolved."""
-    allow_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in allow)
-    deny_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
-    names, cancelled = name_allows(allow_rules, deny_rules)
-    plan = Plan(
-        source=source,
-        allow=allow_rules,
-        deny=deny_rules,
-        names=names,
-        allow_loopback=allow_loopback,
-        resolver=resolver_name,
-        dns_servers=list(dns_servers or []),
-        dns=dns,
-        k8s=k8s or K8sOptions(),
-    )
-    for rule, by, exact in cancelled:
-        if exact:
-            plan.messages.note(f"{fmt}: allow rule {rule.text!r} is cancelled by deny rule {by.text!r}")
-        else:
-            plan.messages.warn(
-                f"{fmt}: allow rule {rule.text!r}: deny rule {by.text!r} covers some of its names and a name "
-                "selector cannot leave them out; not exported (narrower)"
-            )
-    if resolve is not None and fmt in ADDRESS_FORMATS:
-        plan.resolved = {}
-        for name in names:
-            if name.rule.kind == "name" and name.rule.host not in plan.resolved:
-                plan.resolved[name.rule.host] = resolve(name.rule.host)
-        plan.resolved_at = time.time()
-    return plan
-
-
-def render(fmt: str, plan: Plan) -> str:
-    return RENDERERS[fmt](plan)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

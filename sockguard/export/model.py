@@ -183,16 +183,6 @@ def range_to_nets(version: int, lo: int, hi: int) -> list[Net]:
 Interval = tuple[int, int]  # inclusive
 
 
-def intersect_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out = []
-    for alo, ahi in a:
-        for blo, bhi in b:
-            lo, hi = max(alo, blo), min(ahi, bhi)
-            if lo <= hi:
-                out.append((lo, hi))
-    return sorted(out)
-
-
 def subtract_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
     return list(subtract(tuple(a), tuple(b)))
 
