@@ -23,15 +23,20 @@ class Resolution(NamedTuple):
 
 @dataclass
 class Messages:
+    """Warnings (the output is narrower than the policy: ``--strict`` fails) and notes, each said once."""
+
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    _said: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def warn(self, text: str) -> None:
-        if text not in self.warnings:
+        if ("w", text) not in self._said:
+            self._said.add(("w", text))
             self.warnings.append(text)
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
+        if ("n", text) not in self._said:
+            self._said.add(("n", text))
             self.notes.append(text)
 
 

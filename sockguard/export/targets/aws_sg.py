@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from sockguard.addresses import classify
-from sockguard.export.model import flatten, group_by_service
+from sockguard.export.model import flatten, group_by_service, join_labels
 from sockguard.export.plan import Plan
 from sockguard.export.targets.common import address_allows, deny_entries_for, dns_entries, note_name_denies
 
@@ -59,10 +59,11 @@ def render_aws_sg(plan: Plan) -> str:
             rule_count += len(v4) + len(v6)
             continue
         if service.other:
+            what = "so only tcp/udp are exported" if service.ports else "and no tcp/udp port is left: not exported"
             plan.messages.warn(
-                f"aws-sg: {', '.join(sorted({lbl for s in segs for lbl in s.labels}))}: a deny with ports leaves "
-                "other protocols (icmp, ...) allowed; a security group cannot say 'all but these tcp/udp ports', "
-                "so only tcp/udp are exported (narrower)"
+                f"aws-sg: {join_labels(lbl for s in segs for lbl in s.labels)}: a deny with ports leaves other "
+                f"protocols (icmp, ...) allowed; a security group cannot say 'all but these tcp/udp ports', {what} "
+                "(narrower)"
             )
         for lo, hi in service.ports:
             for proto in ("tcp", "udp"):

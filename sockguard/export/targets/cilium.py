@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sockguard.export.model import ALL, Entry, Net, Service, cidr_entries, flatten, group_by_service, internal_nets
+from sockguard.export.model import (
+    TEREDO,
+    Net,
+    Service,
+    cidr_entries,
+    maximal_nets,
+    merge_entries,
+    name_unreachable,
+)
 from sockguard.export.plan import Plan
 from sockguard.export.targets.common import deny_entries_for
 from sockguard.export.targets.k8s import metadata
@@ -41,17 +49,36 @@ def render_cilium(plan: Plan) -> str:
     msgs = plan.messages
     version = opts.cilium_version
     egress: list[dict[str, Any]] = []
+    # Where a name must not lead (internal ranges minus the CIDR allows). Cilium denies match ports, not icmp:
+    # if some of those segments are denied only on some ports, names must not carry other protocols at all.
+    unreachable = name_unreachable(plan.allow_cidrs) if plan.names else []
+    icmp_leak = sorted({n.text() for s in unreachable if not s.service.is_all for n in s.nets()})
     fqdn_groups: dict[Service, list[dict[str, str]]] = {}
     for name in plan.names:
         rule = name.rule
+        service = name.service
         if name.partial_denies:
             denied = ", ".join(d.text for d in name.partial_denies)
             msgs.warn(
                 f"cilium: {rule.text!r}: deny rule(s) {denied} cover only some of its names and Cilium cannot deny "
-                f"by name; exported for {name.service.describe()} for all of its names (narrower)"
+                f"by name; exported for {service.describe()} for all of its names (narrower)"
             )
-        if name.service.partial_other:
+        if not service.ports and not service.is_all:
+            msgs.warn(
+                f"cilium: {rule.text!r}: no tcp/udp port is left after the denies, and toFQDNs cannot allow other "
+                "protocols alone; not exported (narrower)"
+            )
+            continue
+        if service.other and icmp_leak:
+            service = Service(False, service.ports)
+            msgs.warn(
+                f"cilium: names are exported for tcp/udp only: a name that resolves into {', '.join(icmp_leak[:5])} "
+                "(internal, allowed on some ports by a CIDR rule) must not be reached with icmp, and Cilium deny "
+                "rules cannot match icmp (narrower)"
+            )
+        elif service.partial_other:
             msgs.warn(f"cilium: {rule.text!r}: only tcp/udp ports are exported, not other protocols (narrower)")
+            service = Service(False, service.ports)
         if rule.kind == "wildcard":
             if version < MULTI_LABEL_VERSION:
                 msgs.warn(
@@ -63,7 +90,7 @@ def render_cilium(plan: Plan) -> str:
                     f"cilium: {rule.text!r} exported as **.{rule.host} (any depth, needs Cilium >= 1.19; older "
                     "versions match one label only, narrower)"
                 )
-        fqdn_groups.setdefault(name.service, []).append(cilium_selector(rule, version))
+        fqdn_groups.setdefault(service, []).append(cilium_selector(rule, version))
     for rule in plan.deny:
         if rule.kind != "cidr":
             msgs.note(f"cilium: deny rule {rule.text!r} is a name; it is applied by narrowing the names it overlaps")
@@ -113,7 +140,7 @@ def render_cilium(plan: Plan) -> str:
             uses_ranges = uses_ranges or any(hi > lo for lo, hi in service.ports)
         egress.append(rule_out)
 
-    allows = cidr_entries(plan.allow_cidrs)
+    allows = merge_entries(cidr_entries(plan.allow_cidrs))
     cidr_groups: dict[Service, list[Net]] = {}
     for entry in allows:
         cidr_groups.setdefault(entry.service, []).append(entry.net)
@@ -124,19 +151,33 @@ def render_cilium(plan: Plan) -> str:
             uses_ranges = uses_ranges or any(hi > lo for lo, hi in service.ports)
         egress.append(rule_out)
 
-    deny_out: list[dict[str, Any]] = []
     deny_groups: dict[Service, list[Net]] = {}
-    for entry in deny_entries_for(plan, "cilium", allows, any_v6=bool(fqdn_groups)):
+    for entry in merge_entries(deny_entries_for(plan, "cilium", allows, any_v6=bool(fqdn_groups))):
         deny_groups.setdefault(entry.service, []).append(entry.net)
+    if fqdn_groups:
+        for segment in unreachable:
+            deny_service = segment.service if segment.service.is_all else Service(False, segment.service.ports)
+            if not deny_service.empty:  # the icmp part cannot be denied: names carry no icmp then (above)
+                deny_groups.setdefault(deny_service, []).extend(segment.nets())
+        msgs.note(
+            "cilium: egressDeny lists sockguard's internal ranges (private, link-local, metadata, ...) and their "
+            "IPv6 forms (mapped, compatible, NAT64, 6to4): toFQDNs would admit a name that resolves there, "
+            "sockguard does not"
+        )
+        if any(s.lo <= TEREDO.first <= s.hi or TEREDO.first <= s.lo <= TEREDO.last for s in unreachable):
+            # A note, not a warning: Teredo addresses belong to NATed clients tunnelling IPv6 (RFC 4380), never
+            # to servers, so a name that resolves to one loses no legitimate destination (docs/export.md).
+            msgs.note(
+                "cilium: names that resolve to Teredo addresses (2001::/32) are denied: a Teredo address hides its "
+                "IPv4 host, so no CIDR can tell internal from public ones, and no server has one"
+            )
+    deny_out: list[dict[str, Any]] = []
     for service, nets in sorted(deny_groups.items(), key=lambda kv: (not kv[0].is_all, kv[0].ports)):
-        item: dict[str, Any] = {"toCIDRSet": [{"cidr": n.text()} for n in nets]}
+        item: dict[str, Any] = {"toCIDRSet": [{"cidr": n.text()} for n in maximal_nets(nets)]}
         if not service.is_all:
             item["toPorts"] = _cilium_port_rules(service)
             uses_ranges = uses_ranges or any(hi > lo for lo, hi in service.ports)
         deny_out.append(item)
-
-    if fqdn_groups:
-        deny_out += _internal_denies(plan)
 
     if uses_ranges and version < PORT_RANGE_VERSION:
         msgs.warn(
@@ -162,26 +203,3 @@ def render_cilium(plan: Plan) -> str:
         "spec": spec,
     }
     return json.dumps(policy, indent=2) + "\n"
-
-
-def _internal_denies(plan: Plan) -> list[dict[str, Any]]:
-    """toFQDNs admits whatever a name resolves to; sockguard refuses a name that resolves to an
-    internal address unless an IP/CIDR rule covers it. Deny those ranges minus the CIDR allows."""
-    internal = [Entry(net, ALL, category) for net, category in internal_nets(include_loopback=False)]
-    segments = flatten(internal, cidr_entries(plan.allow_cidrs), keep_labels=False)
-    out: list[dict[str, Any]] = []
-    for service, segs in group_by_service(segments).items():
-        cidrs = [{"cidr": n.text()} for s in segs for n in s.nets()]
-        item: dict[str, Any] = {"toCIDRSet": cidrs}
-        if not service.is_all:
-            item["toPorts"] = _cilium_port_rules(Service(False, service.ports))
-            plan.messages.warn(
-                f"cilium: names that resolve into {', '.join(c['cidr'] for c in cidrs[:5])} (internal, allowed only "
-                "on some ports by a CIDR rule) can still reach it with icmp: Cilium deny rules match ports, not icmp"
-            )
-        out.append(item)
-    plan.messages.note(
-        "cilium: egressDeny lists sockguard's internal ranges (private, link-local, metadata, ...): toFQDNs would "
-        "admit a name that resolves there, sockguard does not"
-    )
-    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from sockguard.addresses import classify, format_address
+from sockguard.display import ascii_printable
 from sockguard.export.model import Entry, Service, cidr_entries, deny_entries, host_net
 from sockguard.export.plan import Plan
 
@@ -100,20 +101,44 @@ def address_allows(plan: Plan, target: str) -> list[Entry]:
     return entries
 
 
+def comment(text: str) -> str:
+    """A ``#`` comment line of a host-firewall file: printable ASCII only, every other character (a newline
+    above all: it would end the comment and start a rule) written as a ``\\xNN`` escape."""
+    return "# " + ascii_printable(text)
+
+
 def header_lines(plan: Plan, target: str) -> list[str]:
+    """The header of a host-firewall file: what made it, from which policy, the warnings. Generated as
+    comments from escaped text: a configuration path or a DNS error message cannot inject a line."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     lines = [
-        f"# sockguard export --format {target}, generated {now}",
-        f"# policy: {plan.source}; loopback {'allowed' if plan.allow_loopback else 'blocked'}",
+        f"sockguard export --format {target}, generated {now}",
+        f"policy: {plan.source}; loopback {'allowed' if plan.allow_loopback else 'blocked'}",
     ]
     if plan.resolved:
         ttls = [t for r in plan.resolved.values() for _, t in r.addresses]
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.resolved_at or time.time()))
         ttl_text = f"; shortest TTL {min(ttls)}s: addresses change, re-export before then" if ttls else ""
-        lines.append(f"# names resolved at {when} via {plan.resolver}{ttl_text}")
-    return lines
+        lines.append(f"names resolved at {when} via {plan.resolver}{ttl_text}")
+    lines += [f"warning: {w}" for w in plan.messages.warnings]
+    return [comment(line) for line in lines]
+
+
+#: Characters an iptables ``--comment "..."`` keeps as they are; the rest is percent-encoded (UTF-8).
+_IPT_COMMENT_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - set("\"'\\%`$")
 
 
 def comment_text(text: str, limit: int = 255) -> str:
-    clean = "".join(c if c.isprintable() and c not in "\"'\\" else "_" for c in text)
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+    """Text for ``-m comment --comment "..."``: no quote, backslash or shell character to end or bend the
+    argument, nothing outside printable ASCII; at most ``limit`` characters (the module's limit is 256)."""
+    pieces = [c if c in _IPT_COMMENT_CHARS else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+              for c in text]  # fmt: skip
+    if sum(map(len, pieces)) <= limit:
+        return "".join(pieces)
+    out, size = [], 0
+    for piece in pieces:  # cut between pieces, never inside a %XX
+        if size + len(piece) > limit - 3:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out) + "..."

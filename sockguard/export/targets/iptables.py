@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sockguard.export.model import Net, Service
+from sockguard.export.model import Net, Service, merge_entries
 from sockguard.export.plan import Plan
 from sockguard.export.targets.common import (
     address_allows,
@@ -37,6 +37,8 @@ def _ipt_lines(net: Net, service: Service, comment: str, target: str) -> list[st
     tail = f'-m comment --comment "{comment_text(comment)}" -j {target}'
     if service.is_all:
         return [f"{base} {tail}"]
+    if not service.ports:
+        return []  # other protocols only: no port list, and never an empty one (the caller warns)
     out = []
     for proto in ("tcp", "udp"):
         for chunk in _multiport_chunks(service.ports):
@@ -51,8 +53,8 @@ def _ipt_lines(net: Net, service: Service, comment: str, target: str) -> list[st
 def render_iptables(plan: Plan, version: int) -> str:
     """``iptables-restore`` (IPv4) or ``ip6tables-restore`` (IPv6) input: chain SOCKGUARD-EGRESS."""
     target = "iptables" if version == 4 else "ip6tables"
-    all_allows = dns_entries(plan) + address_allows(plan, target)
-    denies = deny_entries_for(plan, target, all_allows)
+    all_allows = merge_entries(dns_entries(plan) + address_allows(plan, target))
+    denies = merge_entries(deny_entries_for(plan, target, all_allows))
     note_name_denies(plan, target)
     note_local_dns(plan, target)
     other_family = sorted({e.label for e in all_allows + denies if e.net.version != version})
@@ -72,14 +74,18 @@ def render_iptables(plan: Plan, version: int) -> str:
     for e in all_allows:
         if e.net.version != version:
             continue
-        if e.service.partial_other:
+        if e.service.partial_other and not e.service.ports:
+            plan.messages.warn(
+                f"{target}: {e.label}: only other protocols (icmp, ...) are left after the denies, and iptables "
+                "cannot match 'neither tcp nor udp' in one rule; not exported (narrower)"
+            )
+        elif e.service.partial_other:
             plan.messages.warn(
                 f"{target}: {e.label}: other protocols (icmp, ...) cannot be allowed next to a partial port list "
                 "in one rule; only tcp/udp are exported (narrower)"
             )
         body += _ipt_lines(e.net, e.service, e.label, "ACCEPT")
     lines = header_lines(plan, target)
-    lines += [f"# warning: {w}" for w in plan.messages.warnings]
     lines += [
         f"# Load with: {target}-restore --noflush FILE (creates or flushes chain {CHAIN}, adds the OUTPUT jump;",
         "# a jump added twice is harmless: the chain ends every packet with ACCEPT or REJECT).",

@@ -21,13 +21,30 @@ def _k8s_ports(service: Service) -> list[dict[str, Any]]:
     return out
 
 
+#: Kubernetes refuses an object whose annotations exceed 256 KiB in total; keep well below it.
+MAX_ANNOTATION = 64 * 1024
+
+
+def _bounded_lines(lines: list[str], limit: int) -> str:
+    """The lines joined, cut to at most ``limit`` characters with a count of what was left out."""
+    kept: list[str] = []
+    size = 0
+    for i, line in enumerate(lines):
+        if size + len(line) + 1 > limit - 100:
+            kept.append(f"... and {len(lines) - i} more warning(s) (see the export's stderr)")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
 def metadata(plan: Plan, name: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if plan.k8s.namespace:
         meta["namespace"] = plan.k8s.namespace
     annotations = {"sockguard/source": plan.source}
     if plan.messages.warnings:
-        annotations["sockguard/warnings"] = "\n".join(plan.messages.warnings)
+        annotations["sockguard/warnings"] = _bounded_lines(plan.messages.warnings, MAX_ANNOTATION)
     meta["annotations"] = annotations
     return meta
 
@@ -59,12 +76,21 @@ def render_k8s(plan: Plan) -> str:
     containers = maximal_nets(e.net for e in allows)
     uses_ranges = False
     for service, segs in group_by_service(segments).items():
+        if not service.ports and not service.is_all:
+            plan.messages.warn(
+                f"k8s: {', '.join(n.text() for s in segs[:5] for n in s.nets()[:1])}: only other protocols (icmp, "
+                "...) are left after the denies, and a NetworkPolicy rule without ports would allow every port; "
+                "not exported (narrower)"
+            )
+            continue
         peers = []
         for net, holes in blocks_with_except(segs, containers):
             block: dict[str, Any] = {"cidr": net.text()}
             if holes:
                 block["except"] = [h.text() for h in holes]
             peers.append({"ipBlock": block})
+        if not peers:  # "to: []" would mean every destination
+            continue
         rule: dict[str, Any] = {"to": peers}
         if not service.is_all:
             if service.other:

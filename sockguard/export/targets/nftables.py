@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sockguard.export.model import Entry, Net, Service, dedupe_nested
+from sockguard.export.model import Entry, Net, Service, dedupe_nested, merge_entries
 from sockguard.export.plan import Plan
 from sockguard.export.targets.common import (
     address_allows,
+    comment,
     deny_entries_for,
     dns_entries,
     header_lines,
@@ -38,20 +39,20 @@ def render_nftables(plan: Plan) -> str:
         name = f"{kind}_v{version}_{counter[kind]}"
         body = [
             f"\tset {name} {{",
-            f"\t\t# {kind}: {service.describe()}",
+            f"\t\t{comment(kind + ': ' + service.describe())}",
             f"\t\ttype {'ipv4_addr' if version == 4 else 'ipv6_addr'}",
             "\t\tflags interval",
             "\t\telements = {",
         ]
         for net, labels in dedupe_nested(items):
-            body.append(f"\t\t\t{net.short()},  # {'; '.join(labels)}".replace("\n", " "))
+            body.append(f"\t\t\t{net.short()},  {comment('; '.join(labels))}")
         body += ["\t\t}", "\t}"]
         sets.append("\n".join(body))
         return name
 
     def emit(kind: str, entries: list[Entry], verdict: str) -> None:
         grouped: dict[tuple[int, Service], list[tuple[Net, str]]] = {}
-        for e in entries:
+        for e in merge_entries(entries):
             grouped.setdefault((e.net.version, e.service), []).append((e.net, e.label))
         for (version, service), items in sorted(grouped.items(), key=lambda kv: (kv[0][0], not kv[0][1].is_all)):
             name = add_set(kind, version, service, items)
@@ -72,7 +73,6 @@ def render_nftables(plan: Plan) -> str:
     emit("allow", allows, "accept")
 
     lines = header_lines(plan, "nftables")
-    lines += [f"# warning: {w}" for w in plan.messages.warnings]
     lines += [
         "# Load with: nft -f FILE (replaces table inet sockguard only; other tables are untouched).",
         "table inet sockguard",
