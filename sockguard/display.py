@@ -34,11 +34,23 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
-def ascii_printable(text: object) -> str:
+def ascii_printable(text: object, *, backslash: bool = True) -> str:
     """For places that take printable ASCII only (firewall comments, labels other tools parse): everything
-    else, and the backslash itself, is escaped, so the result is unambiguous and one line."""
+    else is escaped, so the result is one line of ASCII; so is the backslash itself unless ``backslash`` is
+    False (text that went through :func:`portable` already, whose escapes should stay readable)."""
     text = str(text)
-    return "".join(c if c in _ASCII_PRINTABLE and c != "\\" else _escape(c) for c in text)
+    return "".join(c if c in _ASCII_PRINTABLE and (c != "\\" or not backslash) else _escape(c) for c in text)
+
+
+def portable(text: object) -> str:
+    """:func:`printable`, and characters beyond the Basic Multilingual Plane escaped too: the text survives
+    JSON that YAML parsers must read the same way (JSON writes U+1F600 as a surrogate pair ``\\ud83d\\ude00``,
+    which YAML 1.1 parsers read as two lone surrogates) and a terminal alike. For free text in generated
+    files and messages: configuration paths, DNS error messages, warnings."""
+    text = printable(text)
+    if all(ord(c) < 0x10000 for c in text):
+        return text
+    return "".join(c if ord(c) < 0x10000 else _escape(c) for c in text)
 
 
 def unicode_text(text: str) -> str:
@@ -54,5 +66,10 @@ def unicode_text(text: str) -> str:
 def path_text(path: str | bytes) -> str:
     """A file name as valid Unicode: bytes that are not UTF-8 (kept by the OS as surrogate escapes) become
     ``\\xNN``, so the name can be written to UTF-8 JSON/SARIF and still be told apart from others."""
-    raw = os.fsencode(path)
+    if isinstance(path, bytes):
+        return path.decode("utf-8", "backslashreplace")
+    try:
+        raw = os.fsencode(path)  # undecodable bytes come back as they were on disk
+    except UnicodeEncodeError:  # a lone surrogate that is no surrogate escape: not a name read from disk
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
     return raw.decode("utf-8", "backslashreplace")

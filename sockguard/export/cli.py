@@ -52,7 +52,7 @@ def parse_server(text: str, option: str) -> tuple[Address, int]:
         raise UsageError(f"{option} {text!r}: give an address, not a network")
     port = 53
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not 0 < int(port_text) <= 65535:
             raise UsageError(f"{option} {text!r}: port must be 1-65535")
         port = int(port_text)
     return (version, value), port
@@ -66,9 +66,10 @@ def _server_text(server: tuple[Address, int]) -> str:
     return f"[{shown}]:{port}" if addr[0] == 6 else f"{shown}:{port}"
 
 
-_LABEL_PART = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Kubernetes' label and name syntax, matched whole (fullmatch: "$" would also accept a trailing newline).
+_LABEL_PART = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
@@ -81,10 +82,10 @@ def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
             eq
             and name
             and len(name) <= 63
-            and _LABEL_PART.match(name)
+            and _LABEL_PART.fullmatch(name)
             and len(value) <= 63
-            and _LABEL_PART.match(value)
-            and (not slash or (len(prefix) <= 253 and _DNS_SUBDOMAIN.match(prefix)))
+            and _LABEL_PART.fullmatch(value)
+            and (not slash or (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)))
         )
         if not ok:
             raise UsageError(f"{option} {item!r}: expected KEY=VALUE with Kubernetes label syntax")
@@ -93,10 +94,10 @@ def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
 
 
 def k8s_options(args: argparse.Namespace) -> K8sOptions:
-    if len(args.name) > 253 or not _DNS_SUBDOMAIN.match(args.name):
+    if len(args.name) > 253 or not _DNS_SUBDOMAIN.fullmatch(args.name):
         raise UsageError(f"--name {args.name!r}: must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')")
     for option, value in (("--namespace", args.namespace), ("--dns-namespace", args.dns_namespace)):
-        if value is not None and (len(value) > 63 or not _DNS_LABEL.match(value)):
+        if value is not None and (len(value) > 63 or not _DNS_LABEL.fullmatch(value)):
             raise UsageError(f"{option} {value!r}: must be a lowercase DNS label (a-z, 0-9, '-')")
     match = re.fullmatch(r"(\d+)\.(\d+)", args.cilium_version)
     if not match:

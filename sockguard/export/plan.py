@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sockguard.addresses import Address
+from sockguard.display import path_text, portable
 from sockguard.export.model import NameAllow, name_allows
 from sockguard.rules import Rule, parse_rule
 
@@ -30,11 +31,13 @@ class Messages:
     _said: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def warn(self, text: str) -> None:
+        text = portable(text)  # may quote a DNS error: printed on a terminal, written into files
         if ("w", text) not in self._said:
             self._said.add(("w", text))
             self.warnings.append(text)
 
     def note(self, text: str) -> None:
+        text = portable(text)
         if ("n", text) not in self._said:
             self._said.add(("n", text))
             self.notes.append(text)
@@ -96,12 +99,12 @@ def build_plan(
     deny_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
     names, cancelled = name_allows(allow_rules, deny_rules)
     plan = Plan(
-        source=source,
+        source=portable(path_text(source)),  # a file name: any bytes, shown escaped
         allow=allow_rules,
         deny=deny_rules,
         names=names,
         allow_loopback=allow_loopback,
-        resolver=resolver_name,
+        resolver=portable(resolver_name),
         dns_servers=list(dns_servers or []),
         dns=dns,
         k8s=k8s or K8sOptions(),

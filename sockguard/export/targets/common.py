@@ -104,7 +104,7 @@ def address_allows(plan: Plan, target: str) -> list[Entry]:
 def comment(text: str) -> str:
     """A ``#`` comment line of a host-firewall file: printable ASCII only, every other character (a newline
     above all: it would end the comment and start a rule) written as a ``\\xNN`` escape."""
-    return "# " + ascii_printable(text)
+    return "# " + ascii_printable(text, backslash=False)  # free text reached here through display.portable()
 
 
 def header_lines(plan: Plan, target: str) -> list[str]:

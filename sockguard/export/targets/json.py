@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from sockguard.addresses import classify, format_address
+from sockguard.display import portable
 from sockguard.export.model import net_of
 from sockguard.export.plan import Plan
 from sockguard.rules import Rule
@@ -27,7 +28,7 @@ def render_json(plan: Plan) -> str:
                 {"address": format_address(a), "ttl": t, "category": classify(a)} for a, t in found.addresses
             ]
             if found.error:
-                data["error"] = found.error
+                data["error"] = portable(found.error)
                 plan.messages.warn(f"json: {rule.text!r}: cannot resolve {rule.host} ({found.error})")
         return data
 
