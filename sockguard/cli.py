@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sockguard.display import printable
+
 EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
 
 #: Subcommands that live in their own modules: name -> (module, help). Each module
@@ -40,7 +42,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         api.install(args.allow or None, args.deny or None, mode="enforce", from_environment=True)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(printable(exc), file=sys.stderr)
         return EXIT_CONFIG
     results = []
     for target in args.targets:
@@ -115,7 +117,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         settings = load_settings()
         settings.build_policy()
     except (ConfigError, ValueError) as exc:
-        print(exc, file=sys.stderr)
+        print(printable(exc), file=sys.stderr)
         return EXIT_CONFIG
     data = {
         "source": settings.source,

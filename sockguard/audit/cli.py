@@ -20,6 +20,7 @@ from sockguard.audit.auditor import AuditError, Auditor, Progress
 from sockguard.audit.baseline import BaselineWriter, Suppressor, load_baseline
 from sockguard.audit.findings import RANK, SEVERITIES, Finding
 from sockguard.audit.output import Tally, json_chunks, text_chunks
+from sockguard.display import printable
 from sockguard.errors import ConfigError, RuleError
 from sockguard.paths import write_atomically
 
@@ -93,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
             if not os.path.lexists(path):
                 raise AuditError(f"{path}: no such file or directory")
     except (AuditError, ConfigError) as exc:
-        print(f"sockguard audit: {exc}", file=sys.stderr)
+        print(f"sockguard audit: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     progress = Progress(args.progress or sys.stderr.isatty())
     auditor = Auditor(policy, include_tests=args.include_tests, exclude=args.exclude, progress=progress)
@@ -141,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"sockguard audit: cannot write {args.output or 'stdout'}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
     except AuditError as exc:  # a path vanished during the scan
-        print(f"sockguard audit: {exc}", file=sys.stderr)
+        print(f"sockguard audit: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         progress.done()

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable
 
 from sockguard.addresses import Address, format_address, parse_network
+from sockguard.display import printable
 from sockguard.errors import ConfigError, RuleError
 from sockguard.export.plan import ADDRESS_FORMATS, K8sOptions, Resolver, build_plan
 from sockguard.export.resolve import dns_resolver, system_nameservers
@@ -173,7 +174,7 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
     except (ConfigError, RuleError, UsageError) as exc:
-        print(f"sockguard export: {exc}", file=sys.stderr)
+        print(f"sockguard export: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     dns_source = "--dns-server"
     if not dns_servers and not args.no_dns and fmt in ADDRESS_FORMATS:
@@ -206,7 +207,7 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         try:
             write_atomically(args.output, [text])
         except OSError as exc:
-            print(f"sockguard export: cannot write {args.output}: {exc}", file=sys.stderr)
+            print(f"sockguard export: cannot write {printable(args.output)}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
     else:
         sys.stdout.write(text)

@@ -137,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _error(message: str) -> int:
-    print(f"sockguard report: {message}", file=sys.stderr)
+    print(f"sockguard report: {safe(message)}", file=sys.stderr)
     return EXIT_USAGE
 
 
