@@ -25,31 +25,54 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _parse_target(target: str) -> tuple[str, int | None]:
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    if target.count(":") == 1:
-        host, _, port = target.partition(":")
-        if port.isdigit():
-            return host, int(port)
-    return target, None
+    """``HOST``, ``HOST:PORT``, ``[IPV6]:PORT`` or a bare IPv6 address; ValueError names the problem."""
+    from sockguard.rules import split_host_port
+
+    host, port_text = split_host_port(target.strip())
+    if not host:
+        raise ValueError(f"{target!r}: no host")
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 0 < int(port_text) <= 65535):
+        raise ValueError(f"{target!r}: port must be 1-65535")
+    return host, int(port_text)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when every target is allowed, 1 when one is blocked, 2 for a broken configuration or a target
+    no client can use (a malformed URL, a bad port)."""
     from sockguard import api
     from sockguard.errors import ConfigError
+    from sockguard.urls import decide
 
     try:
         api.install(args.allow or None, args.deny or None, mode="enforce", from_environment=True)
     except ConfigError as exc:
         print(printable(exc), file=sys.stderr)
         return EXIT_CONFIG
+    policy = api.guard.current().policy
     results = []
+    broken = False
     for target in args.targets:
+        clients: list[dict[str, object]] = []
         if "://" in target:
-            decision = api.check_url(target)
+            verdict = decide(policy, target)
+            decision = verdict.decision
+            for attempt, result in verdict.results:
+                clients.append({"client": attempt.client, "host": attempt.host, "port": attempt.port,
+                                "allowed": None if result is None else result.allowed,
+                                "reason": attempt.error if result is None else result.reason})  # fmt: skip
+            if not verdict.usable:
+                broken = True
+                print(f"sockguard check: {printable(target)}: {printable(decision.detail)}", file=sys.stderr)
+                continue
         else:
-            host, port = _parse_target(target)
+            try:
+                host, port = _parse_target(target)
+            except ValueError as exc:
+                broken = True
+                print(f"sockguard check: {printable(exc)}", file=sys.stderr)
+                continue
             decision = api.check(host, port)
         results.append(
             {
@@ -58,16 +81,25 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "reason": decision.reason,
                 "rule": decision.rule,
                 "detail": decision.detail,
+                **({"clients": clients} if clients else {}),
             }
         )
         if args.format == "text":
-            verdict = "allowed" if decision.allowed else "BLOCKED"
+            verdict_text = "allowed" if decision.allowed else "BLOCKED"
             rule = f" by rule {decision.rule!r}" if decision.rule else ""
-            print(
-                f"{target}: {verdict} ({decision.reason}{rule}){'' if decision.allowed else ': ' + decision.explain()}"
-            )
+            why = "" if decision.allowed else ": " + decision.explain()
+            print(printable(f"{target}: {verdict_text} ({decision.reason}{rule}){why}"))
+            if len({(c["host"], c["port"]) for c in clients}) > 1:  # the clients read the URL differently
+                for c in clients:
+                    where = f"{c['host']}:{c['port']}" if c["host"] is not None else f"refuses it ({c['reason']})"
+                    state = (
+                        "" if c["allowed"] is None else (" allowed" if c["allowed"] else f" BLOCKED ({c['reason']})")
+                    )
+                    print(printable(f"    {c['client']}: {where}{state}"))
     if args.format == "json":
         print(json.dumps(results, indent=2))
+    if broken:
+        return EXIT_CONFIG
     return EXIT_OK if all(r["allowed"] for r in results) else EXIT_BLOCKED
 
 

@@ -332,9 +332,18 @@ class Policy:
             return Decision(False, DENIED, rule.text)
         if self.allow_loopback and is_loopback(addr):
             return Decision(True, LOOPBACK)
-        rule = self._allow_nets.match(addr, port)
-        if rule is None and routable is not addr:
+        if routable is addr:
+            rule = self._allow_nets.match(addr, port)
+        else:
+            # IPv4 in IPv6 clothing (mapped: IPv4 on the wire; NAT64: the translator connects to the IPv4 host)
+            # is the IPv4 host: IPv4 rules decide (a rule written inside ::ffff:0:0/96 is one), and an IPv6 rule
+            # only if written for the embedding itself (prefix >= 96, e.g. 64:ff9b::/96). A broad IPv6 rule
+            # such as ::/0 must not admit [::ffff:169.254.169.254] while 169.254.169.254 is blocked.
             rule = self._allow_nets.match(routable, port)
+            if rule is None:
+                rule = self._allow_nets.match(addr, port)
+                if rule is not None and rule.prefix < 96:
+                    rule = None
         if rule is not None:
             return Decision(True, ALLOWED_IP, rule.text)
         category = classify(addr)

@@ -514,7 +514,12 @@ def ref_address(
             return DENIED
     if loopback and is_loopback(address):
         return LOOPBACK
-    if any(covers(r, f) and port_ok(r, port, False) for r in allow for f in {address, routable_of(address)}):
+    routable = routable_of(address)
+    if routable == address and any(covers(r, address) and port_ok(r, port, False) for r in allow):
+        return ALLOWED_IP
+    if routable != address and any(  # IPv4 in IPv6 clothing: IPv4 rules, or IPv6 rules for the embedding itself
+        (covers(r, routable) or (covers(r, address) and r.prefix >= 96)) and port_ok(r, port, False) for r in allow
+    ):
         return ALLOWED_IP
     if name is None:
         return RAW_IP
@@ -819,3 +824,22 @@ def test_hundred_thousand_rules() -> None:
     assert policy.check_address("10.120.200.1", 443).rule == "10.120.0.0/16"
     per_lookup = (time.perf_counter() - started) / probes
     print(f"\n100k-rule policy: build {built * 1000:.0f} ms, {per_lookup * 1e6:.2f} us per check ({probes} checks)")
+
+
+@pytest.mark.parametrize(
+    ("allow", "address", "allowed"),
+    [
+        (["::/0"], "::ffff:169.254.169.254", False),  # IPv4 on the wire: a broad IPv6 rule does not admit it
+        (["::/0"], "64:ff9b::a9fe:a9fe", False),  # NAT64: the translator connects to 169.254.169.254
+        (["::/0"], "::ffff:198.51.100.7", False),
+        (["::/0"], "2001:db8::7", True),
+        (["2000::/3", "198.51.100.0/24"], "::ffff:198.51.100.7", True),  # the IPv4 rule decides
+        (["64:ff9b::/96"], "64:ff9b::c633:6407", True),  # a rule written for NAT64 destinations
+        (["[::ffff:0:0/96]"], "::ffff:198.51.100.7", True),  # a rule written inside the mapped range
+        (["[::ffff:0:0/96]"], "198.51.100.7", True),
+    ],
+)
+def test_ipv4_in_ipv6_clothing_is_decided_as_the_ipv4_host(allow: list[str], address: str, allowed: bool) -> None:
+    """Issue 17, item 11: with ``--allow ::/0`` the mapped form of the metadata address was allowed while the
+    address itself was blocked; ``sockguard check`` and the runtime now agree, on the stricter answer."""
+    assert Policy(allow, allow_loopback=False).check_address(address, 443).allowed is allowed
