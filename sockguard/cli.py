@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sockguard.breadth import warn_broad
 from sockguard.display import printable
 
 EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
@@ -51,6 +52,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(printable(exc), file=sys.stderr)
         return EXIT_CONFIG
     policy = api.guard.current().policy
+    if warn_broad(policy.allow, args.strict, "sockguard check"):
+        return EXIT_CONFIG
     results = []
     broken = False
     for target in args.targets:
@@ -151,6 +154,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(printable(exc), file=sys.stderr)
         return EXIT_CONFIG
+    if warn_broad(settings.allow, args.strict, "sockguard status"):
+        return EXIT_CONFIG
     data = {
         "source": settings.source,
         "mode": settings.mode,
@@ -212,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-native", dest="native", action="store_false", help="do not preload the native layer (docs/native.md)"
     )
     run.add_argument(
-        "--strict", action="store_true", help="refuse to start a program the native layer cannot guard (static, setuid)"
+        "--strict",
+        action="store_true",
+        help="refuse to start a program the native layer cannot guard (static, setuid), or with a rule broader "
+        "than it looks (a public suffix, 0.0.0.0/0)",
     )
     run.add_argument(
         "--log-special",
@@ -227,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_flags(check)
     check.add_argument("targets", nargs="+", metavar="URL|HOST[:PORT]")
     check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--strict", action="store_true", help="exit 2 if a rule allows a public suffix or 0.0.0.0/0")
     check.set_defaults(func=cmd_check)
 
     status = sub.add_parser(
@@ -234,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the configuration in force here (exit 2 if it is broken, 1 if the decision log cannot be written)",
     )
     status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--strict", action="store_true", help="exit 2 if a rule allows a public suffix or 0.0.0.0/0")
     status.set_defaults(func=cmd_status)
 
     pythonpath = sub.add_parser("pythonpath", help="print the directory to put on PYTHONPATH (Dockerfiles)")

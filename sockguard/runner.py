@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from sockguard.breadth import warn_broad
 from sockguard.children import isolation_warning
 from sockguard.config import config_path, load_settings, with_flags
 from sockguard.display import printable
@@ -105,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(printable(exc), file=sys.stderr)  # a path or value from the environment: escaped
         print("sockguard: not starting the program (fix the configuration above)", file=sys.stderr)
+        return 2
+    if warn_broad(load_settings(env, os.getcwd()).allow, getattr(args, "strict", False), "sockguard"):
+        print("sockguard: not starting the program", file=sys.stderr)
         return 2
     warning = isolation_warning(argv)
     if warning:

@@ -20,6 +20,7 @@ from sockguard.audit.auditor import AuditError, Auditor, Progress
 from sockguard.audit.baseline import BaselineWriter, Suppressor, load_baseline
 from sockguard.audit.findings import RANK, SEVERITIES, Finding
 from sockguard.audit.output import Tally, json_chunks, text_chunks
+from sockguard.breadth import warn_broad
 from sockguard.display import printable
 from sockguard.errors import ConfigError, RuleError
 from sockguard.paths import write_atomically
@@ -72,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip files and directories matching GLOB (relative path or name; repeatable), e.g. 'build'",
     )
     parser.add_argument(
-        "--strict", action="store_true", help="exit 1 when a file or value could not be scanned (in full)"
+        "--strict",
+        action="store_true",
+        help="exit 1 when a file or value could not be scanned (in full), or a rule allows a public suffix",
     )
     parser.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a TTY")
 
@@ -96,6 +99,7 @@ def main(args: argparse.Namespace) -> int:
     except (AuditError, ConfigError) as exc:
         print(f"sockguard audit: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    too_broad = warn_broad(settings.allow, args.strict, "sockguard audit")
     progress = Progress(args.progress or sys.stderr.isatty())
     auditor = Auditor(policy, include_tests=args.include_tests, exclude=args.exclude, progress=progress)
     for own in (args.baseline, args.write_baseline, args.output):
@@ -146,6 +150,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     finally:
         progress.done()
+    if too_broad:
+        return EXIT_FINDINGS
     if args.strict and auditor.stats.problem_count:
         print(
             f"sockguard audit: {auditor.stats.problem_count} file(s) or value(s) not scanned and --strict: exit 1",

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable
 
 from sockguard.addresses import Address, format_address, parse_network
+from sockguard.breadth import broad_rules
 from sockguard.display import printable
 from sockguard.errors import ConfigError, RuleError
 from sockguard.export.plan import ADDRESS_FORMATS, K8sOptions, Resolver, build_plan
@@ -194,6 +195,8 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         dns=not args.no_dns,
         k8s=options,
     )
+    for warning in broad_rules(settings.allow):  # a public suffix or 0.0.0.0/0: allowed, but said (--strict)
+        plan.messages.warn(f"{fmt}: {warning}")
     if settings.mode != "enforce":
         plan.messages.note(f"{fmt}: the policy's mode is {settings.mode}; the export enforces it regardless")
     if fmt in ADDRESS_FORMATS and not args.no_dns:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sockguard.addresses import METADATA_NAMES, classify, parse_address
+from sockguard.breadth import shared_suffix
 from sockguard.errors import RuleError
 from sockguard.report.fields import DECISIONS, DENIED, LOOPBACK, by_count, counts_text, iso, list_text, safe
 from sockguard.report.summary import Destination, Summary
@@ -16,10 +17,6 @@ from sockguard.rules import parse_rule
 RAW_IP_NOTE = (
     "raw IP, no name was used: the rule outlives the service's address, and whoever holds the address "
     "next inherits the access; prefer connecting by name"
-)
-# Second-level labels under which a two-label domain is a public suffix (co.uk, com.au ...).
-_PUBLIC_SECOND = frozenset(
-    ("ac", "co", "com", "edu", "gov", "go", "gob", "ltd", "mil", "ne", "net", "nic", "or", "org")
 )
 
 
@@ -77,11 +74,6 @@ def _scoped(host: str, ports: set[int], port_limit: int) -> list[str]:
     if ports and len(ports) <= port_limit:
         return [_rule_for(host, p) for p in sorted(ports)]
     return [host]
-
-
-def _public_suffix_like(domain: str) -> bool:
-    labels = domain.split(".")
-    return len(labels) < 2 or (len(labels) == 2 and len(labels[1]) == 2 and labels[0] in _PUBLIC_SECOND)
 
 
 def _about(dests: list[Destination]) -> str:
@@ -197,7 +189,7 @@ def _name_rules(
         siblings: dict[str, list[str]] = {}
         for name in names:
             parent = name.partition(".")[2]
-            if parent and not _public_suffix_like(parent):
+            if parent and not shared_suffix(parent):
                 siblings.setdefault(parent, []).append(name)
         for parent, children in sorted(siblings.items(), key=lambda kv: _domain_order(kv[0])):
             if len(children) <= threshold:
