@@ -3,7 +3,7 @@
 
 A URL is not one destination: the clients parse it differently, and the name a client hands to the socket
 is what the guard decides on. Measured on requests 2.32 / urllib3 2.x, httpx 0.27-0.28, CPython 3.11-3.13's
-urllib, the disagreements that matter (docs/check-urls.md has the full table):
+urllib, the disagreements that matter (docs/check.md has the full table):
 
 * ``http://evil.test\\@api.example/``: urllib3 (requests) ends the authority at the backslash and connects
   to ``evil.test``; httpx reads ``evil.test\\`` as userinfo and connects to ``api.example``; urllib hands
