@@ -261,6 +261,26 @@ def cidr_entries(rules: Iterable[Rule]) -> list[Entry]:
     return out
 
 
+#: IPv6 ranges whose addresses the policy decides as their IPv4 host (mapped, NAT64): an IPv6 allow rule admits
+#: them only when written for the range itself (prefix >= 96), as Policy.check_address does.
+IPV4_CLOTHING = (Net(6, 0xFFFF << 32, 96), Net(6, 0x0064FF9B << 96, 96))
+
+
+def allow_entries(rules: Iterable[Rule]) -> list[Entry]:
+    """CIDR allow rules as entries (:func:`cidr_entries`), with what a broad IPv6 rule (prefix < 96, e.g.
+    ``::/0``) does not admit carved out of it: the mapped and NAT64 ranges, where the IPv4 host decides."""
+    out = []
+    for entry in cidr_entries(rules):
+        net = entry.net
+        cut = [c for c in IPV4_CLOTHING if net.version == 6 and net.prefix < 96 and net.overlaps(c)]
+        if not cut:
+            out.append(entry)
+            continue
+        for lo, hi in subtract([(net.first, net.last)], [(c.first, c.last) for c in cut]):
+            out += [Entry(piece, entry.service, entry.label) for piece in range_to_nets(6, lo, hi)]
+    return out
+
+
 def deny_entries(
     rules: Iterable[Rule], v6_allows: Sequence[Net], any_v6: bool = False
 ) -> tuple[list[Entry], list[Entry]]:
@@ -523,7 +543,7 @@ def name_unreachable(allow_rules: Iterable[Rule]) -> list[Segment]:
         if net.version == 4:
             internal += [Entry(twin, ALL, f"{category} (as IPv6)") for twin in embeddings(net)]
     internal.append(Entry(TEREDO, ALL, "teredo"))
-    allows = cidr_entries(allow_rules)
+    allows = allow_entries(allow_rules)
     allows += [Entry(twin, e.service, e.label) for e in allows if e.net.version == 4 for twin in routable_forms(e.net)]
     return flatten(internal, allows, keep_labels=False)
 

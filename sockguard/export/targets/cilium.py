@@ -10,7 +10,7 @@ from sockguard.export.model import (
     TEREDO,
     Net,
     Service,
-    cidr_entries,
+    allow_entries,
     maximal_nets,
     merge_entries,
     name_unreachable,
@@ -140,7 +140,7 @@ def render_cilium(plan: Plan) -> str:
             uses_ranges = uses_ranges or any(hi > lo for lo, hi in service.ports)
         egress.append(rule_out)
 
-    allows = merge_entries(cidr_entries(plan.allow_cidrs))
+    allows = merge_entries(allow_entries(plan.allow_cidrs))
     cidr_groups: dict[Service, list[Net]] = {}
     for entry in allows:
         cidr_groups.setdefault(entry.service, []).append(entry.net)

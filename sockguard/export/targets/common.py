@@ -7,7 +7,7 @@ import time
 
 from sockguard.addresses import classify, format_address
 from sockguard.display import ascii_printable
-from sockguard.export.model import Entry, Service, cidr_entries, deny_entries, host_net
+from sockguard.export.model import Entry, Service, allow_entries, deny_entries, host_net
 from sockguard.export.plan import Plan
 
 
@@ -57,7 +57,7 @@ def address_allows(plan: Plan, target: str) -> list[Entry]:
     Addresses sockguard would refuse for a name (internal ranges, metadata) are left
     out, as the guard blocks them unless an IP/CIDR rule covers them.
     """
-    entries = cidr_entries(plan.allow_cidrs)
+    entries = allow_entries(plan.allow_cidrs)
     for name in plan.names:
         rule = name.rule
         if rule.kind == "wildcard":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sockguard.export.model import Service, blocks_with_except, cidr_entries, flatten, group_by_service, maximal_nets
+from sockguard.export.model import Service, allow_entries, blocks_with_except, flatten, group_by_service, maximal_nets
 from sockguard.export.plan import Plan
 from sockguard.export.targets.common import deny_entries_for, note_name_denies
 
@@ -71,7 +71,7 @@ def render_k8s(plan: Plan) -> str:
                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
             }
         )
-    allows = cidr_entries(plan.allow_cidrs)
+    allows = allow_entries(plan.allow_cidrs)
     segments = flatten(allows, deny_entries_for(plan, "k8s", allows), keep_labels=False)
     containers = maximal_nets(e.net for e in allows)
     uses_ranges = False
