@@ -42,16 +42,17 @@ def _parse_target(target: str) -> tuple[str, int | None]:
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when every target is allowed, 1 when one is blocked, 2 for a broken configuration or a target
     no client can use (a malformed URL, a bad port)."""
-    from sockguard import api
-    from sockguard.errors import ConfigError
+    from sockguard.config import load_settings
+    from sockguard.errors import ConfigError, RuleError
     from sockguard.urls import decide
 
-    try:
-        api.install(args.allow or None, args.deny or None, mode="enforce", from_environment=True)
-    except ConfigError as exc:
-        print(printable(exc), file=sys.stderr)
+    try:  # the policy in force here, extended by the flags; nothing is installed in this process
+        settings = load_settings()
+        settings.extend(args.allow or (), args.deny or (), "--")
+        policy = settings.build_policy()
+    except (ConfigError, RuleError) as exc:
+        print(printable(f"sockguard: {exc}" if isinstance(exc, RuleError) else exc), file=sys.stderr)
         return EXIT_CONFIG
-    policy = api.guard.current().policy
     if warn_broad(policy.allow, args.strict, "sockguard check"):
         return EXIT_CONFIG
     results = []
@@ -76,7 +77,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 broken = True
                 print(f"sockguard check: {printable(exc)}", file=sys.stderr)
                 continue
-            decision = api.check(host, port)
+            decision = policy.check_name(host, port)
         results.append(
             {
                 "target": target,
