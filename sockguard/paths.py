@@ -40,6 +40,19 @@ def write_atomically(path: str, chunks: Iterable[str] | bytes, permissions: int 
         raise
 
 
+def write_output(path: str | None, chunks: Iterable[str]) -> None:
+    """A tool's report: to ``path`` atomically (``-o FILE``), else streamed to stdout chunk by chunk. Raises
+    OSError (BrokenPipeError when stdout's reader went away: the caller decides what that means)."""
+    if path:
+        write_atomically(path, chunks)
+        return
+    import sys
+
+    for chunk in chunks:
+        sys.stdout.write(chunk)
+    sys.stdout.flush()
+
+
 def _write(fd: int, chunks: Iterable[str] | bytes) -> None:
     if isinstance(chunks, bytes):
         with os.fdopen(fd, "wb") as fh:

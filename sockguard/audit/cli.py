@@ -23,7 +23,7 @@ from sockguard.audit.output import Tally, json_chunks, text_chunks
 from sockguard.breadth import warn_broad
 from sockguard.display import printable
 from sockguard.errors import ConfigError, RuleError
-from sockguard.paths import write_atomically
+from sockguard.paths import write_atomically, write_output
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -134,12 +134,7 @@ def main(args: argparse.Namespace) -> int:
             encoding = None if args.output else getattr(sys.stdout, "encoding", None)
             chunks = text_chunks(counted, auditor.stats, settings, tally, held, encoding or "utf-8")
         try:
-            if args.output:
-                write_atomically(args.output, chunks)
-            else:
-                for chunk in chunks:
-                    sys.stdout.write(chunk)
-                sys.stdout.flush()
+            write_output(args.output, chunks)
         except OSError as exc:
             if isinstance(exc, BrokenPipeError):
                 raise

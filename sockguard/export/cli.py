@@ -23,7 +23,7 @@ from sockguard.errors import ConfigError, RuleError
 from sockguard.export.plan import ADDRESS_FORMATS, K8sOptions, Resolver, build_plan
 from sockguard.export.resolve import dns_resolver, system_nameservers
 from sockguard.export.targets import RENDERERS, render
-from sockguard.paths import write_atomically
+from sockguard.paths import write_output
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE = 0, 1, 2
 
@@ -206,15 +206,13 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         else:
             plan.messages.note(f"{fmt}: no DNS server known (resolv.conf is empty); pass --dns-server to allow DNS")
     text = render(fmt, plan)
-    if args.output:
-        try:
-            write_atomically(args.output, [text])
-        except OSError as exc:
-            print(f"sockguard export: cannot write {printable(args.output)}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    try:
+        write_output(args.output, [text])
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        print(f"sockguard export: cannot write {printable(args.output)}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     for warning in plan.messages.warnings:
         print(f"sockguard export: warning: {warning}", file=sys.stderr)
     if not args.quiet:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-from sockguard.paths import write_atomically
+from sockguard.paths import write_atomically, write_output
 from sockguard.report.fields import MAX_DESTINATIONS, safe
 from sockguard.report.suggest import render_toml, suggest
 from sockguard.report.summary import Summary
@@ -217,12 +217,7 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _error(f"cannot write HTML to {_describe(exc)}")
     try:
-        if args.output:
-            write_atomically(args.output, text)
-        else:
-            for chunk in text:
-                sys.stdout.write(chunk)
-            sys.stdout.flush()
+        write_output(args.output, text)
     except BrokenPipeError:
         raise
     except OSError as exc:
