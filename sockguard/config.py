@@ -144,7 +144,7 @@ def _read_toml(path: str) -> dict[str, Any]:
     data = _read_bytes(path)
     try:
         return tomllib.loads(data.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"sockguard: {path} is not valid TOML: {exc}", source=path) from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the codec's error through
         raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
