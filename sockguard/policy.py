@@ -114,8 +114,11 @@ def _add_reachable(rules: list[Rule], rule: Rule) -> None:
     """Append ``rule`` to a list of rules for one host or network unless :func:`_first` could never pick it:
     after an any-port rule (which every query matches) nothing is reachable, and a second rule with the same
     ports is always preceded by the first. Decisions stay identical; 20,000 copies of a rule cost one entry."""
-    if rules and (rules[-1].ports is None or any(r.ports == rule.ports for r in rules)):
+    if rules and rules[-1].ports is None:
         return
+    for earlier in rules:  # a loop, not any(genexpr): this runs while the policy loads (see _NetNode)
+        if earlier.ports == rule.ports:
+            return
     rules.append(rule)
 
 
@@ -132,7 +135,13 @@ class _NetNode:
     def __init__(self, rules: list[Rule], parent: _NetNode | None) -> None:
         self.rules = rules  # reachable rules only (see _add_reachable), in rule order
         self.parent = parent
-        self.any_port = next((r for r in rules if r.ports is None), None)
+        # Plain loops here, no generator expressions: the policy compiles at a process's first socket use, where
+        # an asynchronous exception (a signal handler's) must come out unchanged (tests/test_async_exceptions.py).
+        self.any_port: Rule | None = None
+        for rule in rules:
+            if rule.ports is None:
+                self.any_port = rule
+                break
         # For a port: the first rule whose range holds it (else the any-port rule), by bisect over port cuts.
         self.port_starts: list[int] = []
         self.port_rules: list[Rule | None] = []

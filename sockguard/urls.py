@@ -68,6 +68,7 @@ class Attempt(NamedTuple):
     port: int | None
     error: str | None = None
     unknown: bool = False  # the outcome cannot be computed here (no ``idna`` package): count it as blocked
+    host_header: str | None = None  # a Host header that may name another host (urllib sends the URL's text)
 
 
 class UrlError(ValueError):
@@ -98,7 +99,10 @@ def decide(policy: Policy, url: str) -> UrlVerdict:
         elif attempt.host is None:
             results.append((attempt, None))
         else:
-            results.append((attempt, policy.check_name(attempt.host, attempt.port)))
+            decision = policy.check_name(attempt.host, attempt.port)
+            if decision.allowed and attempt.host_header is not None:
+                decision = _host_header(policy, attempt) or decision
+            results.append((attempt, decision))
     decided = [(a, d) for a, d in results if d is not None]
     if not decided:
         why = "; ".join(f"{a.client}: {a.error}" for a, _ in results)
@@ -130,6 +134,18 @@ def _default_port(scheme: str | None, port: int | None) -> int | None:
     return DEFAULT_PORTS.get(scheme or "")
 
 
+def _host_header(policy: Policy, attempt: Attempt) -> Decision | None:
+    """The decision the guard's HTTP layer makes on a Host header that names another host than the connection's
+    (sockguard.http.checks: a value that does not parse is decided whole, as an invalid host); None if it names
+    the connection's own host."""
+    from sockguard.http.checks import authority, same_host
+
+    host, port = authority(attempt.host_header)
+    if not host or same_host(str(attempt.host), host):
+        return None
+    return policy.check_name(host, port if port is not None else attempt.port)
+
+
 # --- urllib.request + http.client -----------------------------------------------------------------------------
 
 _HTTP_CLIENT_BAD = re.compile("[\x00-\x20\x7f]")  # http.client._contains_disallowed_url_pchar_re
@@ -157,7 +173,7 @@ def _urllib(url: str) -> Attempt:
         return Attempt(client, None, None, "unknown url type")
     scheme, rest = m.group(1).lower(), m.group(2)
     m = re.match(r"//([^/#?]*)(.*)", rest, re.DOTALL)
-    host = unquote(m.group(1)) if m else ""
+    host = header = unquote(m.group(1)) if m else ""
     if not host:
         return Attempt(client, None, None, "no host given")
     port: int | None = None
@@ -174,7 +190,9 @@ def _urllib(url: str) -> Attempt:
         host = host[1:-1]
     if _HTTP_CLIENT_BAD.search(host):  # http.client validates the host once the port is split off
         return Attempt(client, None, None, "URL can't contain control characters or spaces")
-    return _socket_port(client, host, _default_port(scheme, port))
+    # urllib.request sends the authority as written (percent-decoded) as the Host header; the guard's HTTP
+    # layer decides a Host that names another host (or does not parse: ``host:+80``) on its own.
+    return _socket_port(client, host, _default_port(scheme, port))._replace(host_header=header)
 
 
 # --- requests (urllib3.util.url.parse_url, then requote_uri) --------------------------------------------------
@@ -351,7 +369,11 @@ def _httpx(url: str) -> Attempt:
             port = int(port_text)
         except ValueError:
             return Attempt(client, None, None, f"invalid port {port_text!r}")
-    return _socket_port(client, host, _default_port(scheme, port))
+    if port is not None and port == DEFAULT_PORTS.get(scheme):
+        port = None  # httpx drops a default port, from the URL and from the Host header
+    # The Host header httpx sends: the host, and the port unless it is the default, as int() read it.
+    header = None if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return _socket_port(client, host, _default_port(scheme, port))._replace(host_header=header)
 
 
 def _socket_port(client: str, host: str, port: int | None) -> Attempt:
