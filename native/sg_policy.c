@@ -15,7 +15,7 @@ const char *const sg_reason_names[SG_REASON_COUNT] = {
 /* --- file layout (sockguard/native/blob.py) ------------------------------------------------------------ */
 
 #define HEADER_SIZE 64u
-#define VERSION 1u
+#define VERSION 2u
 enum {
     SEC_STRINGS = 1,
     SEC_RULES = 2,
@@ -184,7 +184,7 @@ int sg_policy_load(sg_policy *p, const void *data, size_t size, char *err, size_
     /* rows */
     for (uint32_t i = 0; i < p->nrules; i++) {
         const sg_rule_row *r = &p->rules[i];
-        if (!str_ok(p, r->text_off, r->text_len) || r->any_port > 1 || r->pad[0] || r->pad[1] || r->pad[2])
+        if (!str_ok(p, r->text_off, r->text_len) || r->any_port > 1 || r->prefix > 128 || r->pad[0] || r->pad[1])
             return fail(err, errlen, "bad rule row");
         if (!r->any_port && (r->port_lo == 0 || r->port_lo > r->port_hi)) return fail(err, errlen, "bad rule port range");
     }
@@ -737,8 +737,17 @@ void sg_check_address(const sg_policy *p, const sg_addr *a, long port, const cha
     }
     if (rule) return decide(p, out, 0, SG_DENIED, rule, NULL, 0);
     if ((p->flags & SG_FLAG_LOOPBACK) && sg_is_loopback(a)) return decide(p, out, 1, SG_LOOPBACK, NULL, NULL, 0);
-    rule = nets_match(p, 0, a, port, 0);
-    if (!rule && changed) rule = nets_match(p, 0, &routable, port, 0);
+    if (!changed) {
+        rule = nets_match(p, 0, a, port, 0);
+    } else {
+        /* IPv4 in IPv6 clothing (mapped, NAT64) is the IPv4 host: IPv4 rules decide, an IPv6 rule only if written
+           for the embedding itself (prefix >= 96), as in policy.py: ::/0 must not admit [::ffff:169.254.169.254]. */
+        rule = nets_match(p, 0, &routable, port, 0);
+        if (!rule) {
+            rule = nets_match(p, 0, a, port, 0);
+            if (rule && rule->prefix < 96) rule = NULL;
+        }
+    }
     if (rule) return decide(p, out, 1, SG_ALLOWED_IP, rule, NULL, 0);
     size_t clen = 0;
     const char *category = sg_classify(p, a, &clen);

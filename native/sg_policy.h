@@ -38,7 +38,7 @@ extern const char *const sg_reason_names[SG_REASON_COUNT];
 typedef struct {
     uint32_t text_off, text_len;
     uint16_t port_lo, port_hi;
-    uint8_t any_port, pad[3];
+    uint8_t any_port, prefix, pad[2]; /* prefix: a CIDR rule's length (IPv4 twins of mapped rules: minus 96) */
 } sg_rule_row;
 
 typedef struct {

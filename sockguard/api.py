@@ -17,26 +17,6 @@ if TYPE_CHECKING:
 
     from sockguard.active import State
 
-_DEFAULT_PORTS = {
-    "http": 80,
-    "https": 443,
-    "ws": 80,
-    "wss": 443,
-    "ftp": 21,
-    "smtp": 25,
-    "smtps": 465,
-    "redis": 6379,
-    "rediss": 6379,
-    "postgres": 5432,
-    "postgresql": 5432,
-    "mysql": 3306,
-    "amqp": 5672,
-    "amqps": 5671,
-    "mongodb": 27017,
-    "ldap": 389,
-    "ldaps": 636,
-}
-
 
 def _settings(
     allow: Iterable[str] | None,
@@ -146,20 +126,12 @@ def check(host: str, port: int | None = None) -> Decision:
 
 
 def check_url(url: str) -> Decision:
-    """The decision for a URL's host and port (scheme default port if none)."""
-    from urllib.parse import urlsplit
+    """The decision for a URL, read the way urllib, requests and httpx read it (they disagree on backslashes,
+    userinfo, percent-escapes, IDNA 2003 vs 2008, ports): allowed only if every (host, port) a client would
+    hand to the socket is allowed (sockguard.urls). Scheme default port when the URL has none."""
+    from sockguard.urls import decide
 
-    parts = urlsplit(url if "//" in url else f"//{url}")
-    if not parts.hostname:
-        from sockguard.policy import INVALID
-
-        return Decision(False, INVALID, None, f"no host in URL {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        from sockguard.policy import INVALID
-
-        return Decision(False, INVALID, None, f"bad port in URL {url!r}")
-    if port is None:
-        port = _DEFAULT_PORTS.get(parts.scheme.lower())
-    return check(parts.hostname, port)
+    state = guard.current()
+    if state.error is not None:
+        return Decision(False, "config-error", None, state.error)
+    return decide(state.policy, url).decision

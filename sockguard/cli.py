@@ -10,45 +10,74 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sockguard.breadth import warn_broad
+from sockguard.display import printable
+
 EXIT_OK, EXIT_BLOCKED, EXIT_CONFIG = 0, 1, 2
 
 #: Subcommands that live in their own modules: name -> (module, help). Each module
 #: defines ``add_arguments(parser)`` and ``main(args) -> int``.
 TOOL_COMMANDS: dict[str, tuple[str, str]] = {
-    "audit": ("sockguard.audit", "find raw IPs, internal and unlisted destinations in config and code"),
-    "report": ("sockguard.report", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
-    "export": ("sockguard.export", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
+    "audit": ("sockguard.audit.cli", "find raw IPs, internal and unlisted destinations in config and code"),
+    "report": ("sockguard.report.cli", "summarise a decision log (JSONL); --suggest an allowlist, --html a page"),
+    "export": ("sockguard.export.cli", "export the policy to aws-sg, nftables, iptables, k8s or cilium"),
     "native": ("sockguard.native.cli", "the preload library for non-Python programs: path, compile, status"),
 }
 
 
 def _parse_target(target: str) -> tuple[str, int | None]:
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    if target.count(":") == 1:
-        host, _, port = target.partition(":")
-        if port.isdigit():
-            return host, int(port)
-    return target, None
+    """``HOST``, ``HOST:PORT``, ``[IPV6]:PORT`` or a bare IPv6 address; ValueError names the problem."""
+    from sockguard.rules import split_host_port
+
+    host, port_text = split_host_port(target.strip())
+    if not host:
+        raise ValueError(f"{target!r}: no host")
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 0 < int(port_text) <= 65535):
+        raise ValueError(f"{target!r}: port must be 1-65535")
+    return host, int(port_text)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from sockguard import api
-    from sockguard.errors import ConfigError
+    """Exit 0 when every target is allowed, 1 when one is blocked, 2 for a broken configuration or a target
+    no client can use (a malformed URL, a bad port)."""
+    from sockguard.config import load_settings
+    from sockguard.errors import ConfigError, RuleError
+    from sockguard.urls import decide
 
-    try:
-        api.install(args.allow or None, args.deny or None, mode="enforce", from_environment=True)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    try:  # the policy in force here, extended by the flags; nothing is installed in this process
+        settings = load_settings()
+        settings.extend(args.allow or (), args.deny or (), "--")
+        policy = settings.build_policy()
+    except (ConfigError, RuleError) as exc:
+        print(printable(f"sockguard: {exc}" if isinstance(exc, RuleError) else exc), file=sys.stderr)
+        return EXIT_CONFIG
+    if warn_broad(policy.allow, args.strict, "sockguard check"):
         return EXIT_CONFIG
     results = []
+    broken = False
     for target in args.targets:
+        clients: list[dict[str, object]] = []
         if "://" in target:
-            decision = api.check_url(target)
+            verdict = decide(policy, target)
+            decision = verdict.decision
+            for attempt, result in verdict.results:
+                clients.append({"client": attempt.client, "host": attempt.host, "port": attempt.port,
+                                "allowed": None if result is None else result.allowed,
+                                "reason": attempt.error if result is None else result.reason})  # fmt: skip
+            if not verdict.usable:
+                broken = True
+                print(f"sockguard check: {printable(target)}: {printable(decision.detail)}", file=sys.stderr)
+                continue
         else:
-            host, port = _parse_target(target)
-            decision = api.check(host, port)
+            try:
+                host, port = _parse_target(target)
+            except ValueError as exc:
+                broken = True
+                print(f"sockguard check: {printable(exc)}", file=sys.stderr)
+                continue
+            decision = policy.check_name(host, port)
         results.append(
             {
                 "target": target,
@@ -56,16 +85,25 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "reason": decision.reason,
                 "rule": decision.rule,
                 "detail": decision.detail,
+                **({"clients": clients} if clients else {}),
             }
         )
         if args.format == "text":
-            verdict = "allowed" if decision.allowed else "BLOCKED"
+            verdict_text = "allowed" if decision.allowed else "BLOCKED"
             rule = f" by rule {decision.rule!r}" if decision.rule else ""
-            print(
-                f"{target}: {verdict} ({decision.reason}{rule}){'' if decision.allowed else ': ' + decision.explain()}"
-            )
+            why = "" if decision.allowed else ": " + decision.explain()
+            print(printable(f"{target}: {verdict_text} ({decision.reason}{rule}){why}"))
+            if len({(c["host"], c["port"]) for c in clients}) > 1:  # the clients read the URL differently
+                for c in clients:
+                    where = f"{c['host']}:{c['port']}" if c["host"] is not None else f"refuses it ({c['reason']})"
+                    state = (
+                        "" if c["allowed"] is None else (" allowed" if c["allowed"] else f" BLOCKED ({c['reason']})")
+                    )
+                    print(printable(f"    {c['client']}: {where}{state}"))
     if args.format == "json":
         print(json.dumps(results, indent=2))
+    if broken:
+        return EXIT_CONFIG
     return EXIT_OK if all(r["allowed"] for r in results) else EXIT_BLOCKED
 
 
@@ -115,7 +153,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         settings = load_settings()
         settings.build_policy()
     except (ConfigError, ValueError) as exc:
-        print(exc, file=sys.stderr)
+        print(printable(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    if warn_broad(settings.allow, args.strict, "sockguard status"):
         return EXIT_CONFIG
     data = {
         "source": settings.source,
@@ -178,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-native", dest="native", action="store_false", help="do not preload the native layer (docs/native.md)"
     )
     run.add_argument(
-        "--strict", action="store_true", help="refuse to start a program the native layer cannot guard (static, setuid)"
+        "--strict",
+        action="store_true",
+        help="refuse to start a program the native layer cannot guard (static, setuid), or with a rule broader "
+        "than it looks (a public suffix, 0.0.0.0/0)",
     )
     run.add_argument(
         "--log-special",
@@ -193,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_flags(check)
     check.add_argument("targets", nargs="+", metavar="URL|HOST[:PORT]")
     check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--strict", action="store_true", help="exit 2 if a rule allows a public suffix or 0.0.0.0/0")
     check.set_defaults(func=cmd_check)
 
     status = sub.add_parser(
@@ -200,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the configuration in force here (exit 2 if it is broken, 1 if the decision log cannot be written)",
     )
     status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--strict", action="store_true", help="exit 2 if a rule allows a public suffix or 0.0.0.0/0")
     status.set_defaults(func=cmd_status)
 
     pythonpath = sub.add_parser("pythonpath", help="print the directory to put on PYTHONPATH (Dockerfiles)")
@@ -210,12 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     for name, (module_name, help_text) in TOOL_COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # not built yet
+        module = importlib.import_module(module_name)
         tool = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(tool)
         tool.set_defaults(func=module.main)

@@ -144,8 +144,15 @@ def _read_toml(path: str) -> dict[str, Any]:
     data = _read_bytes(path)
     try:
         return tomllib.loads(data.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"sockguard: {path} is not valid TOML: {exc}", source=path) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the codec's error through
+        raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
+                          source=path) from None  # fmt: skip
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(
+            f"sockguard: {path} is not valid TOML for sockguard: nested too deeply", source=path
+        ) from None
 
 
 def find_config_file(environ: Mapping[str, str], cwd: str) -> tuple[str, dict[str, Any]] | None:
@@ -170,9 +177,20 @@ def find_config_file(environ: Mapping[str, str], cwd: str) -> tuple[str, dict[st
 
 
 def _tool_table(data: dict[str, Any], path: str) -> dict[str, Any]:
-    table = data.get("tool", {}).get("sockguard", {})
+    """``[tool.sockguard]``, whatever shape the file has: ``tool = "sockguard"`` is an error naming the key."""
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(
+            f"sockguard: {path}: tool must be a table ([tool.sockguard]), got {tool!r}",
+            source=path,
+            key="tool",
+            value=tool,
+        )
+    table = tool.get("sockguard", {})
     if not isinstance(table, dict):
-        raise ConfigError(f"sockguard: {path}: [tool.sockguard] must be a table", source=path)
+        raise ConfigError(
+            f"sockguard: {path}: [tool.sockguard] must be a table, got {table!r}", source=path, key="tool.sockguard"
+        )
     return table
 
 
@@ -231,6 +249,8 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
             settings.resolver, settings.resolver_options = resolver_settings.parse_table(table["resolver"], source)
         else:
             settings.resolver = resolver_settings.normalize_servers(table["resolver"], source, "resolver")
+    if "pytest" in table and not isinstance(table["pytest"], dict):  # read by the pytest plugin
+        raise ConfigError(f"sockguard: {source}: [pytest] must be a table", source=source, key="pytest")
     if "breaker" in table:
         if not isinstance(table["breaker"], dict):
             raise ConfigError(f"sockguard: {source}: [breaker] must be a table", source=source, key="breaker")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 
 
@@ -17,8 +18,10 @@ def sitecustomize_dir() -> str:
 
 def write_atomically(path: str, chunks: Iterable[str] | bytes, permissions: int | None = None) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file. A special file
-    (``/dev/null``, a FIFO) is written directly. ``chunks``: text, or one ``bytes`` object (written as is);
-    ``permissions``: the file's mode (else mkstemp's 0600)."""
+    (``/dev/null``, a FIFO) is written directly. ``chunks``: text, or one ``bytes`` object (written as is).
+    ``permissions``: the file's mode; by default the mode ``open(path, "w")`` would give it: an existing file
+    keeps its own, a new one 0666 minus the umask (mkstemp's 0600 would hide a report or an HTML page meant for
+    sharing; none of the tools' outputs holds a secret)."""
     if os.path.exists(path) and not os.path.isfile(path):
         _write(os.open(path, os.O_WRONLY), chunks)
         return
@@ -26,9 +29,8 @@ def write_atomically(path: str, chunks: Iterable[str] | bytes, permissions: int 
 
     fd, tmp = tempfile.mkstemp(prefix=".sockguard-", dir=os.path.dirname(os.path.abspath(path)))
     try:
+        os.fchmod(fd, _usual_mode(path) if permissions is None else permissions)
         _write(fd, chunks)
-        if permissions is not None:
-            os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -38,6 +40,19 @@ def write_atomically(path: str, chunks: Iterable[str] | bytes, permissions: int 
         raise
 
 
+def write_output(path: str | None, chunks: Iterable[str]) -> None:
+    """A tool's report: to ``path`` atomically (``-o FILE``), else streamed to stdout chunk by chunk. Raises
+    OSError (BrokenPipeError when stdout's reader went away: the caller decides what that means)."""
+    if path:
+        write_atomically(path, chunks)
+        return
+    import sys
+
+    for chunk in chunks:
+        sys.stdout.write(chunk)
+    sys.stdout.flush()
+
+
 def _write(fd: int, chunks: Iterable[str] | bytes) -> None:
     if isinstance(chunks, bytes):
         with os.fdopen(fd, "wb") as fh:
@@ -45,3 +60,25 @@ def _write(fd: int, chunks: Iterable[str] | bytes) -> None:
     else:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.writelines(chunks)
+
+
+def _usual_mode(path: str) -> int:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(info.st_mode) if stat.S_ISREG(info.st_mode) else 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

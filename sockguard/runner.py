@@ -7,8 +7,10 @@ import argparse
 import os
 import sys
 
+from sockguard.breadth import warn_broad
 from sockguard.children import isolation_warning
 from sockguard.config import config_path, load_settings, with_flags
+from sockguard.display import printable
 from sockguard.errors import ConfigError
 from sockguard.paths import sitecustomize_dir
 
@@ -97,13 +99,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         argv = command_line(list(args.program))
     except ValueError as exc:
-        print(f"sockguard: {exc}", file=sys.stderr)
+        print(f"sockguard: {printable(exc)}", file=sys.stderr)
         return 2
     try:
         env = guarded_environment(args, dict(os.environ))
     except (ConfigError, ValueError) as exc:
-        print(exc, file=sys.stderr)
+        print(printable(exc), file=sys.stderr)  # a path or value from the environment: escaped
         print("sockguard: not starting the program (fix the configuration above)", file=sys.stderr)
+        return 2
+    if warn_broad(load_settings(env, os.getcwd()).allow, getattr(args, "strict", False), "sockguard"):
+        print("sockguard: not starting the program", file=sys.stderr)
         return 2
     warning = isolation_warning(argv)
     if warning:

@@ -18,9 +18,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockguard import audit_scan, cli
-from sockguard.audit import Auditor, Progress
-from sockguard.audit_find import KINDS, Finding, findings_for
+from sockguard import cli
+from sockguard.audit.auditor import Auditor, Progress
+from sockguard.audit.findings import KINDS, Finding, findings_for
+from sockguard.audit.scanners.base import Scalar, ScanError
+from sockguard.audit.scanners.dotenv import scan_dotenv
+from sockguard.audit.scanners.ini import scan_ini
+from sockguard.audit.scanners.json import scan_json
+from sockguard.audit.scanners.python import scan_python
+from sockguard.audit.scanners.toml import scan_toml
+from sockguard.audit.scanners.yaml import scan_yaml
 from sockguard.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -356,7 +363,7 @@ def test_yaml_scanner_agrees_with_pyyaml(tmp_path: Path) -> None:
 
     expected: set = set()
     flat(yaml.safe_load(text), (), expected)
-    got = {(s.keys, s.value) for s in audit_scan.scan_yaml(text) if isinstance(s, audit_scan.Scalar)}
+    got = {(s.keys, s.value) for s in scan_yaml(text) if isinstance(s, Scalar)}
     assert expected - got == set()
 
 
@@ -519,19 +526,19 @@ def test_scanners_never_crash_on_odd_input(text: str, key: str) -> None:
     """Whatever a file holds, a scanner yields scalars or raises ScanError, and findings_for copes."""
     policy = Policy(["api.example.test"])
     for scanner in (
-        audit_scan.scan_dotenv,
-        audit_scan.scan_ini,
-        audit_scan.scan_yaml,
-        audit_scan.scan_json,
-        audit_scan.scan_toml,
-        lambda t: audit_scan.scan_python(t.encode(), t),
+        scan_dotenv,
+        scan_ini,
+        scan_yaml,
+        scan_json,
+        scan_toml,
+        lambda t: scan_python(t.encode(), t),
     ):
         try:
             items = list(scanner(text))
-        except audit_scan.ScanError:
+        except ScanError:
             continue
         for item in items:
-            if isinstance(item, audit_scan.Scalar):
+            if isinstance(item, Scalar):
                 item.keys = (*item.keys, key)
                 for finding in findings_for(policy, item, "f", "fuzz", lambda s, t: (s.line, s.column)):
                     assert finding.kind in KINDS

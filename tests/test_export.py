@@ -26,10 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sockguard import cli
-from sockguard import export as export_mod
 from sockguard.addresses import parse_address
-from sockguard.export import build_plan, render
-from sockguard.export_model import (
+from sockguard.export import cli as export_mod
+from sockguard.export.model import (
     ALL,
     Entry,
     Net,
@@ -41,7 +40,8 @@ from sockguard.export_model import (
     range_to_nets,
     subtract,
 )
-from sockguard.export_targets import K8sOptions, Resolution
+from sockguard.export.plan import K8sOptions, Resolution, build_plan
+from sockguard.export.targets import render
 from sockguard.policy import Policy
 from sockguard.rules import parse_rule
 
@@ -383,7 +383,7 @@ def test_mapped_rules_also_cover_ipv4_and_v4_denies_cover_embeddings():
 
 
 def test_cilium_dns_rule_port_chunks_and_partial_services():
-    from sockguard.export_targets import _cilium_port_rules
+    from sockguard.export.targets.cilium import _cilium_port_rules
 
     rules = _cilium_port_rules(Service(False, tuple((p, p) for p in range(1000, 1060, 2))))
     assert [len(r["ports"]) for r in rules] == [40, 20]  # 30 ports x tcp/udp, at most 40 per entry
@@ -406,7 +406,7 @@ def test_nftables_keeps_other_protocols_where_others_cannot():
 
 
 def test_sg_descriptions_stay_within_aws_limits():
-    from sockguard.export_targets import sg_description
+    from sockguard.export.targets.aws_sg import sg_description
 
     text = sg_description((*(f"name-{i}.example.test ttl 300s" for i in range(40)), "weird\"label'é"))
     assert len(text) == 255 and text.endswith("...")

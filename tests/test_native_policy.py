@@ -233,7 +233,7 @@ def _recrc(data: bytearray) -> bytes:
     [
         (lambda d: d[:40], "too short"),
         (lambda d: b"XGPOLICY" + d[8:], "bad magic"),
-        (lambda d: d[:8] + struct.pack("<I", 2) + d[12:], "version"),
+        (lambda d: d[:8] + struct.pack("<I", 99) + d[12:], "version"),
         (lambda d: d[:-1], "file size"),
         (lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:], "checksum"),
         (lambda d: _recrc(bytearray(d[:24]) + bytes([7]) + bytearray(d[25:])), "bad mode"),

@@ -6,6 +6,7 @@ Pure: no sockets. Addresses are only parsed and classified here, never connected
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from sockguard.policy import (
     RAW_IP,
     Decision,
     Policy,
+    _NetIndex,
 )
 from sockguard.rules import InvalidHost, Rule, RuleError, compile_rules, normalize_host, parse_rule
 
@@ -512,7 +514,12 @@ def ref_address(
             return DENIED
     if loopback and is_loopback(address):
         return LOOPBACK
-    if any(covers(r, f) and port_ok(r, port, False) for r in allow for f in {address, routable_of(address)}):
+    routable = routable_of(address)
+    if routable == address and any(covers(r, address) and port_ok(r, port, False) for r in allow):
+        return ALLOWED_IP
+    if routable != address and any(  # IPv4 in IPv6 clothing: IPv4 rules, or IPv6 rules for the embedding itself
+        (covers(r, routable) or (covers(r, address) and r.prefix >= 96)) and port_ok(r, port, False) for r in allow
+    ):
         return ALLOWED_IP
     if name is None:
         return RAW_IP
@@ -717,6 +724,65 @@ def test_net_index_picks_the_most_specific_covering_rule(texts: list[str], probe
         assert policy.check_address((4, value), port).rule == (expected and expected.text)
 
 
+DUPLICATE_PRONE = st.sampled_from(
+    [
+        *("10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3", "0.0.0.0/0", "10.0.0.0/9", "::ffff:10.1.0.0/112"),
+        *("2001:db8::/32", "2001:db8:1::/48", "::/0", "2001:db8:1::7"),
+    ]
+)
+OVERLAPPING_PORTS = st.sampled_from(["", "", ":22", ":20-25", ":21-23", ":1-1024", ":443", ":1-65535", ":65535", ":1"])
+PROBE_PORTS = [None, 0, 1, 20, 21, 22, 23, 25, 26, 443, 1024, 1025, 65535, 70000]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(DUPLICATE_PRONE, OVERLAPPING_PORTS), max_size=60), st.sampled_from(PROBE_PORTS))
+def test_net_index_with_duplicates_and_overlapping_ports_matches_the_reference(
+    drawn: list[tuple[str, str]], port: int | None
+) -> None:
+    """Duplicate networks, overlapping and identical port ranges, mapped rules, both families, strict (deny)
+    and loose (allow) matching: the compiled index picks exactly the rule the definition picks: the most
+    specific covering network, and within it the first rule (in rule order) that admits the port."""
+    texts = [f"[{body}]{ports}" if ":" in body and ports else body + ports for body, ports in drawn]
+    rules = [parse_rule(t) for t in texts]
+    index = _NetIndex(rules)
+    probes = [(4, v) for v in (0, 0x0A000000, 0x0A010203, 0x0A010204, 0x0A0102FF, 0x0A7FFFFF, 0x0A800000, 0x0B000000)]
+    probes += [(6, v) for v in (0, 0x20010DB8 << 96, (0x20010DB8_0001 << 80) | 7, (0x20010DB8_0002 << 80), 1 << 127)]
+    probes += [(6, (0xFFFF << 32) | v) for _, v in probes[:8]]
+    for address in probes:
+        for strict in (False, True):
+            twin = address[0] == 4  # for an IPv4 address a mapped rule counts as IPv4, after the IPv4 rules
+            candidates = [
+                (-(r.prefix - 96 if twin and r.version == 6 else r.prefix), twin and r.version == 6, i, r.text)
+                for i, r in enumerate(rules)
+                if covers(r, address) and port_ok(r, port, strict)
+            ]
+            expected = min(candidates)[3] if candidates else None
+            found = index.match(address, port, strict)
+            assert (found and found.text) == expected, (address, port, strict)
+
+
+def test_a_node_iterates_as_the_covering_rules_in_decision_order() -> None:
+    """The interval table keeps one node per interval; iterating it gives the covering rules, most specific
+    first (what the native policy compiler reads)."""
+    rules = [parse_rule(t) for t in ["10.0.0.0/8", "10.0.0.0/8", "10.1.0.0/16:443", "10.1.0.0/16:80", "10.1.2.3"]]
+    starts, covers_ = _NetIndex(rules).tables[4]
+    at = covers_[bisect.bisect_right(starts, 0x0A010203) - 1]
+    assert [r.text for r in at] == ["10.1.2.3", "10.1.0.0/16:443", "10.1.0.0/16:80", "10.0.0.0/8"]
+    assert covers_[bisect.bisect_right(starts, 0x0B000000) - 1] == ()
+
+
+def test_many_overlapping_copies_compile_once_and_decide_as_before() -> None:
+    """20,000 copies of 10.0.0.0/8 and 20,000 hosts inside it (each with a port) were quadratic to compile;
+    the decisions are those of the definition (the benchmark measures the time: benchmarks/compile.py)."""
+    hosts = [f"10.{i >> 8 & 0xFF}.{i & 0xFF}.1:{1 + i % 1000}" for i in range(20_000)]
+    policy = Policy(["10.0.0.0/8"] * 20_000 + hosts, ["10.0.0.0/8:22"] * 3, allow_loopback=False)
+    assert policy.check_address("10.0.7.1", 1 + 7 % 1000).rule == hosts[7]
+    assert policy.check_address("10.0.7.1", 999).rule == "10.0.0.0/8"
+    assert policy.check_address("10.0.7.1", 22).reason == DENIED
+    assert policy.check_address("10.200.7.9", 0).rule == "10.0.0.0/8"
+    assert not policy.check_address("11.0.0.1", 80).allowed
+
+
 # --- scale ----------------------------------------------------------------------------------------------------------
 
 
@@ -758,3 +824,22 @@ def test_hundred_thousand_rules() -> None:
     assert policy.check_address("10.120.200.1", 443).rule == "10.120.0.0/16"
     per_lookup = (time.perf_counter() - started) / probes
     print(f"\n100k-rule policy: build {built * 1000:.0f} ms, {per_lookup * 1e6:.2f} us per check ({probes} checks)")
+
+
+@pytest.mark.parametrize(
+    ("allow", "address", "allowed"),
+    [
+        (["::/0"], "::ffff:169.254.169.254", False),  # IPv4 on the wire: a broad IPv6 rule does not admit it
+        (["::/0"], "64:ff9b::a9fe:a9fe", False),  # NAT64: the translator connects to 169.254.169.254
+        (["::/0"], "::ffff:198.51.100.7", False),
+        (["::/0"], "2001:db8::7", True),
+        (["2000::/3", "198.51.100.0/24"], "::ffff:198.51.100.7", True),  # the IPv4 rule decides
+        (["64:ff9b::/96"], "64:ff9b::c633:6407", True),  # a rule written for NAT64 destinations
+        (["[::ffff:0:0/96]"], "::ffff:198.51.100.7", True),  # a rule written inside the mapped range
+        (["[::ffff:0:0/96]"], "198.51.100.7", True),
+    ],
+)
+def test_ipv4_in_ipv6_clothing_is_decided_as_the_ipv4_host(allow: list[str], address: str, allowed: bool) -> None:
+    """Issue 17, item 11: with ``--allow ::/0`` the mapped form of the metadata address was allowed while the
+    address itself was blocked; ``sockguard check`` and the runtime now agree, on the stricter answer."""
+    assert Policy(allow, allow_loopback=False).check_address(address, 443).allowed is allowed

@@ -24,18 +24,10 @@ import sockguard
 from sockguard import cli
 from sockguard.config import load_settings
 from sockguard.events import make_event
-from sockguard.report import (
-    _CACHE_MAX,
-    BUCKETS,
-    MAX_ADDRESSES,
-    MAX_CALLERS,
-    MAX_GLOBAL,
-    Clock,
-    Progress,
-    Series,
-    Summary,
-)
-from sockguard.report_html import COLORS, render_html
+from sockguard.report.cli import Progress
+from sockguard.report.fields import BUCKETS, CACHE_MAX, MAX_ADDRESSES, MAX_CALLERS, MAX_GLOBAL
+from sockguard.report.html import COLORS, render_html
+from sockguard.report.summary import Clock, Series, Summary
 from sockguard.sinks import Sinks
 from tests.loopback import CountingTCPServer
 
@@ -480,7 +472,7 @@ def test_large_log_uses_bounded_structures(tmp_path):
             assert len(d.series.counts) == 3 * BUCKETS and len(timeline) <= BUCKETS
             assert [sum(col) for col in zip(*timeline, strict=True)] == d.counts
         assert len(summary.pids) <= MAX_GLOBAL and len(summary.blocked_callers) <= MAX_GLOBAL
-        assert len(summary._hosts) <= _CACHE_MAX and len(summary._addrs) <= _CACHE_MAX
+        assert len(summary._hosts) <= CACHE_MAX and len(summary._addrs) <= CACHE_MAX
         shapes.append(
             (
                 len(summary.destinations),
@@ -701,7 +693,7 @@ def test_html_renders_table_and_chart_in_headless_chromium(tmp_path, capsys):
 def test_report_subcommand_is_wired_into_the_cli():
     parser = cli.build_parser()
     args = parser.parse_args(["report", "x.jsonl", "--suggest", "--wildcard-threshold", "5"])
-    assert args.func.__module__ == "sockguard.report"
+    assert args.func.__module__ == "sockguard.report.cli"
     assert (args.suggest, args.wildcard_threshold, args.port_limit, args.progress) == (True, 5, 3, None)
 
 

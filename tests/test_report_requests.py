@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from sockguard.report import Summary, render_text
-from sockguard.report_html import render_html
-from sockguard.report_requests import MAX_SAMPLES, RequestSummary, percentile
+from sockguard.report.html import render_html
+from sockguard.report.requests import MAX_SAMPLES, RequestSummary, percentile
+from sockguard.report.summary import Summary
+from sockguard.report.text import render_text
 from tests.test_http_requests import ALLOWED, CALLS, REDIRECT, STATUSES, Requests, Web, guarded
 from tests.test_http_requests import web as web
 

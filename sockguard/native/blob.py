@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sockguard import addresses
 from sockguard.policy import Policy, _NameIndex, _NetIndex
 from sockguard.rules import Rule
 
 MAGIC = b"SGPOLICY"
-VERSION = 1
+VERSION = 2  # 2: rule rows carry the CIDR prefix length
 HEADER = struct.Struct("<8sIIIIBBHI32x")
 SECTION = struct.Struct("<IIII")
 MODES = {"off": 0, "monitor": 1, "enforce": 2}
 FLAG_LOOPBACK, FLAG_UNIX, FLAG_RAW = 1, 2, 4
 
 SECTION_STRINGS = 1
-SECTION_RULES = 2  # u32 text offset, u32 text length, u16 port low, u16 port high, u8 any port, 3 pad
+SECTION_RULES = 2  # u32 text offset, u32 text length, u16 port low, u16 port high, u8 any port, u8 prefix, 2 pad
 SECTION_LISTS = 3  # u32 rule index; every table row names a (start, count) run of these
 SECTION_NAMES = 10  # + table: u32 name offset, u32 name length, u32 list start, u32 list count
 SECTION_SLOTS = 20  # + table: u32 (row index + 1, 0 = empty); a power of two, linear probing, FNV-1a 32
@@ -47,7 +47,7 @@ SECTION_METADATA_NAMES = 43  # u32 offset, u32 length
 SECTION_NAMESERVERS = 44  # u32 version, u32 port, u64 high, u64 low: pinned resolvers a DNS socket may reach
 SECTION_SOURCE = 45  # two rows of u32 offset, u32 length: where the configuration came from, the log path ("" none)
 
-RULE_ROW = struct.Struct("<IIHHB3x")
+RULE_ROW = struct.Struct("<IIHHBB2x")
 NAME_ROW = struct.Struct("<IIII")
 NET4_ROW = struct.Struct("<III")
 NET6_ROW = struct.Struct("<QQII")
@@ -107,7 +107,7 @@ class _Builder:
             slots[slot] = index + 1
         return b"".join(rows), struct.pack(f"<{size}I", *slots)
 
-    def net_table(self, table: tuple[list[int], list[tuple[Rule, ...]]], version: int) -> bytes:
+    def net_table(self, table: tuple[list[int], Sequence[Iterable[Rule]]], version: int) -> bytes:
         rows = []
         for start, covers in zip(*table, strict=True):
             if start >> (32 if version == 4 else 128):
@@ -173,7 +173,8 @@ def compile_policy(
     rules = []
     for rule in builder.rules:
         low, high = rule.ports if rule.ports is not None else (0, 0)
-        rules.append(RULE_ROW.pack(*builder.string(rule.text), low, high, rule.ports is None))
+        prefix = rule.prefix if rule.kind == "cidr" else 0
+        rules.append(RULE_ROW.pack(*builder.string(rule.text), low, high, rule.ports is None, prefix))
     sections[SECTION_RULES] = (len(rules), b"".join(rules))
     sections[SECTION_LISTS] = (len(builder.lists), struct.pack(f"<{len(builder.lists)}I", *builder.lists))
     sections[SECTION_STRINGS] = (len(builder.strings), bytes(builder.strings))

@@ -16,10 +16,14 @@ from typing import NamedTuple
 
 from sockguard import policy as _p
 from sockguard.addresses import METADATA_NAMES, parse_address, parse_ipv4_strict, parse_ipv6, split_zone
-from sockguard.audit_scan import HOLE, Scalar
-from sockguard.rules import InvalidHost, normalize_host
+from sockguard.audit.scanners.base import HOLE, Scalar
+from sockguard.display import unicode_text
+from sockguard.errors import InvalidHost
+from sockguard.rules import normalize_host
 
 SEVERITIES = ("note", "warning", "error")
+#: Characters of a value (and key) shown in a report; longer ones are cut there, never skipped.
+MAX_SHOWN = 400
 RANK = {name: i for i, name in enumerate(SEVERITIES)}
 
 #: Classification -> (default severity, one-line description). Stable ids: they are SARIF rule ids
@@ -392,14 +396,14 @@ def describe(kind: str, target: Target, decision: _p.Decision, policy: _p.Policy
 
 def fingerprint(kind: str, path: str, key: str | None, value: str) -> str:
     """Stable across line shifts: classification, file, key and value; not the position."""
-    data = "\x1f".join((kind, path, key or "", value)).encode()
+    data = "\x1f".join((kind, path, key or "", value)).encode("utf-8", "surrogatepass")
     return hashlib.sha256(data).hexdigest()[:32]
 
 
 def findings_for(policy: _p.Policy, scalar: Scalar, path: str, scanner: str, position) -> Iterator[Finding]:
     """Findings in one scalar; ``position(scalar, target)`` -> (line, column)."""
     value = scalar.value
-    if not value or len(value) > 100_000:
+    if not value:
         return
     if scalar.lang == "python" and "." not in value and ":" not in value and value not in METADATA_NAMES:
         return  # fast path: no URL, address or dotted name can be in it
@@ -418,7 +422,16 @@ def findings_for(policy: _p.Policy, scalar: Scalar, path: str, scanner: str, pos
         severity, message, detail = describe(kind, target, decision, policy)
         value = redact(target.text)
         line, column = position(scalar, target)
+        key = None if ctx.key is None else unicode_text(clip(ctx.key))
         yield Finding(
-            kind, severity, path, line, column, ctx.key, value, target.host, target.port,
-            decision.reason, decision.rule, detail, message, scanner, fingerprint(kind, path, ctx.key, value),
+            kind, severity, path, line, column, key, unicode_text(clip(value)), target.host, target.port,
+            decision.reason, decision.rule, detail, unicode_text(message), scanner,
+            fingerprint(kind, path, ctx.key, value),
         )  # fmt: skip
+
+
+def clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """A value as reported: a long one is cut (its fingerprint still covers all of it)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(+{len(text) - limit} characters)"

@@ -7,16 +7,22 @@ line-independent fingerprint as the baseline file.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from sockguard.audit_find import KINDS, Finding
+from sockguard.audit.findings import KINDS, Finding
+
+if TYPE_CHECKING:
+    from sockguard.audit.auditor import Stats
 
 SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 FINGERPRINT_KEY = "sockguard/v1"
 ENVIRONMENT = "<environment>"
+_RULE_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 
 #: GitHub maps security-severity to critical (>= 9), high (>= 7), medium (>= 4), low.
 _SECURITY_SEVERITY = {
@@ -87,35 +93,33 @@ def _location(finding: Finding, root: str) -> dict:
     return {"physicalLocation": {"artifactLocation": artifact, "region": region}}
 
 
-def to_sarif(findings: Iterable[Finding], *, version: str, root: str, problems: Iterable[tuple[str, str]] = ()) -> dict:
-    """The SARIF log as a dict. ``problems``: (path, error) of files that could not be read."""
-    ids = list(KINDS)
-    results = []
-    for f in findings:
-        result = {
-            "ruleId": f.kind,
-            "ruleIndex": ids.index(f.kind),
-            "level": f.severity,
-            "message": {"text": f"{f.key + ': ' if f.key else ''}{f.value} — {f.message}"},
-            "locations": [_location(f, root)],
-            "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
-            "properties": {
-                "value": f.value,
-                "key": f.key,
-                "host": f.host,
-                "port": f.port,
-                "reason": f.reason,
-                "policyRule": f.rule,
-                "detail": f.detail,
-                "scanner": f.scanner,
-            },
-        }
-        results.append(result)
-    notifications = [
-        {"level": "warning", "message": {"text": f"{path}: {error}"}, "descriptor": {"id": "unreadable-file"}}
-        for path, error in problems
-    ]
+def result(finding: Finding, root: str) -> dict:
+    """One SARIF result. Paths are already valid Unicode (undecodable bytes escaped), so they quote safely."""
+    f = finding
     return {
+        "ruleId": f.kind,
+        "ruleIndex": _RULE_INDEX[f.kind],
+        "level": f.severity,
+        "message": {"text": f"{f.key + ': ' if f.key else ''}{f.value} — {f.message}"},
+        "locations": [_location(f, root)],
+        "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
+        "properties": {
+            "value": f.value,
+            "key": f.key,
+            "host": f.host,
+            "port": f.port,
+            "reason": f.reason,
+            "policyRule": f.rule,
+            "detail": f.detail,
+            "scanner": f.scanner,
+        },
+    }
+
+
+def sarif_chunks(findings: Iterable[Finding], *, version: str, root: str, stats: Stats) -> Iterator[str]:
+    """The SARIF log, streamed: one result per line, so memory does not grow with the findings. The files
+    that were not scanned come last (``toolExecutionNotifications``), once the scan has finished."""
+    head = {
         "$schema": SCHEMA,
         "version": "2.1.0",
         "runs": [
@@ -129,10 +133,33 @@ def to_sarif(findings: Iterable[Finding], *, version: str, root: str, problems: 
                         "rules": rules(),
                     }
                 },
-                "originalUriBaseIds": {"%SRCROOT%": {"uri": pathlib.Path(root).as_uri().rstrip("/") + "/"}},
-                "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": _root_uri(root)}},
                 "columnKind": "unicodeCodePoints",
-                "results": results,
             }
         ],
     }
+    text = json.dumps(head, indent=1, ensure_ascii=False)
+    cut = text.rindex("}", 0, text.rindex("]"))  # the end of the run object
+    yield text[:cut].rstrip() + ',\n  "results": ['
+    for i, finding in enumerate(findings):
+        yield ("," if i else "") + "\n   " + json.dumps(result(finding, root), ensure_ascii=False)
+    notifications = [
+        {"level": "warning", "message": {"text": f"{path}: {error}"}, "descriptor": {"id": "not-scanned"}}
+        for path, error in stats.problems
+    ]
+    unlisted = stats.problem_count - len(stats.problems)
+    if unlisted:
+        notifications.append(
+            {
+                "level": "warning",
+                "message": {"text": f"{unlisted} more file(s) or value(s) not scanned (not listed)"},
+                "descriptor": {"id": "not-scanned"},
+            }
+        )
+    invocation = {"executionSuccessful": True, "toolExecutionNotifications": notifications}
+    yield '\n  ],\n  "invocations": [' + json.dumps(invocation, ensure_ascii=False) + "]" + text[cut:]
+    yield "\n"
+
+
+def _root_uri(root: str) -> str:
+    return pathlib.Path(root).as_uri().rstrip("/") + "/"  # percent-encodes the bytes of any name

@@ -41,23 +41,27 @@ def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
     return tuple((lo, hi) for lo, hi in out)
 
 
-def subtract(ranges: Ranges, remove: Ranges) -> Ranges:
+def subtract(ranges: Iterable[tuple[int, int]], remove: Iterable[tuple[int, int]]) -> Ranges:
+    """``ranges`` minus ``remove``, both any inclusive ranges: one merge-like pass over the sorted inputs
+    (linear after the sort, however many pieces a container is cut into)."""
+    keep, cut = merge(ranges), merge(remove)
     out: list[tuple[int, int]] = []
-    for lo, hi in ranges:
-        pieces = [(lo, hi)]
-        for rlo, rhi in remove:
-            next_pieces = []
-            for plo, phi in pieces:
-                if rhi < plo or rlo > phi:
-                    next_pieces.append((plo, phi))
-                    continue
-                if plo < rlo:
-                    next_pieces.append((plo, rlo - 1))
-                if rhi < phi:
-                    next_pieces.append((rhi + 1, phi))
-            pieces = next_pieces
-        out.extend(pieces)
-    return merge(out)
+    j = 0
+    for lo, hi in keep:
+        while j < len(cut) and cut[j][1] < lo:
+            j += 1
+        at, k = lo, j
+        while k < len(cut) and cut[k][0] <= hi:
+            rlo, rhi = cut[k]
+            if rlo > at:
+                out.append((at, rlo - 1))
+            at = max(at, rhi + 1)
+            if rhi >= hi:
+                break
+            k += 1
+        if at <= hi:
+            out.append((at, hi))
+    return tuple(out)  # pieces of non-adjacent ranges: already merged
 
 
 class Service(NamedTuple):
@@ -183,26 +187,64 @@ def range_to_nets(version: int, lo: int, hi: int) -> list[Net]:
 Interval = tuple[int, int]  # inclusive
 
 
-def intersect_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out = []
-    for alo, ahi in a:
-        for blo, bhi in b:
-            lo, hi = max(alo, blo), min(ahi, bhi)
-            if lo <= hi:
-                out.append((lo, hi))
-    return sorted(out)
-
-
-def subtract_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    return list(subtract(tuple(a), tuple(b)))
-
-
 class Entry(NamedTuple):
     """An address block with what it admits (allow) or removes (deny), and why."""
 
     net: Net
     service: Service
     label: str
+
+
+#: Rule texts kept per merged address block (for comments and descriptions, which are short anyway).
+MAX_LABELS = 8
+
+
+def join_labels(labels: Iterable[str]) -> str:
+    """At most MAX_LABELS distinct labels, in order, and how many more there were."""
+    seen: dict[str, None] = {}
+    more = 0
+    for label in labels:
+        for part in label.split("; "):
+            if part in seen:
+                continue
+            if len(seen) < MAX_LABELS:
+                seen[part] = None
+            else:
+                more += 1
+    text = "; ".join(seen)
+    return f"{text}; +{more} more" if more else text
+
+
+def same_net_merged(entries: Iterable[Entry]) -> list[Entry]:
+    """One entry per address block: services united, labels joined (at most MAX_LABELS), in first-seen order."""
+    by_net: dict[Net, tuple[Service, list[str]]] = {}
+    for entry in entries:
+        found = by_net.get(entry.net)
+        if found is None:
+            by_net[entry.net] = (entry.service, [entry.label])
+            continue
+        service, labels = found
+        if len(labels) <= MAX_LABELS:
+            labels.append(entry.label)
+        by_net[entry.net] = (union(service, entry.service), labels)
+    return [Entry(net, service, join_labels(labels)) for net, (service, labels) in by_net.items()]
+
+
+def merge_entries(entries: Iterable[Entry]) -> list[Entry]:
+    """Each address block once (:func:`same_net_merged`), without the blocks that an enclosing block already
+    admits with at least the same service: the same addresses and services, written once. Sorted by version
+    and address; O(n log n) (blocks nest, so the enclosing blocks of any block form a chain of at most
+    33 / 129)."""
+    out: list[Entry] = []
+    stack: list[Entry] = []  # emitted blocks enclosing the current one, outermost first
+    for entry in sorted(same_net_merged(entries), key=lambda e: (e.net.version, e.net.first, e.net.prefix)):
+        while stack and not stack[-1].net.contains(entry.net):
+            stack.pop()
+        if any(union(outer.service, entry.service) == outer.service for outer in stack):
+            continue  # everything it admits, an enclosing block admits already
+        out.append(entry)
+        stack.append(entry)
+    return out
 
 
 def cidr_entries(rules: Iterable[Rule]) -> list[Entry]:
@@ -219,6 +261,26 @@ def cidr_entries(rules: Iterable[Rule]) -> list[Entry]:
     return out
 
 
+#: IPv6 ranges whose addresses the policy decides as their IPv4 host (mapped, NAT64): an IPv6 allow rule admits
+#: them only when written for the range itself (prefix >= 96), as Policy.check_address does.
+IPV4_CLOTHING = (Net(6, 0xFFFF << 32, 96), Net(6, 0x0064FF9B << 96, 96))
+
+
+def allow_entries(rules: Iterable[Rule]) -> list[Entry]:
+    """CIDR allow rules as entries (:func:`cidr_entries`), with what a broad IPv6 rule (prefix < 96, e.g.
+    ``::/0``) does not admit carved out of it: the mapped and NAT64 ranges, where the IPv4 host decides."""
+    out = []
+    for entry in cidr_entries(rules):
+        net = entry.net
+        cut = [c for c in IPV4_CLOTHING if net.version == 6 and net.prefix < 96 and net.overlaps(c)]
+        if not cut:
+            out.append(entry)
+            continue
+        for lo, hi in subtract([(net.first, net.last)], [(c.first, c.last) for c in cut]):
+            out += [Entry(piece, entry.service, entry.label) for piece in range_to_nets(6, lo, hi)]
+    return out
+
+
 def deny_entries(
     rules: Iterable[Rule], v6_allows: Sequence[Net], any_v6: bool = False
 ) -> tuple[list[Entry], list[Entry]]:
@@ -227,14 +289,36 @@ def deny_entries(
     hides its IPv4 host, so an IPv4 deny takes all of 2001::/32 where an allow overlaps it
     (narrower); those entries are returned second, for a warning."""
     entries = cidr_entries(rules)
+    reach = _Overlaps(v6_allows)
     teredo: list[Entry] = []
+    teredo_reached = reach.overlaps(TEREDO)  # names (any_v6) get all of Teredo denied: name_unreachable()
     for entry in [e for e in entries if e.net.version == 4]:
         for twin in embeddings(entry.net):
-            if any_v6 or any(twin.overlaps(a) for a in v6_allows):
+            if any_v6 or reach.overlaps(twin):
                 entries.append(Entry(twin, entry.service, f"{entry.label} (as IPv6)"))
-        if any(TEREDO.overlaps(a) for a in v6_allows):
+        if teredo_reached:
             teredo.append(Entry(TEREDO, entry.service, f"{entry.label} (all of Teredo 2001::/32)"))
     return entries + teredo, teredo
+
+
+class _Overlaps:
+    """Does a network overlap any of these? Sorted, merged intervals and a bisect: O(log n) per question."""
+
+    def __init__(self, nets: Iterable[Net]) -> None:
+        merged = merge((n.first, n.last) for n in nets)
+        self.starts = [lo for lo, _ in merged]
+        self.ends = [hi for _, hi in merged]
+
+    def overlaps(self, net: Net) -> bool:
+        i = bisect_right(self.starts, net.last) - 1
+        return i >= 0 and self.ends[i] >= net.first
+
+
+def routable_forms(net: Net) -> list[Net]:
+    """The IPv6 forms of an IPv4 network that the policy connects to as the IPv4 host (mapped on a
+    dual-stack socket, NAT64 through the translator): an IPv4 allow admits them too."""
+    x, p = net.network, net.prefix
+    return [Net(6, (0xFFFF << 32) | x, 96 + p), Net(6, (0x0064FF9B << 96) | x, 96 + p)]
 
 
 class Segment(NamedTuple):
@@ -251,11 +335,14 @@ class Segment(NamedTuple):
 def flatten(allows: Sequence[Entry], denies: Sequence[Entry], keep_labels: bool = True) -> list[Segment]:
     """Address intervals with the exact service left after denies, for allowlist-only targets.
 
-    A sweep over the block boundaries, so the cost grows with boundaries times nesting depth.
-    Adjacent intervals with the same service (and labels, if kept) are merged, so
-    ``10.0.0.0/8`` minus a deny of ``10.1.2.3`` gives two intervals, not millions.
+    A sweep over the block boundaries. Entries for the same block are merged first, so the blocks active at
+    any point form a chain (CIDR blocks nest or are disjoint) and the cost is boundaries times nesting depth
+    (at most 33 / 129), whatever the number of rules. Adjacent intervals with the same service
+    are merged (labels joined, at most MAX_LABELS), so ``10.0.0.0/8`` minus a deny of ``10.1.2.3`` gives two
+    intervals, not millions.
     """
     out: list[Segment] = []
+    allows, denies = same_net_merged(allows), same_net_merged(denies)
     for version in (4, 6):
         allow_v = [e for e in allows if e.net.version == version]
         if not allow_v:
@@ -287,10 +374,11 @@ def flatten(allows: Sequence[Entry], denies: Sequence[Entry], keep_labels: bool 
             if service.empty:
                 continue
             hi = end - 1
-            kept = tuple(sorted({e.label for e in active_allow.values()})) if keep_labels else ()
+            kept = (join_labels(sorted(e.label for e in active_allow.values())),) if keep_labels else ()
             last = segments[-1] if segments else None
-            if last is not None and last.hi + 1 == lo and last.service == service and last.labels == kept:
-                segments[-1] = last._replace(hi=hi)
+            if last is not None and last.hi + 1 == lo and last.service == service:
+                labels = (join_labels([*last.labels, *kept]),) if keep_labels and last.labels != kept else last.labels
+                segments[-1] = last._replace(hi=hi, labels=labels)
             else:
                 segments.append(Segment(version, lo, hi, service, kept))
         out.extend(segments)
@@ -335,7 +423,7 @@ def blocks_with_except(segments: Sequence[Segment], containers: Sequence[Net]) -
         plain = [n for lo, hi in inside for n in range_to_nets(container.version, lo, hi)]
         holes = [
             n
-            for lo, hi in subtract_intervals([(container.first, container.last)], inside)
+            for lo, hi in subtract([(container.first, container.last)], inside)
             for n in range_to_nets(container.version, lo, hi)
         ]
         if len(holes) + 1 < len(plain):
@@ -347,20 +435,20 @@ def blocks_with_except(segments: Sequence[Segment], containers: Sequence[Net]) -
 
 def dedupe_nested(entries: Iterable[tuple[Net, str]]) -> list[tuple[Net, list[str]]]:
     """Distinct networks for an nftables interval set (which rejects overlaps),
-    dropping those inside another and keeping every label."""
+    dropping those inside another and keeping their labels (at most MAX_LABELS, then a count)."""
     by_net: dict[Net, list[str]] = {}
     for net, label in entries:
         labels = by_net.setdefault(net, [])
-        if label not in labels:
+        if len(labels) <= MAX_LABELS:
             labels.append(label)
-    nets = sorted(by_net, key=lambda n: (n.version, n.first, n.prefix))
     kept: list[tuple[Net, list[str]]] = []
-    for net in nets:
+    for net in sorted(by_net, key=lambda n: (n.version, n.first, n.prefix)):
         if kept and kept[-1][0].contains(net):
-            kept[-1][1].extend(x for x in by_net[net] if x not in kept[-1][1])
+            if len(kept[-1][1]) <= MAX_LABELS:
+                kept[-1][1].extend(by_net[net])
             continue
         kept.append((net, list(by_net[net])))
-    return kept
+    return [(net, [join_labels(labels)]) for net, labels in kept]
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -401,6 +489,16 @@ def name_allows(allow: Iterable[Rule], deny: Iterable[Rule]) -> tuple[list[NameA
     cancelled; ``exact`` is False when the deny covered only part of the allow.
     """
     deny_names = [d for d in deny if d.kind != "cidr"]
+    # Index the denies, so each allow meets only the denies that overlap it (not all of them: n x m).
+    exact: dict[str, list[int]] = {}  # a name deny, by its host
+    wild: dict[str, list[int]] = {}  # a wildcard deny, by its suffix
+    below: dict[str, list[int]] = {}  # every deny, by each domain strictly above its host
+    for i, d in enumerate(deny_names):
+        (exact if d.kind == "name" else wild).setdefault(d.host, []).append(i)
+        dot = d.host.find(".")
+        while dot >= 0:
+            below.setdefault(d.host[dot + 1 :], []).append(i)
+            dot = d.host.find(".", dot + 1)
     out: list[NameAllow] = []
     cancelled: list[tuple[Rule, Rule, bool]] = []
     for rule in allow:
@@ -408,7 +506,13 @@ def name_allows(allow: Iterable[Rule], deny: Iterable[Rule]) -> tuple[list[NameA
             continue
         service = service_of(rule.ports)
         partial: list[Rule] = []
-        for d in deny_names:
+        host = rule.host
+        found = set(exact.get(host, ())) | set(wild.get(host, ())) | set(below.get(host, ()))
+        dot = host.find(".")
+        while dot >= 0:  # wildcard denies above the allow's host
+            found.update(wild.get(host[dot + 1 :], ()))
+            dot = host.find(".", dot + 1)
+        for d in (deny_names[i] for i in sorted(found)):  # in rule order, as before
             relation = name_relation(rule, d)
             if relation == "none":
                 continue
@@ -425,6 +529,23 @@ def name_allows(allow: Iterable[Rule], deny: Iterable[Rule]) -> tuple[list[NameA
 
 
 # --- internal ranges --------------------------------------------------------------------------
+
+
+def name_unreachable(allow_rules: Iterable[Rule]) -> list[Segment]:
+    """Where a name must never lead, as address segments: sockguard's internal ranges and metadata addresses,
+    with every IPv6 form the policy classifies as them (mapped, compatible, NAT64, 6to4, and all of Teredo,
+    whose XOR-ed host no CIDR block can select), minus what the CIDR allows admit (an IPv4 allow also admits
+    its mapped and NAT64 forms, which the policy unwraps). A name-based target (Cilium's toFQDNs admits
+    whatever a name resolves to) must deny these; sockguard refuses them (``internal-address``)."""
+    internal: list[Entry] = []
+    for net, category in internal_nets(include_loopback=False):
+        internal.append(Entry(net, ALL, category))
+        if net.version == 4:
+            internal += [Entry(twin, ALL, f"{category} (as IPv6)") for twin in embeddings(net)]
+    internal.append(Entry(TEREDO, ALL, "teredo"))
+    allows = allow_entries(allow_rules)
+    allows += [Entry(twin, e.service, e.label) for e in allows if e.net.version == 4 for twin in routable_forms(e.net)]
+    return flatten(internal, allows, keep_labels=False)
 
 
 def internal_nets(include_loopback: bool) -> list[tuple[Net, str]]:

@@ -14,41 +14,18 @@ import argparse
 import os
 import re
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from sockguard.addresses import Address, format_address, parse_network
-from sockguard.errors import ConfigError
-from sockguard.export_model import name_allows
-from sockguard.export_targets import (
-    K8sOptions,
-    Plan,
-    Resolution,
-    render_aws_sg,
-    render_cilium,
-    render_iptables,
-    render_json,
-    render_k8s,
-    render_nftables,
-)
-from sockguard.paths import write_atomically
-from sockguard.rules import Rule, RuleError, parse_rule
+from sockguard.breadth import broad_rules
+from sockguard.display import printable
+from sockguard.errors import ConfigError, RuleError
+from sockguard.export.plan import ADDRESS_FORMATS, K8sOptions, Resolver, build_plan
+from sockguard.export.resolve import dns_resolver, system_nameservers
+from sockguard.export.targets import RENDERERS, render
+from sockguard.paths import write_output
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE = 0, 1, 2
-
-RENDERERS: dict[str, Callable[[Plan], str]] = {
-    "aws-sg": render_aws_sg,
-    "nftables": render_nftables,
-    "iptables": lambda plan: render_iptables(plan, 4),
-    "ip6tables": lambda plan: render_iptables(plan, 6),
-    "k8s": render_k8s,
-    "cilium": render_cilium,
-    "json": render_json,
-}
-#: Formats that need names as addresses, and DNS server addresses for the DNS rule.
-ADDRESS_FORMATS = frozenset({"aws-sg", "nftables", "iptables", "ip6tables", "json"})
-
-Resolver = Callable[[str], Resolution]
 
 
 class UsageError(ValueError):
@@ -77,7 +54,7 @@ def parse_server(text: str, option: str) -> tuple[Address, int]:
         raise UsageError(f"{option} {text!r}: give an address, not a network")
     port = 53
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not 0 < int(port_text) <= 65535:
             raise UsageError(f"{option} {text!r}: port must be 1-65535")
         port = int(port_text)
     return (version, value), port
@@ -91,9 +68,10 @@ def _server_text(server: tuple[Address, int]) -> str:
     return f"[{shown}]:{port}" if addr[0] == 6 else f"{shown}:{port}"
 
 
-_LABEL_PART = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Kubernetes' label and name syntax, matched whole (fullmatch: "$" would also accept a trailing newline).
+_LABEL_PART = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
@@ -106,10 +84,10 @@ def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
             eq
             and name
             and len(name) <= 63
-            and _LABEL_PART.match(name)
+            and _LABEL_PART.fullmatch(name)
             and len(value) <= 63
-            and _LABEL_PART.match(value)
-            and (not slash or (len(prefix) <= 253 and _DNS_SUBDOMAIN.match(prefix)))
+            and _LABEL_PART.fullmatch(value)
+            and (not slash or (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)))
         )
         if not ok:
             raise UsageError(f"{option} {item!r}: expected KEY=VALUE with Kubernetes label syntax")
@@ -118,10 +96,10 @@ def parse_labels(items: Iterable[str], option: str) -> dict[str, str]:
 
 
 def k8s_options(args: argparse.Namespace) -> K8sOptions:
-    if len(args.name) > 253 or not _DNS_SUBDOMAIN.match(args.name):
+    if len(args.name) > 253 or not _DNS_SUBDOMAIN.fullmatch(args.name):
         raise UsageError(f"--name {args.name!r}: must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')")
     for option, value in (("--namespace", args.namespace), ("--dns-namespace", args.dns_namespace)):
-        if value is not None and (len(value) > 63 or not _DNS_LABEL.match(value)):
+        if value is not None and (len(value) > 63 or not _DNS_LABEL.fullmatch(value)):
             raise UsageError(f"{option} {value!r}: must be a lowercase DNS label (a-z, 0-9, '-')")
     match = re.fullmatch(r"(\d+)\.(\d+)", args.cilium_version)
     if not match:
@@ -135,113 +113,6 @@ def k8s_options(args: argparse.Namespace) -> K8sOptions:
         cilium_version=(int(match[1]), int(match[2])),
         dns_names=args.dns_names,
     )
-
-
-# --- resolution -------------------------------------------------------------------------------
-
-
-def dns_resolver(servers: list[tuple[Address, int]] | None, timeout: float = 5.0) -> Resolver:
-    """Look names up with dnspython (A and AAAA, no search list), keeping the TTL.
-
-    ``servers`` None means the system's resolv.conf nameservers.
-    """
-    import dns.exception
-    import dns.nameserver
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver(configure=not servers)
-    if servers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(format_address(a), port) for a, port in servers]
-    resolver.lifetime = timeout
-
-    def resolve(host: str) -> Resolution:
-        found: list[tuple[Address, int]] = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = resolver.resolve(host + ".", rdtype, search=False, raise_on_no_answer=False)
-            except dns.resolver.NXDOMAIN:
-                return Resolution((), "no such name (NXDOMAIN)")
-            except dns.exception.DNSException as exc:
-                return Resolution((), f"{type(exc).__name__}: {exc}")
-            if answer.rrset is None:
-                continue
-            ttl = int(answer.chaining_result.minimum_ttl)  # the shortest TTL along any CNAME chain
-            for record in answer.rrset:
-                version, value, _ = parse_network(record.address)
-                found.append(((version, value), ttl))
-        return Resolution(tuple(found))
-
-    return resolve
-
-
-def system_nameservers() -> list[tuple[Address, int]]:
-    """The nameservers in resolv.conf (read from the file: no query is sent)."""
-    import dns.resolver
-
-    try:
-        names = dns.resolver.Resolver().nameservers
-    except dns.resolver.NoResolverConfiguration:
-        return []
-    out = []
-    for server in names:
-        try:
-            version, value, _ = parse_network(str(server))
-        except ValueError:
-            continue
-        out.append(((version, value), 53))
-    return out
-
-
-# --- the export -------------------------------------------------------------------------------
-
-
-def build_plan(
-    allow: Iterable[str | Rule],
-    deny: Iterable[str | Rule] = (),
-    *,
-    fmt: str,
-    source: str = "command line",
-    allow_loopback: bool = True,
-    resolve: Resolver | None = None,
-    resolver_name: str = "system resolver",
-    dns_servers: list[tuple[Address, int]] | None = None,
-    dns: bool = True,
-    k8s: K8sOptions | None = None,
-) -> Plan:
-    """Everything a renderer needs. ``resolve`` None means names are not resolved."""
-    allow_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in allow)
-    deny_rules = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
-    names, cancelled = name_allows(allow_rules, deny_rules)
-    plan = Plan(
-        source=source,
-        allow=allow_rules,
-        deny=deny_rules,
-        names=names,
-        allow_loopback=allow_loopback,
-        resolver=resolver_name,
-        dns_servers=list(dns_servers or []),
-        dns=dns,
-        k8s=k8s or K8sOptions(),
-    )
-    for rule, by, exact in cancelled:
-        if exact:
-            plan.messages.note(f"{fmt}: allow rule {rule.text!r} is cancelled by deny rule {by.text!r}")
-        else:
-            plan.messages.warn(
-                f"{fmt}: allow rule {rule.text!r}: deny rule {by.text!r} covers some of its names and a name "
-                "selector cannot leave them out; not exported (narrower)"
-            )
-    if resolve is not None and fmt in ADDRESS_FORMATS:
-        plan.resolved = {}
-        for name in names:
-            if name.rule.kind == "name" and name.rule.host not in plan.resolved:
-                plan.resolved[name.rule.host] = resolve(name.rule.host)
-        plan.resolved_at = time.time()
-    return plan
-
-
-def render(fmt: str, plan: Plan) -> str:
-    return RENDERERS[fmt](plan)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -304,7 +175,7 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
     except (ConfigError, RuleError, UsageError) as exc:
-        print(f"sockguard export: {exc}", file=sys.stderr)
+        print(f"sockguard export: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     dns_source = "--dns-server"
     if not dns_servers and not args.no_dns and fmt in ADDRESS_FORMATS:
@@ -324,6 +195,8 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         dns=not args.no_dns,
         k8s=options,
     )
+    for warning in broad_rules(settings.allow):  # a public suffix or 0.0.0.0/0: allowed, but said (--strict)
+        plan.messages.warn(f"{fmt}: {warning}")
     if settings.mode != "enforce":
         plan.messages.note(f"{fmt}: the policy's mode is {settings.mode}; the export enforces it regardless")
     if fmt in ADDRESS_FORMATS and not args.no_dns:
@@ -333,15 +206,13 @@ def main(args: argparse.Namespace, resolve: Resolver | None = None) -> int:
         else:
             plan.messages.note(f"{fmt}: no DNS server known (resolv.conf is empty); pass --dns-server to allow DNS")
     text = render(fmt, plan)
-    if args.output:
-        try:
-            write_atomically(args.output, [text])
-        except OSError as exc:
-            print(f"sockguard export: cannot write {args.output}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    try:
+        write_output(args.output, [text])
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        print(f"sockguard export: cannot write {printable(args.output)}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     for warning in plan.messages.warnings:
         print(f"sockguard export: warning: {warning}", file=sys.stderr)
     if not args.quiet:

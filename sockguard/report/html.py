@@ -11,7 +11,8 @@ import html
 import time
 from collections.abc import Iterator
 
-from sockguard.report import DECISIONS, Destination, Summary, _counts, duration, iso, safe
+from sockguard.report.fields import DECISIONS, counts_text, duration, iso, safe
+from sockguard.report.summary import Destination, Summary
 
 CHART_ROWS = 30  # destinations charted (most blocked first), after the "all" row
 COLORS = {"allow": "#2e8b3a", "would-block": "#e6a100", "block": "#d1302f"}
@@ -198,7 +199,7 @@ def _table(s: Summary) -> Iterator[str]:
             f'<tr class="dest {_row_class(d)}"><td class="mono">{escape(d.label)}</td><td>{escape(d.kind)}</td>'
             f'<td class="n">{_n(d.events)}</td><td class="n">{_n(d.counts[0])}</td>'
             f'<td class="n">{_n(d.counts[1])}</td><td class="n">{_n(d.counts[2])}</td>'
-            f"<td>{escape(_counts(d.reasons))}</td><td>{escape(_counts(d.ops))}</td>"
+            f"<td>{escape(counts_text(d.reasons))}</td><td>{escape(counts_text(d.ops))}</td>"
             f'<td class="mono">{addresses}</td><td class="mono">{callers}</td>'
             f"<td>{escape(iso(d.first))}</td><td>{escape(iso(d.last))}</td></tr>"
         )
@@ -214,7 +215,7 @@ def _table(s: Summary) -> Iterator[str]:
 
 def _extras(s: Summary) -> str:
     out = []
-    for title, columns, rows in s.requests.html_tables():  # HTTP request events (sockguard/report_requests.py)
+    for title, columns, rows in s.requests.html_tables():  # HTTP request events (sockguard/report/requests.py)
         out.append(f"<h2>{escape(title)}</h2><table><thead><tr>")
         out += [f"<th>{escape(column)}</th>" for column in columns]
         out.append("</tr></thead><tbody>")
@@ -226,8 +227,8 @@ def _extras(s: Summary) -> str:
             out.append(f'<tr><td class="n">{_n(n)}</td><td class="mono">{escape(caller)}</td></tr>')
         out.append("</tbody></table>")
     if s.other:
-        out.append(f"<h2>Other events</h2><p>{escape(_counts(s.other))}</p><ul>")
-        out += [f"<li>{escape(kind)}: {escape(_counts(d))}</li>" for kind, d in s.other_detail.items()]
+        out.append(f"<h2>Other events</h2><p>{escape(counts_text(s.other))}</p><ul>")
+        out += [f"<li>{escape(kind)}: {escape(counts_text(d))}</li>" for kind, d in s.other_detail.items()]
         out += [f'<li class="mono">{escape(sample)}</li>' for sample in s.other_samples[:10]]
         out.append("</ul>")
     if s.malformed:
