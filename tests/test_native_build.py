@@ -4,6 +4,7 @@ install without a C compiler still succeeds and says why the native layer is mis
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,9 +16,14 @@ from tests.native_support import ROOT, c_compiler
 
 
 def build_wheel(tmp_path: Path, **env: str) -> Path:
+    """A wheel built from a copy of the sources as a clean clone has them: a build/ directory left in the checkout
+    by an earlier layout (setuptools reuses it) must not leak stale modules into the wheel."""
     out = tmp_path / "dist"
+    source = tmp_path / "source"
+    junk = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "artifacts", "__pycache__", "*.so")
+    shutil.copytree(ROOT, source, ignore=junk)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(out), str(source)],
         capture_output=True, text=True, env={**os.environ, **env}, timeout=300, check=False,
     )  # fmt: skip
     if result.returncode != 0 and "No module named" in result.stderr:
