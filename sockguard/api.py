@@ -72,9 +72,7 @@ def install(
     apply and ``allow``/``deny`` extend them; ``from_environment=False`` uses
     only the arguments. ``log_special``: ``log`` may be a FIFO or a device (written without blocking).
     Raises ConfigError on a bad rule (nothing changes)."""
-    settings = _settings(
-        allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw
-    )
+    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw)
     guard.install(_state(settings))
 
 
@@ -105,9 +103,7 @@ def guarded(
 ) -> Iterator[State]:
     """Apply a policy for the duration of a ``with`` block, process-wide
     (all threads), then restore what was in force before."""
-    settings = _settings(
-        allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw
-    )
+    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw)
     state = _state(settings)
     with guard.applied(state):
         yield state

@@ -189,8 +189,10 @@ class _NetNode:
                 self.port_rules.append(chosen)
 
     def pick(self, port: int | None, strict_port: bool) -> Rule | None:
-        if port is None:
+        if port is None:  # a lookup without a port: any allow rule, only a port-less deny rule
             return self.any_port if strict_port else self.rules[0]
+        if port == UNKNOWN_PORT:  # the mirror image: only a port-less allow rule, any deny rule
+            return self.rules[0] if strict_port else self.any_port
         starts = self.port_starts
         if not starts:
             return self.any_port
