@@ -20,9 +20,11 @@ SOCKET_EVENTS = (
     "socket.connect",
     "socket.sendto",
     "socket.sendmsg",
+    "socket.bind",
     "socket.getaddrinfo",
     "socket.gethostbyname",
     "socket.gethostbyaddr",
+    "socket.getnameinfo",
 )
 
 # A guarded process warns when it starts a Python that will not be guarded (sockguard.floor._on_child).
@@ -33,6 +35,8 @@ CHILD_EVENTS = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.system")
 handlers: dict[str, Handler] = {}
 _installed = False
 activated_at_startup = False  # set by activate() (sitecustomize / sockguard run)
+#: Where this process's configuration comes from, fixed by activate() (sockguard.source.Source), or None.
+configuration_source: Any = None
 
 
 def _audit(event: str, args: tuple[Any, ...], _handler_for=handlers.get) -> None:
@@ -72,8 +76,20 @@ def _lazy(event: str) -> Handler:
     return first_event
 
 
+def _lazy_new(args: tuple[Any, ...]) -> None:
+    """``socket.__new__`` before the policy is loaded: most sockets (asyncio's socketpair, a listening server) need
+    no policy yet; a raw or packet one (SOCK_RAW, Linux's SOCK_PACKET and AF_PACKET) loads it and is decided."""
+    if args[2] & 0xF in (3, 10) or args[1] == 17:
+        _lazy("socket.__new__")(args)
+
+
 def set_lazy_handlers() -> None:
-    set_handlers({event: _lazy(event) for event in SOCKET_EVENTS + CHILD_EVENTS})
+    table = {event: _lazy(event) for event in SOCKET_EVENTS + CHILD_EVENTS}
+    table["socket.__new__"] = _lazy_new
+    from sockguard.source import note_environment
+
+    table["os.putenv"] = table["os.unsetenv"] = note_environment
+    set_handlers(table)
 
 
 # --- post-import hooks ------------------------------------------------------
@@ -220,13 +236,23 @@ def watch_imports() -> None:
 
 
 def activate() -> None:
-    """Start-up activation (sitecustomize): floor now, everything else lazily."""
+    """Start-up activation (sitecustomize): the configuration's source fixed now (variables, file path and bytes:
+    sockguard.source), the floor installed now, the policy compiled lazily at the first socket event."""
     import os
 
-    global activated_at_startup
-    if os.environ.get("SOCKGUARD_MODE", "").strip().lower() == "off":
+    from sockguard import source
+
+    global activated_at_startup, configuration_source
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed: no local config file can count
+        cwd = "/nonexistent"
+    found = source.take(os.environ, cwd)
+    if found.mode_off:
         return
     activated_at_startup = True
+    configuration_source = found
+    source.export_for_children(found, os.environ)
     if not handlers:
         set_lazy_handlers()
     install_audit_hook()

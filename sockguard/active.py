@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from sockguard import addrmap
 from sockguard.addresses import format_address, parse_address, unwrap_routable
-from sockguard.canonical import port_number
+from sockguard.canonical import c_host, connect_port, port_number
 from sockguard.errors import InvalidHost
-from sockguard.policy import CONFIG_ERROR, INVALID, RAW_IP, Decision
+from sockguard.policy import CONFIG_ERROR, INVALID, RAW_IP, UNVERIFIED, Decision
 from sockguard.rules import normalize_host
 
 TYPE_CHECKING = False
@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from sockguard.sinks import Sinks
 
 NUMERIC_OK = Decision(True, "numeric-host")
+#: A connect/send/bind whose hostname C resolved itself (sockguard.floor): refused whatever the name.
+C_RESOLVED = Decision(
+    False,
+    UNVERIFIED,
+    None,
+    "the C layer resolved this hostname itself, before any check (a hostname passed to _socket directly, or the "
+    "socket wrappers were replaced): the address it would use cannot be checked, so the call is refused",
+)
 _CACHE_MAX = 8192
 _PORTS_PER_ADDRESS = 1024
 
@@ -72,11 +80,19 @@ class State:
         self.blocks: dict[Any, tuple[str | None, str, str]] = {}  # sockguard.refusal's message cache
 
     def lookup(self, host: Any, port: Any) -> tuple[Decision, str | None]:
-        """Decision for a lookup, and the normalised name (None if numeric: no DNS leaves for it)."""
-        key = (host, port)
+        """Decision for a lookup, and the normalised name (None if numeric: no DNS leaves for it). Cached on the
+        host's exact text and the port's number, never on the caller's objects (a ``str`` subclass could forge
+        ``__hash__``/``__eq__`` to hit an allowed entry)."""
+        if host.__class__ is not str:
+            try:
+                host = c_host(host)
+            except (TypeError, InvalidHost) as exc:
+                return Decision(False, INVALID, None, str(exc)), None
+        # An int port, the common case, without a call.
+        key: tuple[str, int | None] = (host, port) if port.__class__ is int and port > 0 else (host, port_number(port))
         found = self.names.get(key)
         if found is None:
-            found = self._lookup(host, port_number(port))
+            found = self._lookup(host, key[1])
             if len(self.names) >= _CACHE_MAX:
                 self.names.clear()
             self.names[key] = found
@@ -95,14 +111,20 @@ class State:
             return NUMERIC_OK, None
         return self.policy.check_name(name, port), name
 
-    def address(self, host: Any, port: Any) -> Decision:
-        """Decision for a connect or send to a numeric ``host``."""
+    def address(self, host: str, port: int | None) -> Decision:
+        """Decision for a connect or send to ``host`` (the exact text C used; a name here means C resolved it
+        itself) and ``port``: an int, UNKNOWN_PORT (sockguard.canonical), or None where no port is named (a
+        request's Host header without one: decided leniently, as a lookup is)."""
+        if host.__class__ is not str:  # never a caller's object as a cache key
+            return C_RESOLVED
+        if port.__class__ is not int and port is not None:
+            port = connect_port(port)
         ports = self.addrs.get(host)
         if ports is not None:
             found = ports.get(port)
             if found is not None:
                 return found
-        decision = self._address(host, port_number(port))
+        decision = self._address(host, port)
         if ports is None:
             if len(self.addrs) >= _CACHE_MAX:
                 self.addrs.clear()
@@ -114,11 +136,11 @@ class State:
     def _address(self, host: Any, port: int | None) -> Decision:
         if self.error is not None:
             return Decision(False, self.error_reason, None, self.error)
-        addr = parse_address(host) if isinstance(host, str) else None
+        addr = parse_address(host)
         if addr is None:
-            # A hostname reached C without the wrappers: C has resolved it already (no event fires for that).
-            # Decide on the name; the floor puts the wrappers back (sockguard.floor).
-            return self._lookup(host, port)[0]
+            # A hostname reached C without the wrappers: C has resolved it already (no event fires for that), and
+            # the address it connects to is unknown here. Refused whatever the name (sockguard.floor says more).
+            return C_RESOLVED
         decision = self.policy.check_address(addr, port)
         if decision.reason == RAW_IP:
             names = addrmap.names_for(host) or addrmap.names_for(format_address(addr))

@@ -25,6 +25,7 @@ def admit(state: State, name: str, port: Any, infos: list[Any], address_index: i
     number = port_number(port)
     kept = []
     refused: tuple[Decision, str] | None = None
+    logged: set[str] | None = None
     for info in infos:
         ip = info[address_index][0] if address_index >= 0 else info
         decision = state.answer(name, ip, number)
@@ -34,7 +35,11 @@ def admit(state: State, name: str, port: Any, infos: list[Any], address_index: i
                 state.forget_address(ip)  # a cached raw-IP block for it is stale now
         if not decision.allowed:
             refused = (decision, ip)
-            record_refused_answer(state, decision, name, number, ip, depth=2)
+            if logged is None:
+                logged = set()
+            if ip not in logged:  # one line per address, not per socket type getaddrinfo listed it for
+                logged.add(ip)
+                record_refused_answer(state, decision, name, number, ip, depth=2)
     if not kept and refused is not None:
         # Each refused answer is already in the log as a block of this lookup; the caller learns why.
         error = refuse(state, refused[0], "resolve", None, name, number, refused[1], depth=2, log=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from sockguard import guard
-from sockguard.config import Settings, load_settings
+from sockguard.config import Settings
 from sockguard.errors import ConfigError, RuleError
 from sockguard.policy import Decision
 from sockguard.values import parse_mode
@@ -27,8 +27,9 @@ def _settings(
     log: str | None,
     from_environment: bool,
     log_special: bool | None = None,
+    allow_raw: bool | None = None,
 ) -> Settings:
-    settings = load_settings() if from_environment else Settings()
+    settings = guard.environment_settings() if from_environment else Settings()
     try:
         settings.extend(allow or (), deny or ())
     except RuleError as exc:
@@ -39,6 +40,8 @@ def _settings(
         settings.allow_loopback = allow_loopback
     if allow_unix is not None:
         settings.allow_unix = allow_unix
+    if allow_raw is not None:
+        settings.allow_raw = allow_raw
     if log is not None:
         settings.log = log
     if log_special is not None:
@@ -63,12 +66,13 @@ def install(
     log: str | None = None,
     log_special: bool | None = None,
     from_environment: bool = True,
+    allow_raw: bool | None = None,
 ) -> None:
     """Guard this process. By default the configuration file and environment
     apply and ``allow``/``deny`` extend them; ``from_environment=False`` uses
     only the arguments. ``log_special``: ``log`` may be a FIFO or a device (written without blocking).
     Raises ConfigError on a bad rule (nothing changes)."""
-    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special)
+    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw)
     guard.install(_state(settings))
 
 
@@ -95,10 +99,11 @@ def guarded(
     log: str | None = None,
     log_special: bool | None = None,
     from_environment: bool = False,
+    allow_raw: bool | None = None,
 ) -> Iterator[State]:
     """Apply a policy for the duration of a ``with`` block, process-wide
     (all threads), then restore what was in force before."""
-    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special)
+    settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw)
     state = _state(settings)
     with guard.applied(state):
         yield state
@@ -112,6 +117,7 @@ def status() -> dict[str, Any]:
         "deny": [r.text for r in state.policy.deny],
         "allow_loopback": state.policy.allow_loopback,
         "allow_unix": state.policy.allow_unix,
+        "allow_raw": state.policy.allow_raw,
         "error": state.error,
         "source": getattr(state.settings, "source", None),
     }

@@ -164,6 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "deny": [rule.text for rule in settings.deny],
         "allow_loopback": settings.allow_loopback,
         "allow_unix": settings.allow_unix,
+        "allow_raw": settings.allow_raw,
         "log": settings.log,
         "log_special": settings.log_special,
         "resolver": settings.resolver or "system",

@@ -1,19 +1,24 @@
 """Settings from TOML and the environment.
 
-Sources, first found wins for the file: ``SOCKGUARD_CONFIG``, else
-``sockguard.toml`` in the working directory, else ``[tool.sockguard]`` in
-``pyproject.toml`` there. Environment variables extend the lists and override
-the scalars. Every problem raises ConfigError naming the source, key and value.
+Sources, first found wins for the file: ``SOCKGUARD_PINNED`` (the whole configuration, written by ``sockguard
+run``), ``SOCKGUARD_CONFIG`` (``none``: no file), else ``sockguard.toml`` in the working directory, else
+``[tool.sockguard]`` in ``pyproject.toml`` there. Environment variables extend the lists and override the scalars
+(not under a pinned configuration). Every problem raises ConfigError naming the source, key and value.
+
+Loading is two steps kept apart: :func:`sockguard.source.take` fixes *where* the configuration comes from (at
+activation, cheaply), :func:`settings_from_source` turns that snapshot into Settings (at the first socket event).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import sys
 
 from sockguard import breaker_settings, resolver_settings
 from sockguard.errors import ConfigError, RuleError
 from sockguard.rules import Rule, compile_rules, split_rules
+from sockguard.source import PINNED, Source, same_file, take
 from sockguard.values import MODES, parse_bool, parse_log_level, parse_mode, unknown_key
 
 TYPE_CHECKING = False
@@ -24,8 +29,18 @@ if TYPE_CHECKING:
 __all__ = ["MODES", "ConfigError", "Settings", "load_settings", "with_flags"]
 
 #: Keys a config file may hold at top level; tables own their own validation.
-KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "log", "log_special", "resolver", "breaker",
-              "pytest", "http_events", "http_log_level", "log_query"}  # fmt: skip
+KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "allow_raw", "log", "log_special", "resolver",
+              "breaker", "pytest", "http_events", "http_log_level", "log_query"}  # fmt: skip
+#: Boolean keys and their variables.
+_SWITCHES = (
+    ("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"),
+    ("allow_unix", "SOCKGUARD_ALLOW_UNIX"),
+    ("allow_raw", "SOCKGUARD_ALLOW_RAW"),
+    ("http_events", "SOCKGUARD_HTTP_EVENTS"),
+    ("log_query", "SOCKGUARD_LOG_QUERY"),
+    ("log_special", "SOCKGUARD_LOG_SPECIAL"),
+)
+PINNED_FORMAT = 1
 
 
 class Settings:
@@ -40,6 +55,7 @@ class Settings:
         deny: Iterable[str | Rule] | None = None,
         allow_loopback: bool = True,
         allow_unix: bool = True,
+        allow_raw: bool = False,
         log: str | None = None,
         log_special: bool = False,
         resolver: list[str] | None = None,
@@ -56,6 +72,7 @@ class Settings:
         self.deny: list[Rule] = _parsed(deny or (), "deny")
         self.allow_loopback = allow_loopback
         self.allow_unix = allow_unix
+        self.allow_raw = allow_raw  # raw IP and packet sockets (sockguard/rawsockets.py)
         self.log = log
         #: The log may be a FIFO or a device (/dev/stdout): written without ever blocking (sockguard.logfile).
         self.log_special = log_special
@@ -75,7 +92,13 @@ class Settings:
     def build_policy(self):  # -> Policy, imported lazily to keep this module light
         from sockguard.policy import Policy
 
-        return Policy(self.allow, self.deny, allow_loopback=self.allow_loopback, allow_unix=self.allow_unix)
+        return Policy(
+            self.allow,
+            self.deny,
+            allow_loopback=self.allow_loopback,
+            allow_unix=self.allow_unix,
+            allow_raw=self.allow_raw,
+        )
 
     def extend(self, allow: Iterable[str | Rule] = (), deny: Iterable[str | Rule] = (), where: str = "") -> None:
         """Add rules (strings are parsed; RuleError names ``where`` they came from)."""
@@ -90,6 +113,7 @@ class Settings:
             "SOCKGUARD_DENY": ",".join(r.text for r in self.deny),
             "SOCKGUARD_ALLOW_LOOPBACK": "1" if self.allow_loopback else "0",
             "SOCKGUARD_ALLOW_UNIX": "1" if self.allow_unix else "0",
+            "SOCKGUARD_ALLOW_RAW": "1" if self.allow_raw else "0",
         }
         if self.log:
             env["SOCKGUARD_LOG"] = self.log
@@ -108,6 +132,43 @@ class Settings:
             var = "SOCKGUARD_BREAKER" if key == "enabled" else f"SOCKGUARD_BREAKER_{key.upper()}"
             env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
+
+    def to_pinned(self, file: str | None) -> dict[str, Any]:
+        """The whole configuration as a JSON object (``sockguard run`` pins it for its process tree); ``file`` is the
+        config file it came from, if any (a child that finds another one in its directory says it ignores it)."""
+        return {
+            "sockguard_pinned": PINNED_FORMAT,
+            "source": self.source,
+            "file": file,
+            "mode": self.mode,
+            "allow": [rule.text for rule in self.allow],
+            "deny": [rule.text for rule in self.deny],
+            "allow_loopback": self.allow_loopback,
+            "allow_unix": self.allow_unix,
+            "allow_raw": self.allow_raw,
+            "log": self.log,
+            "log_special": self.log_special,
+            "resolver": self.resolver,
+            "resolver_options": self.resolver_options,
+            "breaker": self.breaker,
+            "http_events": self.http_events,
+            "http_log_level": "info" if self.http_log_level == 20 else "debug",
+            "log_query": self.log_query,
+        }
+
+    @classmethod
+    def from_pinned(cls, data: Any, where: str) -> Settings:
+        """Settings from :meth:`to_pinned`'s object, validated again like a config file (ConfigError names
+        ``where``)."""
+        if not isinstance(data, dict) or data.get("sockguard_pinned") != PINNED_FORMAT:
+            raise ConfigError(f"sockguard: {where} is not a configuration pinned by this sockguard", source=where)
+        table = {key: data[key] for key in KNOWN_KEYS if data.get(key) is not None}
+        if "resolver" in table:
+            table["resolver"] = {"servers": table.pop("resolver"), **(data.get("resolver_options") or {})}
+        settings = cls(source=f"pinned by sockguard run ({data.get('source', 'defaults')}; {where})")
+        apply_table(settings, table, where)
+        settings.log = data.get("log")  # absolute already
+        return settings
 
 
 def _parsed(rules: Iterable[str | Rule], where: str) -> list[Rule]:
@@ -138,10 +199,9 @@ def _read_bytes(path: str) -> bytes:
         raise ConfigError(f"sockguard: cannot read config file {path}: {exc}", source=path) from None
 
 
-def _read_toml(path: str) -> dict[str, Any]:
+def _parse_toml(path: str, data: bytes) -> dict[str, Any]:
     import tomllib
 
-    data = _read_bytes(path)
     try:
         return tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
@@ -155,25 +215,30 @@ def _read_toml(path: str) -> dict[str, Any]:
         ) from None
 
 
+def _file_table(path: str, data: bytes) -> tuple[str, dict[str, Any]] | None:
+    """(source description, table) of a config file's bytes: a ``pyproject.toml`` means its ``[tool.sockguard]``
+    table (None when it has none)."""
+    parsed = _parse_toml(path, data)
+    if os.path.basename(path) != "pyproject.toml":
+        return path, parsed
+    table = _tool_table(parsed, path)
+    return (f"{path} [tool.sockguard]", table) if table else None
+
+
+def _source_file(found: Source) -> tuple[str, dict[str, Any]] | None:
+    if found.path is None:
+        return None
+    if found.data is None:
+        # The read at activation failed: the same file once more. A transient failure (no descriptor left, ...)
+        # propagates as OSError, so the loader retries at the next socket event; any other is a ConfigError.
+        found.data = _read_bytes(found.path)
+    return _file_table(found.path, found.data)
+
+
 def find_config_file(environ: Mapping[str, str], cwd: str) -> tuple[str, dict[str, Any]] | None:
-    """(source description, table) of the config file in force, if any."""
-    explicit = environ.get("SOCKGUARD_CONFIG")
-    if explicit:
-        data = _read_toml(explicit)
-        if os.path.basename(explicit) == "pyproject.toml":
-            return f"{explicit} [tool.sockguard]", _tool_table(data, explicit)
-        return explicit, data
-    local = os.path.join(cwd, "sockguard.toml")
-    if os.path.exists(local):
-        return local, _read_toml(local)
-    pyproject = os.path.join(cwd, "pyproject.toml")
-    if os.path.exists(pyproject):
-        if b"sockguard" not in _read_bytes(pyproject):  # skip the TOML parse for unrelated projects
-            return None
-        table = _tool_table(_read_toml(pyproject), pyproject)
-        if table:
-            return f"{pyproject} [tool.sockguard]", table
-    return None
+    """(source description, table) of the config file in force, if any (not a pinned configuration)."""
+    found = take({k: v for k, v in environ.items() if k != PINNED}, cwd)
+    return _source_file(found)
 
 
 def _tool_table(data: dict[str, Any], path: str) -> dict[str, Any]:
@@ -231,7 +296,7 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
         settings.allow = _rules(table["allow"], source, "allow")
     if "deny" in table:
         settings.deny = _rules(table["deny"], source, "deny")
-    for key in ("allow_loopback", "allow_unix", "http_events", "log_query", "log_special"):
+    for key, _var in _SWITCHES:
         if key in table:
             setattr(settings, key, parse_bool(table[key], source, key))
     if "http_log_level" in table:
@@ -265,9 +330,7 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
         settings.allow = settings.allow + _rules(get("SOCKGUARD_ALLOW"), "environment", "SOCKGUARD_ALLOW")
     if get("SOCKGUARD_DENY"):
         settings.deny = settings.deny + _rules(get("SOCKGUARD_DENY"), "environment", "SOCKGUARD_DENY")
-    for key, var in (("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"), ("allow_unix", "SOCKGUARD_ALLOW_UNIX"),
-                     ("http_events", "SOCKGUARD_HTTP_EVENTS"), ("log_query", "SOCKGUARD_LOG_QUERY"),
-                     ("log_special", "SOCKGUARD_LOG_SPECIAL")):  # fmt: skip
+    for key, var in _SWITCHES:
         if get(var):
             setattr(settings, key, parse_bool(get(var), "environment", var))
     if get("SOCKGUARD_HTTP_LOG_LEVEL"):
@@ -294,6 +357,7 @@ def with_flags(
     env = dict(environ)
     if config:
         env["SOCKGUARD_CONFIG"] = os.path.abspath(config)
+        env.pop(PINNED, None)  # a tool given --config reads that file, even inside a `sockguard run` tree
     for values, var in ((list(allow), "SOCKGUARD_ALLOW"), (list(deny), "SOCKGUARD_DENY")):
         if values:
             env[var] = ",".join(filter(None, [env.get(var, ""), *values]))
@@ -301,13 +365,64 @@ def with_flags(
 
 
 def load_settings(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Settings:
-    """Settings in force for this process. Raises ConfigError."""
-    environ = os.environ if environ is None else environ
+    """Settings a process started now with ``environ`` in ``cwd`` would enforce. Raises ConfigError."""
+    return settings_from_source(take(os.environ if environ is None else environ, cwd or os.getcwd()))
+
+
+def settings_from_source(found: Source) -> Settings:
+    """Settings from a configuration source taken at activation (:func:`sockguard.source.take`): the pinned file of
+    a ``sockguard run`` tree, or the config file's bytes and the ``SOCKGUARD_*`` variables as they were then.
+    Raises ConfigError."""
+    if found.pinned:
+        assert found.path is not None
+        if found.data is None:
+            found.data = _read_bytes(found.path)  # (a transient failure propagates: the loader retries)
+        settings, file = _pinned(found.path, found.data)
+        _ignored_local_file(found, settings_file=file)
+        return settings
     settings = Settings()
-    found = find_config_file(environ, cwd or os.getcwd())
-    if found is not None:
-        source, table = found
-        settings.source = source
-        apply_table(settings, table, source)
-    apply_env(settings, environ)
+    located = _source_file(found)
+    if located is not None:
+        settings.source, table = located
+        apply_table(settings, table, settings.source)
+    apply_env(settings, found.environ)
+    _ignored_local_file(found, settings_file=found.path)
     return settings
+
+
+def _pinned(path: str, data: bytes) -> tuple[Settings, str | None]:
+    """The pinned Settings and the config file they were resolved from (if any)."""
+    import json
+
+    try:
+        parsed = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(
+            f"sockguard: {path} (SOCKGUARD_PINNED) is not a pinned configuration: {exc}", source=path
+        ) from None
+    settings = Settings.from_pinned(parsed, path)
+    return settings, parsed.get("file")
+
+
+_noticed: set[str] = set()
+
+
+def _ignored_local_file(found: Source, settings_file: str | None) -> None:
+    """A config file in the working directory that is not the one in force: ignored, and said once on stderr (a
+    checked-out repository must not widen or switch off the policy of the tree that runs a tool in it)."""
+    local = found.local
+    if local is None or local in _noticed or (settings_file and same_file(local, settings_file)):
+        return
+    try:
+        with open(local, "rb") as fh:
+            if _file_table(local, fh.read()) is None:
+                return  # a pyproject.toml without a [tool.sockguard] table
+    except (OSError, ConfigError):
+        pass
+    _noticed.add(local)
+    in_force = "the configuration pinned by sockguard run" if found.pinned else (settings_file or "no config file")
+    why = "SOCKGUARD_PINNED" if found.pinned else "SOCKGUARD_CONFIG"
+    try:
+        sys.stderr.write(f"sockguard: ignoring {local}: this process enforces {in_force} ({why})\n")
+    except (OSError, ValueError):
+        pass

@@ -1,8 +1,16 @@
-"""The floor: audit-hook handlers (PEP 578) that decide every lookup and connect, whatever called them.
+"""The floor: audit-hook handlers (PEP 578) that decide every lookup, connect, send and bind, whatever called them.
 
-They see every ``socket.connect``/``sendto``/``sendmsg``/``getaddrinfo``/``gethostbyname``/``gethostbyaddr``
-event, including ``_socket`` used directly, a reloaded socket module, or wrappers someone removed. Raising
-here aborts the call before the syscall. sockguard.guard puts :data:`HANDLERS` into sockguard._hook's table.
+They see every ``socket.connect``/``sendto``/``sendmsg``/``bind``/``getaddrinfo``/``gethostbyname``/
+``gethostbyaddr``/``getnameinfo``/``__new__`` event, including ``_socket`` used directly, a reloaded socket module,
+or wrappers someone removed. Raising here aborts the call before the syscall. sockguard.guard puts :data:`HANDLERS`
+into sockguard._hook's table.
+
+The audit event of a connect, send or bind is raised *after* C has read the address (and resolved a hostname in
+it: no event fires for that). The socket wrappers hand C only canonical tuples (sockguard.canonical), so what the
+floor sees there is what the kernel gets. Anything else reached C without them: the floor decides on what C used
+where that can still be known (sockguard.canonical.audited_address) and refuses what cannot (a ``str`` subclass
+host, a hostname C resolved itself). A port C read through ``__index__`` is an unknown port: only port-less allow
+rules admit it.
 """
 
 from __future__ import annotations
@@ -10,13 +18,16 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap
+from sockguard import active, addrmap, resolvconf, reverse
 from sockguard.addresses import parse_address
-from sockguard.canonical import numeric_hosts
+from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
+from sockguard.errors import InvalidHost
 from sockguard.events import emit, host_text, make_event, record_allowed
-from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, UNIX, Decision
+from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, SEARCH_LIST, UNIX, UNVERIFIED, Decision
+from sockguard.rawsockets import check_raw, is_raw
 from sockguard.refusal import refuse
-from sockguard.wrappers import patch_socket_module
+from sockguard.source import note_environment
+from sockguard.wrappers import handing, numeric_nameinfo, patch_socket_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,6 +37,7 @@ if TYPE_CHECKING:
 
 AF_INET = _socket.AF_INET
 AF_INET6 = _socket.AF_INET6
+AF_UNSPEC = _socket.AF_UNSPEC
 AF_UNIX = getattr(_socket, "AF_UNIX", -1)
 AF_NETLINK = getattr(_socket, "AF_NETLINK", -1)
 _family_of = _socket.socket.family.__get__  # C getter: no enum conversion
@@ -34,6 +46,21 @@ _INET = (AF_INET, AF_INET6)
 # Where refuse()/record_allowed() start looking for the caller from _check_socket: past _check_socket and
 # sockguard._hook._audit (sends come through _on_sendto/_on_sendmsg: find_caller skips sockguard's frames).
 _HOOK_DEPTH = 3
+
+_UNKNOWN_SHAPE = Decision(
+    False,
+    UNVERIFIED,
+    None,
+    "the address reached the C layer in a shape whose value cannot be known after the fact (a str subclass or "
+    "bytearray host, or no host at all) without passing through the socket wrappers",
+)
+_SUBCLASS_LOOKUP = Decision(
+    False,
+    UNVERIFIED,
+    None,
+    "a str subclass reached the C resolver directly: C encodes it through the subclass's own methods, so the name "
+    "it would look up cannot be known; pass a plain str",
+)
 
 
 def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
@@ -47,22 +74,35 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
     except TypeError:  # not a _socket.socket: cannot happen for these events, decide on its attribute
         family = getattr(sock, "family", -1)
     if family in _INET:
-        # Hot path: an IPv4 address tuple *is* the breaker's (host, port) key, and a healthy destination is
-        # one whose cached decision was allowed in this State: one set lookup, no tuple built.
         breaker = state.breaker
-        if (
-            breaker is not None
-            and operation == "connect"
-            and address in breaker.healthy
-            and not state.sinks.wants_allow()
-        ):
+        host = port = None
+        if address.__class__ is tuple:
+            try:
+                host, port = address  # (an unpacking costs nothing on a pair, unlike len() and two indexings)
+            except ValueError:  # an AF_INET6 tuple of 3 or 4
+                pass
+        if host.__class__ is str and port.__class__ is int:
+            # Hot path: a plain (str, int) pair, as the wrappers hand C, *is* the breaker's key, and a healthy
+            # destination is one whose cached decision was allowed in this State: one set lookup, no tuple built.
+            # Exact types only: a subclass's __hash__/__eq__ could match an entry it is not.
+            if (
+                breaker is not None
+                and operation == "connect"
+                and address in breaker.healthy
+                and not state.sinks.wants_allow()
+            ):
+                return
+        else:  # a shape only C saw the value of: what it used, where that can be known
+            host, port = audited_address(address)
+        if host is None:
+            error = refuse(state, _UNKNOWN_SHAPE, operation, sock, repr(address), None, None, depth=_HOOK_DEPTH)
+            if error is not None:
+                raise error
             return
-        host = address[0]
-        port = address[1]
         ports = state.addrs.get(host)  # State.address's cache hit, inlined: this runs on every connect
         decision = ports.get(port) if ports is not None else None
         if decision is None:
-            if host.__class__ is not str or parse_address(host) is None:
+            if host not in numeric_hosts and parse_address(host) is None:
                 _wrappers_bypassed(host)
             decision = state.address(host, port)
         if not decision.allowed and state.resolver is not None and state.resolver.owns(host, port):
@@ -74,10 +114,10 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
         ):
             decision = breaker.before_connect(host, port, decision, sock)
         if not decision.allowed or state.sinks.wants_allow():
-            names = addrmap.names_for(host) if host.__class__ is str else None
+            names = addrmap.names_for(host)
             if names:
                 name, address_text = names[0], host
-            elif isinstance(host, str) and (host in numeric_hosts or parse_address(host) is not None):
+            elif host in numeric_hosts or parse_address(host) is not None:
                 name, address_text = None, host
             else:
                 name, address_text = host, None
@@ -115,42 +155,135 @@ def _on_sendmsg(args: tuple[Any, ...]) -> None:
         _check_socket(args, "send")
 
 
-def _on_lookup(host: Any, port: Any) -> None:
+def _on_bind(args: tuple[Any, ...]) -> None:
+    """A bind to a literal local address sends nothing and stays allowed; a hostname in it was resolved by C before
+    this event (the wrappers resolve names through the guard first), so it is refused, like one whose shape cannot
+    be known now."""
+    sock = args[0]
+    try:
+        family = _family_of(sock)
+    except TypeError:
+        family = getattr(sock, "family", -1)
+    if family not in _INET:
+        return
+    address = args[1]
+    if address.__class__ is tuple and len(address) >= 2 and address[0].__class__ is str:
+        host: str | None = address[0]
+    else:
+        host = audited_address(address)[0]
+    if host is not None and (host in numeric_hosts or host in ("", "<broadcast>") or canonical_numeric(host)):
+        return
     state = active.in_force or active.current()
+    decision = _UNKNOWN_SHAPE if host is None else active.C_RESOLVED
+    if host is not None:
+        _wrappers_bypassed(host)
+    error = refuse(state, decision, "bind", sock, host if host is not None else repr(address), None, None, depth=3)
+    if error is not None:
+        raise error
+
+
+def _on_new(args: tuple[Any, ...]) -> None:
+    """``socket.__new__`` fires before the socket() system call: raw IP and packet sockets are refused unless
+    ``allow_raw`` is set (sockguard.rawsockets). A descriptor wrapped with ``socket.socket(fileno=...)`` shows -1
+    here; the socket class wrapper asks the descriptor what it really is (sockguard.wrappers)."""
+    if is_raw(args[1], args[2]):
+        check_raw(args[1], args[2], args[3], depth=4)
+
+
+def _on_lookup(host: Any, port: Any, family: int, depth: int = 4) -> None:
+    state = active.in_force or active.current()
+    cls = host.__class__
+    if cls is not str and issubclass(cls, str):
+        error = refuse(state, _SUBCLASS_LOOKUP, "resolve", None, str.__str__(host), port, None, depth=depth)
+        if error is not None:
+            raise error
+        return
+    try:
+        text = c_host(host)
+    except (TypeError, InvalidHost):
+        text = None
     decision, name = state.lookup(host, port)
     if not decision.allowed:
-        error = refuse(state, decision, "resolve", None, host, port, None, depth=4)
+        error = refuse(state, decision, "resolve", None, host, port, None, depth=depth)
         if error is not None:
             raise error
     elif name is not None and state.resolver is not None:
         # Pinned mode: the wrappers never give C a name, so this lookup bypassed them (_socket called directly,
         # or a reference to the unpatched function) and would ask the system resolver.
-        error = refuse(state, _PINNED_BYPASS, "resolve", None, host, port, None, depth=4)
+        error = refuse(state, _PINNED_BYPASS, "resolve", None, host, port, None, depth=depth)
         if error is not None:
             raise error
+    elif name is not None and text is not None and not text.endswith("."):
+        # Handed a relative name, glibc may ask DNS for search-list candidates first (sockguard/resolvconf.py).
+        for candidate in resolvconf.expansions(name, False, family):
+            if not state.lookup(candidate, port)[0].allowed:
+                expansion = Decision(
+                    False,
+                    SEARCH_LIST,
+                    None,
+                    f"the C resolver would also ask DNS for {candidate!r} (its search list), which is not allowed; "
+                    "socket.getaddrinfo asks only for allowed names",
+                )
+                error = refuse(state, expansion, "resolve", None, host, port, None, depth=depth)
+                if error is not None:
+                    raise error
+                return
+
+
+# A name the socket wrappers hand C's resolver has been decided already, for that family (an identity test against
+# the wrapper's own object: sockguard.wrappers.decided, inlined); anything else is decided here.
 
 
 def _on_getaddrinfo(args: tuple[Any, ...]) -> None:
-    if args[0] is not None:
-        _on_lookup(args[0], args[1])
+    host = args[0]
+    if host is not None and (handing[0] is not host or handing[1] != args[2]):
+        _on_lookup(host, args[1], args[2])
 
 
 def _on_gethostbyname(args: tuple[Any, ...]) -> None:
-    _on_lookup(args[0], None)
+    if handing[0] is not args[0] or handing[1] != AF_INET:
+        _on_lookup(args[0], None, AF_INET)
 
 
 def _on_gethostbyaddr(args: tuple[Any, ...]) -> None:
     host = args[0]
-    # A reverse lookup of an address is a PTR query; a *name* here is resolved
-    # forwards first, so it is checked like any other lookup.
-    if not (isinstance(host, str) and parse_address(host) is not None):
-        _on_lookup(host, None)
+    # A *name* here is resolved forwards first (and checked like any other lookup); an address is a PTR query.
+    text = host if host.__class__ is str else None
+    if text is None and issubclass(host.__class__, bytes):
+        try:
+            text = bytes.decode(host, "ascii")
+        except UnicodeDecodeError:
+            text = None
+    numeric = canonical_numeric(text) if text is not None else None
+    if text is None or numeric is None:
+        _on_lookup(host, None, AF_UNSPEC)
     else:
-        state = active.in_force or active.current()
-        if state.resolver is not None:  # the PTR query would go to the system resolver
-            error = refuse(state, _PINNED_REVERSE, "resolve", None, host, None, None, depth=3)
-            if error is not None:
-                raise error
+        _reverse(numeric, text)
+
+
+def _on_getnameinfo(args: tuple[Any, ...]) -> None:
+    if numeric_nameinfo():
+        return  # the wrapper's call with NI_NUMERICHOST: no query
+    sockaddr = args[0]
+    if not issubclass(sockaddr.__class__, tuple):
+        return  # C refused it already
+    items = tuple.__getitem__(sockaddr, slice(None))
+    host = items[0] if items else None
+    if not issubclass(host.__class__, str):
+        return
+    text = str.__str__(host)  # C reads the characters ("s" format), never a method
+    numeric = canonical_numeric(text)
+    if numeric is not None:  # C takes only numeric hosts here (AI_NUMERICHOST): anything else fails without DNS
+        _reverse(numeric, text)
+
+
+def _reverse(address: str, shown: str) -> None:
+    state = active.in_force or active.current()
+    decision = reverse.decide(state, address)
+    if not decision.allowed:
+        error = refuse(state, decision, "resolve", None, shown, None, address, depth=4)
+        if error is not None:
+            raise error
 
 
 _PINNED_BYPASS = Decision(
@@ -160,15 +293,12 @@ _PINNED_BYPASS = Decision(
     "a C-level lookup would ask the system resolver, but the resolver is pinned; only socket.getaddrinfo, "
     "gethostbyname and gethostbyname_ex answer names in pinned mode",
 )
-_PINNED_REVERSE = Decision(
-    False, PINNED_RESOLVER, None, "a reverse (PTR) lookup would ask the system resolver, but the resolver is pinned"
-)
 
 _bypass_reported = False
 
 
 def _wrappers_bypassed(host: Any) -> None:
-    """A hostname reached C in a connect/sendto: C has resolved it already (no event fires for that). Put the
+    """A hostname reached C in a connect/sendto/bind: C has resolved it already (no event fires for that). Put the
     socket wrappers back if someone replaced them, and say so once."""
     global _bypass_reported
     module = sys.modules.get("socket")
@@ -185,8 +315,9 @@ def _wrappers_bypassed(host: Any) -> None:
             else "the hostname was passed to _socket directly"
         )
         sys.stderr.write(
-            f"sockguard: warning: a connect/sendto with hostname {host_text(host)!r} reached the C layer, which "
-            f"resolved it before any check ({why}). Pass addresses from socket.getaddrinfo instead.\n"
+            f"sockguard: warning: a connect/sendto/bind with hostname {host_text(host)!r} reached the C layer, which "
+            f"resolved it before any check ({why}); the call is refused. Pass addresses from socket.getaddrinfo "
+            "instead.\n"
         )
 
 
@@ -227,12 +358,17 @@ def _on_child(argv: Any, env: Any, executable: Any) -> None:
 
 
 HANDLERS: dict[str, Handler] = {
+    "socket.__new__": _on_new,
     "socket.connect": _on_connect,
     "socket.sendto": _on_sendto,
     "socket.sendmsg": _on_sendmsg,
+    "socket.bind": _on_bind,
     "socket.getaddrinfo": _on_getaddrinfo,
     "socket.gethostbyname": _on_gethostbyname,
     "socket.gethostbyaddr": _on_gethostbyaddr,
+    "socket.getnameinfo": _on_getnameinfo,
+    "os.putenv": note_environment,
+    "os.unsetenv": note_environment,
     "subprocess.Popen": lambda args: _on_child(args[1], args[3], args[0]),  # (executable, args, cwd, env)
     "os.exec": lambda args: _on_child(args[1], args[2], args[0]),  # (path, args, env)
     "os.posix_spawn": lambda args: _on_child(args[1], args[2], args[0]),  # (path, argv, env)

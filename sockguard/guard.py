@@ -30,7 +30,17 @@ if TYPE_CHECKING:
 
     from sockguard.config import Settings
 
-__all__ = ["State", "applied", "current", "fail_closed", "install", "load", "restore", "state_from_settings"]
+__all__ = [
+    "State",
+    "applied",
+    "current",
+    "environment_settings",
+    "fail_closed",
+    "install",
+    "load",
+    "restore",
+    "state_from_settings",
+]
 
 current = active.current
 _load_lock = _thread.allocate_lock()
@@ -70,13 +80,23 @@ def load() -> State:
     return state
 
 
+def environment_settings() -> Settings:
+    """The Settings of this process's configuration source: the one fixed at activation (sockguard.source) when the
+    guard was activated at start-up, else the environment and working directory now. Raises ConfigError."""
+    from sockguard.config import settings_from_source
+    from sockguard.source import take
+
+    found = _hook.configuration_source
+    if found is None:
+        found = take(os.environ, os.getcwd())
+    return settings_from_source(found)
+
+
 def _load_from_environment() -> State:
     """The State for the configuration file and environment; a configuration that cannot be used (ConfigError,
     a rule or value that does not parse) gives the fail-closed State. Anything else propagates to :func:`load`."""
-    from sockguard.config import load_settings
-
     try:
-        return state_from_settings(load_settings())
+        return state_from_settings(environment_settings())
     except ValueError as exc:  # ConfigError, RuleError, a value of the wrong shape: the configuration is broken
         return fail_closed(str(exc) if isinstance(exc, ConfigError) else f"sockguard: configuration error: {exc}")
 

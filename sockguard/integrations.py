@@ -29,7 +29,9 @@ not wrapt proxies: they sit on lookup and connect paths, where a wrapt FunctionW
 
 from __future__ import annotations
 
+import _socket
 import functools
+import operator
 import os
 import sys
 
@@ -147,17 +149,42 @@ def _patch_pycares(module: Any) -> None:
         return
 
     def checked(original: Any) -> Any:
+        searches = original.__name__ in ("getaddrinfo", "search", "gethostbyname")
+
         def lookup(self: Any, name: Any, *args: Any, **kwargs: Any) -> Any:
-            if lowlevel.check_lookup(name) is not None:
+            allowed = lowlevel.check_lookup(name)
+            if allowed is not None:
                 for server in _channel_servers(self):
                     check_nameserver(server)
+                if searches:  # c-ares would apply the search list: hand it only an allowed, absolute name
+                    query = lowlevel.first_query(name, allowed)
+                    name = query.encode() if isinstance(name, bytes) else query
             return original(self, name, *args, **kwargs)
+
+        return lookup
+
+    def reverse(original: Any) -> Any:
+        def lookup(self: Any, address: Any, *args: Any, **kwargs: Any) -> Any:
+            lowlevel.check_reverse(address)
+            return original(self, address, *args, **kwargs)
+
+        return lookup
+
+    def nameinfo(original: Any) -> Any:
+        def lookup(self: Any, address: Any, flags: Any, *args: Any, **kwargs: Any) -> Any:
+            if not operator.index(flags) & _socket.NI_NUMERICHOST:
+                lowlevel.check_reverse(tuple.__getitem__(address, 0) if isinstance(address, tuple) else address)
+            return original(self, address, flags, *args, **kwargs)
 
         return lookup
 
     for attr in ("getaddrinfo", "query", "search", "gethostbyname"):  # gethostbyname: pycares < 5
         if attr in channel.__dict__:
             _wrap(channel, attr, checked)
+    if "gethostbyaddr" in channel.__dict__:
+        _wrap(channel, "gethostbyaddr", reverse)
+    if "getnameinfo" in channel.__dict__:
+        _wrap(channel, "getnameinfo", nameinfo)
 
 
 def _channel_servers(channel: Any) -> list[str]:
@@ -195,34 +222,62 @@ def _patch_aiohttp_resolver(module: Any) -> None:
 def _checked_resolver_methods(cls: Any) -> None:
     """getaddrinfo / gethostbyname[_ex] / gethostbyaddr of one gevent resolver class."""
 
+    # Each lookup is decided, then handed to the resolver only as allowed absolute names (its search list would
+    # otherwise add names no rule decided), and its answers are admitted.
     def getaddrinfo(original: Any) -> Any:
         def wrapper(self: Any, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
             name = lowlevel.check_lookup(host, port) if host is not None else None
-            infos = original(self, host, port, *args, **kwargs)
-            return infos if name is None else lowlevel.admit_addrinfo(name, port, infos)
+            if name is None:
+                return original(self, host, port, *args, **kwargs)
+            family = args[0] if args else kwargs.get("family", 0)
+            name, infos = lowlevel.resolve_allowed(
+                host, name, port, family, lambda query: original(self, query, port, *args, **kwargs)
+            )
+            return lowlevel.admit_addrinfo(name, port, infos)
 
         return wrapper
 
     def gethostbyname(original: Any) -> Any:
         def wrapper(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
             name = lowlevel.check_lookup(host)
-            ip = original(self, host, *args, **kwargs)
-            return ip if name is None else lowlevel.admit_answers(name, None, [ip])[0]
+            if name is None:
+                return original(self, host, *args, **kwargs)
+            name, ip = lowlevel.resolve_allowed(
+                host, name, None, _socket.AF_INET, lambda query: original(self, query, *args, **kwargs)
+            )
+            return lowlevel.admit_answers(name, None, [ip])[0]
 
         return wrapper
 
     def gethostbyname_ex(original: Any) -> Any:
         def wrapper(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
             name = lowlevel.check_lookup(host)
-            hostname, aliases, ips = original(self, host, *args, **kwargs)
-            return hostname, aliases, (ips if name is None else lowlevel.admit_answers(name, None, ips))
+            if name is None:
+                return original(self, host, *args, **kwargs)
+            name, (hostname, aliases, ips) = lowlevel.resolve_allowed(
+                host, name, None, _socket.AF_INET, lambda query: original(self, query, *args, **kwargs)
+            )
+            return hostname, aliases, lowlevel.admit_answers(name, None, ips)
 
         return wrapper
 
     def gethostbyaddr(original: Any) -> Any:
         def wrapper(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
-            lowlevel.check_lookup(host)  # an address is a reverse (PTR) lookup and passes; a name is forward
+            # A name is resolved forwards first (through the checked getaddrinfo above), then its address is
+            # looked up; an address is a reverse (PTR) lookup, decided like socket.gethostbyaddr's.
+            if lowlevel.check_lookup(host) is not None:
+                host = self.getaddrinfo(host, None)[0][4][0]
+            lowlevel.check_reverse(host)
             return original(self, host, *args, **kwargs)
+
+        return wrapper
+
+    def getnameinfo(original: Any) -> Any:
+        def wrapper(self: Any, sockaddr: Any, flags: Any, *args: Any, **kwargs: Any) -> Any:
+            flags = operator.index(flags)
+            if not flags & _socket.NI_NUMERICHOST and isinstance(sockaddr, tuple) and sockaddr:
+                lowlevel.check_reverse(tuple.__getitem__(sockaddr, 0))
+            return original(self, sockaddr, flags, *args, **kwargs)
 
         return wrapper
 
@@ -231,6 +286,7 @@ def _checked_resolver_methods(cls: Any) -> None:
         ("gethostbyname", gethostbyname),
         ("gethostbyname_ex", gethostbyname_ex),
         ("gethostbyaddr", gethostbyaddr),
+        ("getnameinfo", getnameinfo),
     ):
         if attr in cls.__dict__:
             _wrap(cls, attr, make)
@@ -313,8 +369,12 @@ def _patch_uvloop(module: Any) -> None:
     def getaddrinfo(original: Any) -> Any:
         async def wrapper(self: Any, host: Any, port: Any, **kwargs: Any) -> Any:
             name = lowlevel.check_lookup(host, port) if host is not None else None
-            infos = await original(self, host, port, **kwargs)
-            return infos if name is None else lowlevel.admit_addrinfo(name, port, infos)
+            if name is None:
+                return await original(self, host, port, **kwargs)
+            # libuv calls the C library's getaddrinfo, which would apply the search list: an allowed absolute name
+            query = lowlevel.first_query(host, name, port, kwargs.get("family", 0))
+            infos = await original(self, query, port, **kwargs)
+            return lowlevel.admit_addrinfo(query.rstrip(".") or name, port, infos)
 
         return wrapper
 
@@ -517,7 +577,7 @@ _SEND_FUNCTIONS = ("send_udp", "send_tcp")
 
 def check_dns_message(message: Any) -> None:
     """Every question name of a DNS message (a ``dns.message.Message`` or its wire form) is decided like a
-    lookup before dnspython sends it; an address asked back in a PTR question is a reverse lookup and passes.
+    lookup before dnspython sends it; an address asked back in a PTR question is decided as a reverse lookup.
     A wire that does not parse is left to the address check on the socket."""
     import dns.exception
     import dns.message
@@ -538,10 +598,12 @@ def _check_qname(name: Any, rdtype: int) -> None:
 
     if rdtype == dns.rdatatype.PTR:
         try:
-            dns.reversename.to_address(name)
-            return
+            address = dns.reversename.to_address(name)
         except (dns.exception.DNSException, ValueError):  # not a reverse name: a forward lookup, checked below
-            pass
+            address = None
+        if address is not None:
+            lowlevel.check_reverse(address)
+            return
     lowlevel.check_lookup(name.to_text(omit_final_dot=True))
 
 

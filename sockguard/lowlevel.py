@@ -8,16 +8,18 @@ policy in force exactly as the socket-module wrappers decide them. Each raises
 
 from __future__ import annotations
 
-from sockguard import active, addrmap
+from sockguard import active, addrmap, reverse
 from sockguard.admission import admit
+from sockguard.canonical import c_host, canonical_numeric
+from sockguard.errors import InvalidHost
 from sockguard.events import record_allowed
 from sockguard.policy import UNIX, Decision
 from sockguard.refusal import refuse
-from sockguard.wrappers import guard_socket_class
+from sockguard.wrappers import allowed_queries, first_answer, guard_socket_class
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 __all__ = [
@@ -25,10 +27,13 @@ __all__ = [
     "admit_answers",
     "check_connect",
     "check_lookup",
+    "check_reverse",
     "check_send",
     "check_unix",
+    "first_query",
     "guard_socket_class",
     "pinned_nameservers",
+    "resolve_allowed",
 ]
 
 
@@ -47,6 +52,51 @@ def check_lookup(host: Any, port: Any = None, *, log_allowed: bool = True) -> st
     elif log_allowed and name is not None:
         record_allowed(state, decision, "resolve", None, name, port, None, 2)
     return name
+
+
+def _absolute(host: Any) -> bool:
+    try:
+        return c_host(host).endswith(".")
+    except (TypeError, InvalidHost):
+        return False
+
+
+def resolve_allowed(host: Any, name: str, port: Any, family: int, ask: Callable[[str], Any]) -> tuple[str, Any]:
+    """``(name, answer)`` from a resolver that would apply the C library's search list and ``ndots`` to a name (gevent's
+    resolvers, which call ``_socket`` or c-ares): ``ask(query)`` is called only with names the policy allows, each as
+    an absolute name (as written for an /etc/hosts name), search-list candidates in the C library's order
+    (sockguard/resolvconf.py). ``name`` is :func:`check_lookup`'s result for ``host``; the returned name is the one
+    that answered, for :func:`admit_answers`."""
+    state = active.in_force or active.current()
+    return first_answer(state, name, _absolute(host), port, family, ask)
+
+
+def first_query(host: Any, name: str, port: Any = None, family: int = 0) -> str:
+    """The one name to hand an asynchronous resolver that would apply the search list itself (c-ares through
+    pycares): the first candidate the policy allows, absolute (as written for an /etc/hosts name)."""
+    state = active.in_force or active.current()
+    return allowed_queries(state, name, _absolute(host), port, family)[0][1]
+
+
+def check_reverse(address: Any) -> None:
+    """Decide a reverse (PTR) lookup of ``address`` that a resolver outside the socket module is about to send
+    (c-ares, gevent, dnspython): sockguard/reverse.py. Raises EgressBlocked before the query leaves. A name is not a
+    reverse lookup (decide it with :func:`check_lookup`)."""
+    state = active.in_force or active.current()
+    if state.mode == "off":
+        return
+    try:
+        text = c_host(address)
+    except (TypeError, InvalidHost):
+        return
+    numeric = canonical_numeric(text)
+    if numeric is None:
+        return
+    decision = reverse.decide(state, numeric)
+    if not decision.allowed:
+        error = refuse(state, decision, "resolve", None, text, None, numeric, depth=2)
+        if error is not None:
+            raise error
 
 
 def admit_answers(name: str, port: Any, addresses: Iterable[str]) -> list[str]:

@@ -82,3 +82,38 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def run_directory() -> str:
+    """Where ``sockguard run`` keeps what its process tree reads (the pinned configuration, the native policy): a
+    directory only this user can write, ``$XDG_RUNTIME_DIR/sockguard`` or ``<tmp>/sockguard-<uid>``. A directory
+    someone else owns or can write is refused (another user could swap what the tree enforces)."""
+    import tempfile
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    path = (
+        os.path.join(runtime, "sockguard")
+        if runtime
+        else os.path.join(tempfile.gettempdir(), f"sockguard-{os.getuid()}")
+    )
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise OSError(f"{path} is not a directory that only this user can write; refusing to keep a policy there")
+    return path
+
+
+def write_by_content(directory: str, prefix: str, suffix: str, data: bytes, permissions: int = 0o444) -> str:
+    """Write ``data`` to ``directory/<prefix><sha256><suffix>``, named by its content: the same content reuses one
+    file, and a file a running tree reads is never rewritten. Returns its path."""
+    import hashlib
+
+    path = os.path.join(directory, f"{prefix}{hashlib.sha256(data).hexdigest()[:32]}{suffix}")
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return path
+    except OSError:
+        pass
+    write_atomically(path, data, permissions=permissions)
+    return path

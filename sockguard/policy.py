@@ -21,7 +21,7 @@ from sockguard.addresses import (
     unwrap_routable,
 )
 from sockguard.errors import InvalidHost, RuleError
-from sockguard.rules import Rule, normalize_host, parse_rule
+from sockguard.rules import UNKNOWN_PORT, Rule, normalize_host, parse_rule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,6 +48,12 @@ SCAN_PATTERN = "scan-pattern"
 RATE_LIMITED = "rate-limited"
 # Set by the guard in pinned-resolver mode (sockguard.resolver) for a lookup that would reach the system resolver.
 PINNED_RESOLVER = "pinned-resolver"
+# Set by the enforcement layer (sockguard.floor, sockguard.wrappers), never by the policy; the detail says why.
+REVERSE_LOOKUP = "reverse-lookup"  # a PTR query for an address no rule or allowed lookup vouches for
+UNVERIFIED = "unverified-address"  # the C layer resolved a name itself: the address it reaches cannot be checked
+RAW_SOCKET = "raw-socket"  # SOCK_RAW / AF_PACKET without allow_raw
+SOURCE_ROUTE = "source-route"  # IPv4 source-route options, IPv6 routing headers
+SEARCH_LIST = "search-list"  # the C resolver would ask DNS for a search-list candidate the policy does not allow
 
 EXPLAIN = {
     DENIED: "matches a deny rule",
@@ -64,6 +70,14 @@ EXPLAIN = {
     SCAN_PATTERN: "{detail}",
     RATE_LIMITED: "{detail}",
     PINNED_RESOLVER: "{detail}",
+    REVERSE_LOOKUP: (
+        "reverse (PTR) lookup of {detail}, which is not loopback, not an address of this host, not covered by an "
+        "IP/CIDR rule and was not learned from an allowed name"
+    ),
+    UNVERIFIED: "{detail}",
+    RAW_SOCKET: "{detail}; raw and packet sockets need allow_raw = true (SOCKGUARD_ALLOW_RAW=1)",
+    SOURCE_ROUTE: "{detail}",
+    SEARCH_LIST: "{detail}",
 }
 
 
@@ -175,8 +189,10 @@ class _NetNode:
                 self.port_rules.append(chosen)
 
     def pick(self, port: int | None, strict_port: bool) -> Rule | None:
-        if port is None:
+        if port is None:  # a lookup without a port: any allow rule, only a port-less deny rule
             return self.any_port if strict_port else self.rules[0]
+        if port == UNKNOWN_PORT:  # the mirror image: only a port-less allow rule, any deny rule
+            return self.rules[0] if strict_port else self.any_port
         starts = self.port_starts
         if not starts:
             return self.any_port
@@ -255,12 +271,15 @@ class _NetIndex:
 
 
 def _first(rules: Iterable[Rule] | None, port: int | None, strict_port: bool) -> Rule | None:
+    """The first rule that covers ``port``. ``strict_port`` is for deny rules: a port not given (None, a lookup)
+    meets only port-less deny rules, since the connect is decided again with its port; an unknown port
+    (:data:`UNKNOWN_PORT`) meets every deny rule, since nothing will decide it again."""
     if rules:
         for rule in rules:
             if strict_port and port is None:
                 if rule.ports is None:
                     return rule
-            elif rule.allows_port(port):
+            elif (strict_port and port == UNKNOWN_PORT) or rule.allows_port(port):
                 return rule
     return None
 
@@ -280,6 +299,7 @@ class Policy:
         *,
         allow_loopback: bool = True,
         allow_unix: bool = True,
+        allow_raw: bool = False,
     ) -> None:
         for what, rules in (("allow", allow), ("deny", deny)):
             if isinstance(rules, (str, bytes)):  # would silently become one rule per character
@@ -288,6 +308,7 @@ class Policy:
         self.deny = tuple(r if isinstance(r, Rule) else parse_rule(r) for r in deny)
         self.allow_loopback = allow_loopback
         self.allow_unix = allow_unix
+        self.allow_raw = allow_raw  # raw IP and packet sockets (sockguard.rawsockets): no address check can hold them
         self._allow_names = _NameIndex(self.allow)
         self._deny_names = _NameIndex(self.deny)
         self._allow_nets = _NetIndex(self.allow)
@@ -296,7 +317,7 @@ class Policy:
     def __repr__(self) -> str:
         return (
             f"Policy(allow={[r.text for r in self.allow]!r}, deny={[r.text for r in self.deny]!r}, "
-            f"allow_loopback={self.allow_loopback}, allow_unix={self.allow_unix})"
+            f"allow_loopback={self.allow_loopback}, allow_unix={self.allow_unix}, allow_raw={self.allow_raw})"
         )
 
     def check_name(self, host: str | bytes, port: int | None = None) -> Decision:

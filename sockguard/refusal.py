@@ -24,10 +24,15 @@ from sockguard.policy import (
     METADATA,
     PINNED_RESOLVER,
     RATE_LIMITED,
+    RAW_SOCKET,
+    REVERSE_LOOKUP,
     SCAN_PATTERN,
+    SEARCH_LIST,
+    SOURCE_ROUTE,
     UNIX,
+    UNVERIFIED,
 )
-from sockguard.rules import format_host_port, normalize_host
+from sockguard.rules import UNKNOWN_PORT, format_host_port, normalize_host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,11 +43,13 @@ if TYPE_CHECKING:
 
 #: Reasons no allow rule can fix (a deny rule, a broken configuration, the breaker, ...).
 _NO_SUGGESTION = frozenset((DENIED, INVALID, FAMILY, CONFIG_ERROR, CONFIG_UNAVAILABLE, UNIX, BREAKER_OPEN,
-                            SCAN_PATTERN, RATE_LIMITED, PINNED_RESOLVER))  # fmt: skip
-_VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup",
+                            SCAN_PATTERN, RATE_LIMITED, PINNED_RESOLVER, UNVERIFIED, RAW_SOCKET, SOURCE_ROUTE,
+                            SEARCH_LIST, REVERSE_LOOKUP))  # fmt: skip
+_VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup", "socket": "a raw socket",
           # request-level decisions (sockguard/http/checks.py)
           "host-header": "HTTP request (Host header)", "proxy-request": "HTTP request through a proxy",
           "tunnel": "proxy tunnel (CONNECT)", "sni": "TLS handshake (SNI)"}  # fmt: skip
+_NO_DESTINATION = frozenset(("socket", "setsockopt"))
 _MESSAGES_MAX = 1024
 
 
@@ -70,9 +77,15 @@ def _message_parts(
     """The block message before and after the caller."""
     verb = _VERBS.get(operation, operation)
     head = "would block" if mode == "monitor" else "blocked"
-    dest = format_host_port(host, port) if host is not None else format_host_port(address, port)
+    shown = None if port == UNKNOWN_PORT else port
+    dest = format_host_port(host, shown) if host is not None else format_host_port(address, shown)
+    if port == UNKNOWN_PORT:
+        dest += " (port unknown: C read it through __index__ itself)"
     via = f" ({address})" if address and host is not None and address != host else ""
-    text = f"sockguard {head} {verb} to {dest}{via}: {decision.explain()}"
+    if operation in _NO_DESTINATION:  # a socket that was never created, an option that was never set
+        text = f"sockguard {head} {verb} ({dest}): {decision.explain()}"
+    else:
+        text = f"sockguard {head} {verb} to {dest}{via}: {decision.explain()}"
     if decision.rule and decision.reason == DENIED:
         text += f" (deny rule {decision.rule!r})"
     text += "; called from "

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+#: A port whose value the guard cannot know (an object the C layer converted itself, seen only afterwards by the
+#: audit hook). It satisfies only port-less allow rules and meets every port-scoped deny rule. ``None`` is different:
+#: a port *not given* (a lookup before the connect), which any rule allows, since the connect is decided again
+#: with its real port. (Not -1: that is ``None`` in the native library's policy, native/sg_policy.c, where every
+#: port is known.)
+UNKNOWN_PORT = -2
 _DIGITS = frozenset("0123456789")
 
 
@@ -42,8 +49,9 @@ class Rule(namedtuple("Rule", "text kind host version network prefix ports")):
     ports: tuple[int, int] | None
 
     def allows_port(self, port: int | None) -> bool:
-        # An unknown port (a lookup before connect) matches any rule: the port is
-        # checked again at connect time.
+        """Whether an *allow* rule covers ``port``: a port not given (None, a lookup before the connect) matches
+        any rule, as the connect is decided again with its port; :data:`UNKNOWN_PORT` matches only a rule
+        without ports (the rules' ports are 1-65535)."""
         return self.ports is None or port is None or self.ports[0] <= port <= self.ports[1]
 
 

@@ -1,42 +1,31 @@
 """``sockguard run``: start a program with the guard active in it and in every
-Python process it starts (PYTHONPATH + SOCKGUARD_* environment, then exec)."""
+Python process it starts (PYTHONPATH + the pinned configuration, then exec).
+
+The whole resolved configuration (file, environment and flags, merged here once) is written to a file and named in
+``SOCKGUARD_PINNED``: every guarded process of the tree enforces exactly that, whatever its working directory or the
+``SOCKGUARD_*`` variables it inherits (sockguard/source.py)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from sockguard.breadth import warn_broad
 from sockguard.children import isolation_warning
-from sockguard.config import config_path, load_settings, with_flags
+from sockguard.config import Settings, config_path, load_settings, settings_from_source, with_flags
 from sockguard.display import printable
 from sockguard.errors import ConfigError
-from sockguard.paths import sitecustomize_dir
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from sockguard.config import Settings
+from sockguard.paths import run_directory, sitecustomize_dir, write_by_content
+from sockguard.source import PINNED, take
 
 
 def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
     """The child environment; raises ConfigError if the result is not valid."""
-    env = with_flags(environ, config=args.config, allow=args.allow or (), deny=args.deny or ())
-    if args.mode:
-        env["SOCKGUARD_MODE"] = args.mode
-    if args.log:
-        env["SOCKGUARD_LOG"] = os.path.abspath(args.log)
-    if getattr(args, "log_special", False):
-        env["SOCKGUARD_LOG_SPECIAL"] = "1"
-    settings = load_settings(env, os.getcwd())
-    settings.build_policy()
-    # Pin the file found from this directory, so children in other working
-    # directories are guarded by the same policy.
-    found = config_path(settings.source)
-    if found and "SOCKGUARD_CONFIG" not in env:
-        env["SOCKGUARD_CONFIG"] = os.path.abspath(found)
-    if env.get("SOCKGUARD_LOG"):
-        env["SOCKGUARD_LOG"] = os.path.abspath(env["SOCKGUARD_LOG"])
+    settings, env = resolved_settings(args, environ)
+    if not env.get(PINNED):  # (a nested run keeps its tree's file)
+        env.update(pinned_environment(settings))
     site_dir = sitecustomize_dir()
     existing = env.get("PYTHONPATH", "")
     parts = [p for p in existing.split(os.pathsep) if p and p != site_dir]
@@ -44,6 +33,44 @@ def guarded_environment(args: argparse.Namespace, environ: dict[str, str]) -> di
     if getattr(args, "native", True):
         env.update(native_variables(settings, env))
     return env
+
+
+def resolved_settings(args: argparse.Namespace, environ: dict[str, str]) -> tuple[Settings, dict[str, str]]:
+    """The Settings the program will enforce (config file, environment and flags merged), and the environment with
+    the flags applied. Inside a tree that is pinned already (a nested ``sockguard run``), the pinned configuration
+    stays: a child can never widen or switch off its parent's policy."""
+    if environ.get(PINNED):
+        if args.config or args.allow or args.deny or args.mode or args.log or getattr(args, "log_special", False):
+            print(
+                "sockguard: warning: this process tree's configuration is pinned (SOCKGUARD_PINNED); "
+                "--config/--allow/--deny/--mode/--log are ignored",
+                file=sys.stderr,
+            )
+        env = dict(environ)
+    else:
+        env = with_flags(environ, config=args.config, allow=args.allow or (), deny=args.deny or ())
+        if args.mode:
+            env["SOCKGUARD_MODE"] = args.mode
+        if args.log:
+            env["SOCKGUARD_LOG"] = os.path.abspath(args.log)
+        if getattr(args, "log_special", False):
+            env["SOCKGUARD_LOG_SPECIAL"] = "1"
+    settings = settings_from_source(take(env, os.getcwd()))
+    settings.build_policy()
+    if settings.log:
+        settings.log = os.path.abspath(settings.log)
+    return settings, env
+
+
+def pinned_environment(settings: Settings) -> dict[str, str]:
+    """``SOCKGUARD_PINNED`` naming a file with the whole configuration ``settings``, written once per content, read
+    only, in the directory only this user can write where the tree's native policy lives too
+    (sockguard.paths.run_directory). Raises ConfigError when it cannot be written."""
+    data = json.dumps(settings.to_pinned(config_path(settings.source)), indent=1, sort_keys=True).encode() + b"\n"
+    try:
+        return {PINNED: write_by_content(run_directory(), "pinned-", ".json", data)}
+    except OSError as exc:
+        raise ConfigError(f"sockguard: cannot write the pinned configuration: {exc}") from None
 
 
 def native_variables(settings: Settings, env: dict[str, str]) -> dict[str, str]:

@@ -7,7 +7,7 @@ policy); a test suite that wants results independent of test order empties them 
 
 from __future__ import annotations
 
-from sockguard import active, addrmap, canonical
+from sockguard import active, addrmap, canonical, resolvconf, reverse
 from sockguard.console import CONSOLE
 
 __all__ = ["address_map_size", "reset"]
@@ -20,6 +20,8 @@ def reset() -> None:
     addrmap.forget()
     canonical.forget()
     CONSOLE.forget()
+    resolvconf.forget()
+    reverse.forget()
     state = active.in_force
     if state is not None:
         for cache in (state.names, state.addrs, state.answers, state.blocks):

@@ -1,33 +1,81 @@
 """Socket-module wrappers: what audit events cannot do.
 
-They record which name each resolved address came from (so a connect to it is known to be for an allowed
-name), drop refused answers, and resolve hostname tuples passed to ``connect``/``sendto``/``sendmsg`` through
-the guard before C would resolve them itself (C's lookup raises no event, and its DNS query would already be
-out). In pinned-resolver mode they answer lookups from the pinned resolver instead of the C library. They also
-tell the breaker how each connect ended. Plain functions that keep ``__wrapped__``, ``__doc__``, ``__name__``.
+The guard decides on exactly what the kernel will receive, and the audit events come too late for that: C reads
+an address (resolving a hostname in it, calling an ``__index__`` port) *before* it raises ``socket.connect``. So
+every method that hands an address to C (``connect``, ``connect_ex``, ``sendto``, ``sendmsg``, ``bind``) first turns
+it into a plain tuple of exact built-in types (sockguard.canonical), resolves a hostname in it through the guard,
+and passes that tuple to C; options and ancillary data that would route packets elsewhere are refused
+(sockguard.rawsockets). Lookups hand C only names the policy allowed, as absolute names (sockguard.resolvconf: no
+search list, ``ndots`` or alias file can add a name), drop refused answers and remember which name each address came
+from; in pinned-resolver mode the pinned resolver answers instead. Reverse lookups of a *name* resolve it through the
+guard first. The wrappers also tell the breaker how each connect ended. Plain functions that keep ``__wrapped__``,
+``__doc__``, ``__name__``.
 """
 
 from __future__ import annotations
 
 import _socket
+import _thread
+import operator
 
-from sockguard import active
-from sockguard.addresses import parse_address
+from sockguard import active, resolvconf
 from sockguard.admission import admit
-from sockguard.canonical import canonical_host, numeric_hosts, remember_numeric
-from sockguard.errors import EgressBlocked
+from sockguard.canonical import c_address, c_host, canonical_numeric, numeric_hosts, remember_numeric
+from sockguard.errors import EgressBlocked, InvalidHost
 from sockguard.events import record_allowed
+from sockguard.policy import INVALID, Decision
+from sockguard.rawsockets import check_raw, is_raw, refuse_source_route, source_route
 from sockguard.refusal import refuse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 AF_INET = _socket.AF_INET
 AF_INET6 = _socket.AF_INET6
-_family_of = _socket.socket.family.__get__  # C getter: no enum conversion
+_family_of = _socket.socket.family.__get__  # C getters: no enum conversion
+_type_of = _socket.socket.type.__get__
 _SOL_SOCKET = _socket.SOL_SOCKET
 _SO_ERROR = _socket.SO_ERROR
+_SO_TYPE = _socket.SO_TYPE
+_SO_DOMAIN = getattr(_socket, "SO_DOMAIN", None)
+_SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", None)
+_NI_NUMERICHOST = _socket.NI_NUMERICHOST
+_NOT_FOUND = frozenset(  # a candidate name that does not exist: glibc goes on to the next one
+    code
+    for code in (_socket.EAI_NONAME, getattr(_socket, "EAI_NODATA", None), getattr(_socket, "EAI_ADDRFAMILY", None))
+    if code is not None
+)
+_index = operator.index
+
+_nameinfo = _thread._local()
+#: ``[name, family]``: the exact object a wrapper is handing C's resolver right now, and the family, both decided
+#: already (sockguard.floor skips deciding that lookup again). One cell for all threads, on purpose: a thread-local
+#: costs ~150 ns a lookup, and sharing it is safe. A match needs the very same object (an identity test: no caller's
+#: lookalike passes) with the same family, and then glibc asks for exactly what the wrapper decided, whoever asks;
+#: two threads overwriting each other only make the floor decide in full.
+handing: list[Any] = [None, 0]
+
+
+def numeric_nameinfo() -> bool:
+    """True inside the wrapper's ``getnameinfo`` call with ``NI_NUMERICHOST``: no reverse query (sockguard.floor)."""
+    return getattr(_nameinfo, "numeric", False)
+
+
+def decided(host: Any, family: int) -> bool:
+    """Whether ``host`` is the very object a wrapper is handing C's resolver, for ``family``, after deciding it (the
+    audit hook then need not decide it again)."""
+    return handing[0] is host and handing[1] == family
+
+
+def _resolve(function: Callable[..., Any], query: str, family: int, *args: Any) -> Any:
+    """``function(query, *args)``: a C resolver call, for ``family``, with a name the wrapper decided."""
+    handing[0], handing[1] = query, family
+    try:
+        return function(query, *args)
+    finally:
+        handing[0] = None
 
 
 def install_wrapper(owner: Any, wrapper: Any, original: Any) -> None:
@@ -39,10 +87,56 @@ def install_wrapper(owner: Any, wrapper: Any, original: Any) -> None:
     setattr(owner, wrapper.__name__, wrapper)
 
 
-def _refused(state: Any, decision: Any, host: Any, port: Any) -> None:
-    error = refuse(state, decision, "resolve", None, host, port, None, depth=2)
+def _refused(state: Any, decision: Any, host: Any, port: Any, operation: str = "resolve") -> None:
+    error = refuse(state, decision, operation, None, host, port, None, depth=3)
     if error is not None:
         raise error
+
+
+def _lookup_text(state: Any, host: Any, port: Any) -> str | None:
+    """The exact text C would resolve for a lookup's ``host`` (str or bytes), or None for a type C refuses itself.
+    A host no rule can name (a NUL, which C would truncate at, non-ASCII bytes, a failed IDNA encoding) is refused."""
+    if host.__class__ is str:
+        return host
+    if not issubclass(host.__class__, (str, bytes)):
+        return None
+    try:
+        return c_host(host)
+    except (TypeError, InvalidHost) as exc:
+        _refused(state, Decision(False, INVALID, None, str(exc)), host, port)
+        return None
+
+
+def allowed_queries(state: Any, name: str, absolute: bool, port: Any, family: int) -> list[tuple[str, str]]:
+    """``(candidate, query)`` for each name glibc (or c-ares, which reads the same files and variables) would try for
+    an allowed lookup of ``name``, in its order, keeping only the candidates the policy allows: ``query`` is what to
+    hand the resolver (absolute, or as written for an /etc/hosts name; sockguard.resolvconf)."""
+    found = []
+    for query in resolvconf.query_names(name, absolute, family):
+        candidate = query[:-1] if query.endswith(".") else query
+        if candidate == name or state.lookup(candidate, port)[0].allowed:
+            found.append((candidate, query))
+    return found
+
+
+def first_answer(
+    state: Any, name: str, absolute: bool, port: Any, family: int, ask: Callable[[str], Any]
+) -> tuple[str, Any]:
+    """``(name, answer)`` for the first of :func:`allowed_queries` that answers (``ask(query)``); a candidate that
+    does not exist moves on to the next, as glibc does. Candidates no rule allows are never asked for."""
+    queries = resolvconf.query_names(name, absolute, family)
+    if len(queries) == 1:
+        return name, ask(queries[0])
+    failure: OSError | None = None
+    for candidate, query in allowed_queries(state, name, absolute, port, family):
+        try:
+            return candidate, ask(query)
+        except _socket.gaierror as exc:
+            if exc.errno not in _NOT_FOUND:
+                raise
+            if failure is None or exc.errno != _socket.EAI_NONAME:
+                failure = exc
+    raise failure or _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
 
 
 def patch_socket_module(module: Any) -> None:
@@ -58,54 +152,108 @@ def patch_socket_module(module: Any) -> None:
     original_getaddrinfo = module.getaddrinfo
     original_gethostbyname = module.gethostbyname
     original_gethostbyname_ex = module.gethostbyname_ex
+    original_gethostbyaddr = module.gethostbyaddr
+    original_getnameinfo = module.getnameinfo
 
     def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         state = active.in_force or active.current()
         if host is None or state.mode == "off":
             return original_getaddrinfo(host, port, family, type, proto, flags)
-        decision, name = state.lookup(host, port)
+        if host.__class__ is str:
+            text = host
+        else:
+            text = _lookup_text(state, host, port)
+            if text is None:  # not str/bytes: C raises its own TypeError
+                return original_getaddrinfo(host, port, family, type, proto, flags)
+        decision, name = state.lookup(text, port)
         if not decision.allowed:
             _refused(state, decision, host, port)
         if name is None:  # numeric: resolve the canonical spelling, never DNS
-            return original_getaddrinfo(canonical_host(host), port, family, type, proto, flags)
+            return original_getaddrinfo(canonical_numeric(text) or text, port, family, type, proto, flags)
         record_allowed(state, decision, "resolve", None, name, port, None, 1)
         if state.resolver is not None:  # pinned: only the configured nameservers answer (sockguard/resolver.py)
             infos = state.resolver.getaddrinfo(name, port, family, type, proto, flags)
         else:
-            infos = original_getaddrinfo(host, port, family, type, proto, flags)
+            queries = resolvconf.queries_for(text, name, family)
+            if queries.__class__ is str:  # no search list to apply: the name itself (absolute, or as in /etc/hosts)
+                query = handing[0] = queries  # (_resolve, inlined: this runs on every lookup)
+                handing[1] = family
+                try:
+                    infos = original_getaddrinfo(query, port, family, type, proto, flags)
+                finally:
+                    handing[0] = None
+            else:
+                name, infos = first_answer(
+                    state,
+                    name,
+                    text[-1:] == ".",
+                    port,
+                    family,
+                    lambda query: _resolve(original_getaddrinfo, query, family, port, family, type, proto, flags),
+                )
         return admit(state, name, port, infos, 4)
 
-    def gethostbyname(host):
+    def by_name(host: Any, original: Any, pinned: str) -> tuple[Any, str | None, Any]:
+        """``(state, name, answer)`` of gethostbyname[_ex] (``name`` None: numeric or off, nothing to admit)."""
         state = active.in_force or active.current()
         if state.mode == "off":
-            return original_gethostbyname(host)
-        decision, name = state.lookup(host, None)
+            return state, None, original(host)
+        text = _lookup_text(state, host, None)
+        if text is None:
+            return state, None, original(host)
+        decision, name = state.lookup(text, None)
         if not decision.allowed:
             _refused(state, decision, host, None)
         if name is None:
-            return original_gethostbyname(canonical_host(host))
-        ip = original_gethostbyname(host) if state.resolver is None else state.resolver.gethostbyname(name)
-        return admit(state, name, None, [ip], -1)[0]
+            return state, None, original(canonical_numeric(text) or text)
+        if state.resolver is not None:
+            return state, name, getattr(state.resolver, pinned)(name)
+        name, answer = first_answer(
+            state, name, text.endswith("."), None, AF_INET, lambda query: _resolve(original, query, AF_INET)
+        )
+        return state, name, answer
+
+    def gethostbyname(host):
+        state, name, ip = by_name(host, original_gethostbyname, "gethostbyname")
+        return ip if name is None else admit(state, name, None, [ip], -1)[0]
 
     def gethostbyname_ex(host):
+        state, name, (hostname, aliases, ips) = by_name(host, original_gethostbyname_ex, "gethostbyname_ex")
+        return (
+            (hostname, aliases, ips) if name is None else (hostname, aliases, admit(state, name, None, list(ips), -1))
+        )
+
+    def gethostbyaddr(host):
+        # A reverse lookup of an address is decided by the audit hook (sockguard.reverse); a *name* would be
+        # resolved forwards by C first, so it goes through the guarded getaddrinfo and its address is looked up.
         state = active.in_force or active.current()
         if state.mode == "off":
-            return original_gethostbyname_ex(host)
-        decision, name = state.lookup(host, None)
-        if not decision.allowed:
-            _refused(state, decision, host, None)
-        if name is None:
-            return original_gethostbyname_ex(canonical_host(host))
-        if state.resolver is None:
-            hostname, aliases, ips = original_gethostbyname_ex(host)
-        else:
-            hostname, aliases, ips = state.resolver.gethostbyname_ex(name)
-        return hostname, aliases, admit(state, name, None, list(ips), -1)
+            return original_gethostbyaddr(host)
+        text = _lookup_text(state, host, None)
+        if text is None:
+            return original_gethostbyaddr(host)
+        numeric = canonical_numeric(text)
+        if numeric is None:
+            numeric = getaddrinfo(text, None)[0][4][0]
+        return original_gethostbyaddr(numeric)
+
+    def getnameinfo(sockaddr, flags):
+        if flags.__class__ is not int:
+            flags = _index(flags)  # once: C would call __index__ again, and get another answer
+        if not flags & _NI_NUMERICHOST:
+            return original_getnameinfo(sockaddr, flags)  # a reverse lookup: decided by the audit hook
+        _nameinfo.numeric = True
+        try:
+            return original_getnameinfo(sockaddr, flags)
+        finally:
+            _nameinfo.numeric = False
 
     for wrapper, original in (
         (getaddrinfo, original_getaddrinfo),
         (gethostbyname, original_gethostbyname),
         (gethostbyname_ex, original_gethostbyname_ex),
+        (gethostbyaddr, original_gethostbyaddr),
+        (getnameinfo, original_getnameinfo),
     ):
         install_wrapper(module, wrapper, original)
     guard_socket_class(module.socket, getaddrinfo)
@@ -117,49 +265,95 @@ def _connect_outcome(sock: Any, address: Any, outcome: Any) -> None:
         state.breaker.after_connect(sock, address, outcome)
 
 
+def _ancillary(sock: Any, ancdata: Any, destination: Any) -> Any:
+    """``sendmsg``'s ancillary data as C will read it, as a list of plain ``(level, type, bytes)`` tuples (C iterates
+    and indexes the caller's objects itself, and could get other answers than a check did); a source route or
+    routing header in it is refused."""
+    if not ancdata and (ancdata.__class__ is list or ancdata.__class__ is tuple):
+        return ancdata
+    items = []
+    for item in ancdata:
+        if not issubclass(item.__class__, tuple) or tuple.__len__(item) != 3:
+            raise TypeError(f"sendmsg() ancillary data items must be (level, type, data) tuples, not {item!r}")
+        level, kind, data = tuple.__getitem__(item, slice(None))
+        level, kind = _index(level), _index(kind)
+        data = memoryview(data).tobytes()
+        problem = source_route(level, kind, data)
+        if problem is not None:
+            refuse_source_route(problem, "send", sock, destination, depth=4)
+        items.append((level, kind, data))
+    return items
+
+
 def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
-    """Wrap ``connect``/``connect_ex``/``sendto``/``sendmsg``/``getsockopt`` of a socket class, resolving
-    hostname tuples with ``guarded_getaddrinfo`` (the socket module's, or gevent's own resolver)."""
+    """Wrap ``connect``/``connect_ex``/``sendto``/``sendmsg``/``bind``/``setsockopt``/``getsockopt``/``__init__`` of a
+    socket class, resolving hostname tuples with ``guarded_getaddrinfo`` (the socket module's, or gevent's own
+    resolver)."""
     if getattr(cls.connect, "__sockguard__", False):
         return
+    original_init = cls.__init__
     original_connect = cls.connect
     original_connect_ex = cls.connect_ex
     original_sendto = cls.sendto
     original_sendmsg = getattr(cls, "sendmsg", None)
+    original_bind = cls.bind
+    original_setsockopt = cls.setsockopt
     original_getsockopt = cls.getsockopt
 
-    def prepare(sock: Any, address: Any) -> Any:
-        """Numeric hosts to their canonical form, hostnames resolved through
-        the guard, so C never resolves a name itself."""
+    def prepare(sock: Any, address: Any, operation: str) -> Any:
+        """The address C will get: a plain tuple with a canonical IP literal, a hostname resolved through the
+        guard (C would resolve it itself, raising no event, its DNS query already out)."""
         try:
             family = _family_of(sock)
+            kind = _type_of(sock)
         except TypeError:  # a Python class around _socket.socket (gevent's socket)
             family = getattr(sock, "family", -1)
+            kind = getattr(sock, "type", 0)
         if family != AF_INET and family != AF_INET6:
             return address
-        host = address[0]
+        try:
+            plain = c_address(address, family, operation)
+        except InvalidHost as exc:
+            state = active.in_force or active.current()
+            error = refuse(state, Decision(False, INVALID, None, str(exc)), operation, sock, repr(address), None, None,
+                           depth=3)  # fmt: skip
+            if error is not None:
+                raise error
+            return address  # monitor mode: logged as would-block, and C gets the call as made
+        host = plain[0]
+        text = host
         if host == "":
-            host = "0.0.0.0" if family == AF_INET else "::"
-        elif host == "<broadcast>":
-            host = "255.255.255.255"
-        canonical = canonical_host(host)
-        if isinstance(canonical, str) and parse_address(canonical.partition("%")[0]) is not None:
-            if canonical == address[0]:
+            text = "0.0.0.0" if family == AF_INET else "::"
+        elif host == "<broadcast>" and family == AF_INET:
+            text = "255.255.255.255"
+        canonical = canonical_numeric(text)
+        if canonical is not None:
+            if canonical == host:
                 remember_numeric(canonical)
-                return address
-            return (canonical, *tuple(address[1:]))
-        infos = guarded_getaddrinfo(host, address[1], family)
-        sockaddr = infos[0][4]
-        if family == AF_INET6 and len(address) > 2:
-            return (sockaddr[0], address[1], *tuple(address[2:]))
-        return sockaddr
+                return plain
+            return (canonical, *plain[1:])
+        infos = guarded_getaddrinfo(host, plain[1], family, kind & 0xF)
+        resolved = c_address(infos[0][4], family, operation)
+        if family == AF_INET6 and len(plain) > 2:
+            return (resolved[0], plain[1], *plain[2:])
+        return resolved
+
+    # The fast path (inlined in connect, connect_ex and sendto): a plain (str, int) pair whose host is a known
+    # canonical IP literal goes to C as it is. Exact types only: a subclass's __hash__/__eq__ could pass the
+    # membership test for a host it is not. Unpacking a pair costs less than len() and two indexings.
 
     # The breaker learns how each connect ended: failures (and in-progress non-blocking connects)
     # always, successes only for destinations it watches (one truth test on the hot path). A connect the
     # guard refused (EgressBlocked) is not an outcome: the breaker counted it when it refused it.
     def connect(self, address):
-        if address.__class__ is tuple and address and address[0] not in numeric_hosts:
-            address = prepare(self, address)
+        host = port = None
+        if address.__class__ is tuple:
+            try:
+                host, port = address
+            except ValueError:
+                pass
+        if host.__class__ is not str or port.__class__ is not int or host not in numeric_hosts:
+            address = prepare(self, address, "connect")
         try:
             result = original_connect(self, address)
         except EgressBlocked:
@@ -174,8 +368,14 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
         return result
 
     def connect_ex(self, address):
-        if address.__class__ is tuple and address and address[0] not in numeric_hosts:
-            address = prepare(self, address)
+        host = port = None
+        if address.__class__ is tuple:
+            try:
+                host, port = address
+            except ValueError:
+                pass
+        if host.__class__ is not str or port.__class__ is not int or host not in numeric_hosts:
+            address = prepare(self, address, "connect_ex")
         try:
             err = original_connect_ex(self, address)
         except EgressBlocked:
@@ -199,27 +399,70 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
                 breaker.connect_result(self, value)
         return value
 
+    def setsockopt(self, level, optname, value, *optlen):
+        # C parses level and optname with __index__, twice when the value is not an int: decide on one reading and
+        # pass it on, with the value as a snapshot (an int, None, or the buffer's bytes).
+        level, optname = _index(level), _index(optname)
+        if value is not None and value.__class__ is not int:
+            try:
+                value = _index(value)
+            except TypeError:
+                value = memoryview(value).tobytes()
+        problem = source_route(level, optname, value)
+        if problem is not None:
+            refuse_source_route(problem, "setsockopt", self, f"level {level}, option {optname}", depth=3)
+        return original_setsockopt(self, level, optname, value, *optlen)
+
     def sendto(self, data, flags_or_address, *rest):
+        if len(rest) > 1:
+            return original_sendto(self, data, flags_or_address, *rest)  # C refuses the arity
         address = rest[0] if rest else flags_or_address
-        if address.__class__ is tuple and address and address[0] not in numeric_hosts:
-            address = prepare(self, address)
-            if rest:
-                return original_sendto(self, data, flags_or_address, address)
-            return original_sendto(self, data, address)
-        return original_sendto(self, data, flags_or_address, *rest)
+        host = port = None
+        if address.__class__ is tuple:
+            try:
+                host, port = address
+            except ValueError:
+                pass
+        if host.__class__ is not str or port.__class__ is not int or host not in numeric_hosts:
+            address = prepare(self, address, "sendto")
+        if rest:
+            return original_sendto(self, data, flags_or_address, address)
+        return original_sendto(self, data, address)
 
     def sendmsg(self, buffers, *args):
-        if len(args) >= 3:
-            address = args[2]
-            if address.__class__ is tuple and address and address[0] not in numeric_hosts:
-                args = (args[0], args[1], prepare(self, address), *args[3:])
+        if 0 < len(args) <= 3:
+            if len(args) == 3 and args[2] is not None:
+                args = (args[0], args[1], prepare(self, args[2], "sendmsg"))
+            args = (_ancillary(self, args[0], args[2] if len(args) == 3 else None), *args[1:])
         return original_sendmsg(self, buffers, *args)
 
+    def bind(self, address):
+        address = prepare(self, address, "bind")  # (not a hot path: no fast path)
+        return original_bind(self, address)
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        fileno = kwargs.get("fileno", args[3] if len(args) > 3 else None)
+        if fileno is not None and _SO_DOMAIN is not None:
+            # An adopted descriptor (fromfd, dup, accept, socket(fileno=...)): its family and type as given can be
+            # anything, and socket.__new__ showed none. Ask the kernel what it really is.
+            try:
+                family = original_getsockopt(self, _SOL_SOCKET, _SO_DOMAIN)
+                kind = original_getsockopt(self, _SOL_SOCKET, _SO_TYPE)
+            except OSError:
+                return
+            if is_raw(family, kind):
+                proto = original_getsockopt(self, _SOL_SOCKET, _SO_PROTOCOL) if _SO_PROTOCOL is not None else -1
+                check_raw(family, kind, proto, depth=2)
+
     for wrapper, original in (
+        (__init__, original_init),
         (connect, original_connect),
         (connect_ex, original_connect_ex),
         (sendto, original_sendto),
         (sendmsg, original_sendmsg),
+        (bind, original_bind),
+        (setsockopt, original_setsockopt),
         (getsockopt, original_getsockopt),
     ):
         # Skip methods still wrapped: pytest-socket puts back only ``connect``, and a

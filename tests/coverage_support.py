@@ -148,13 +148,21 @@ def run_child(code: str, env: dict[str, str], timeout: float = 60) -> dict[str, 
 
 
 def run_stepped_child(
-    code: str, env: dict[str, str], snapshot: Callable[[], dict[str, Any]], timeout: float = 60
+    code: str,
+    env: dict[str, str],
+    snapshot: Callable[[], dict[str, Any]],
+    timeout: float = 60,
+    *,
+    argv: list[str] | None = None,
+    cwd: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Like run_child, but the child calls ``step(name)`` after each scenario and waits while the far side's
-    counts are read, so every scenario gets its own counts: ``(results, {step: snapshot after it})``."""
+    counts are read, so every scenario gets its own counts: ``(results, {step: snapshot after it})``. ``argv``
+    replaces ``python -c code`` (a child started through ``sockguard run``)."""
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code],
+            argv or [sys.executable, "-c", code],
+            cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

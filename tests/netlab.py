@@ -214,9 +214,13 @@ def _hosts_file() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _resolv_conf(nameservers: Iterable[str]) -> str:
-    # No search list: with a single-label host name (see _enter) glibc then sends each lookup exactly once.
-    return "".join(f"nameserver {ns}\n" for ns in nameservers) + f"{RESOLV_OPTIONS}\n"
+def _resolv_conf(nameservers: Iterable[str], search: Iterable[str] = (), ndots: int | None = None) -> str:
+    # No search list by default: with a single-label host name (see _enter) glibc then sends each lookup exactly
+    # once. ``search``/``ndots`` make glibc try other names first (tests of the resolver environment).
+    text = "".join(f"nameserver {ns}\n" for ns in nameservers)
+    if search:
+        text += f"search {' '.join(search)}\n"
+    return text + RESOLV_OPTIONS + (f" ndots:{ndots}" if ndots is not None else "") + "\n"
 
 
 # --- the lab server client ---------------------------------------------------------
@@ -324,14 +328,15 @@ class Lab:
         self._call("reset")
         self.use_nameservers(DNS_SERVER)
 
-    def use_nameservers(self, *nameservers: str) -> None:
-        """Rewrite the lab's /etc/resolv.conf (glibc rereads it when it changes). ``reset()`` restores it."""
+    def use_nameservers(self, *nameservers: str, search: Iterable[str] = (), ndots: int | None = None) -> None:
+        """Rewrite the lab's /etc/resolv.conf (glibc rereads it when it changes), optionally with a ``search`` list
+        and ``options ndots:N``. ``reset()`` restores it."""
         for ns in nameservers:
             ipaddress.ip_address(ns)
         path = STATUS.resolv_conf
         if _file_id(path) != STATUS.resolv_conf_id:  # never write the host's file
             raise NetlabError(f"{path} is not the lab's bind mount here; refusing to rewrite it")
-        text = _resolv_conf(nameservers)
+        text = _resolv_conf(nameservers, search, ndots)
         with open(path) as f:
             if f.read() == text:
                 return
@@ -339,9 +344,9 @@ class Lab:
             f.write(text)
 
     @contextlib.contextmanager
-    def nameservers(self, *nameservers: str) -> Iterator[None]:
+    def nameservers(self, *nameservers: str, search: Iterable[str] = (), ndots: int | None = None) -> Iterator[None]:
         """``with lab.nameservers(BLACKHOLE_DNS): ...`` -- resolv.conf is restored afterwards."""
-        self.use_nameservers(*nameservers)
+        self.use_nameservers(*nameservers, search=search, ndots=ndots)
         try:
             yield
         finally:

@@ -307,7 +307,8 @@ SIGNAL_DURING_LOAD = textwrap.dedent(
     signal.signal(signal.SIGUSR1, handler)
 
     def deliver(frame, event, arg):  # the signal arrives while the configuration is being read
-        if event == "call" and frame.f_code.co_name == "load_settings" and "sockguard" in frame.f_code.co_filename:
+        code = frame.f_code
+        if event == "call" and code.co_name == "settings_from_source" and "sockguard" in code.co_filename:
             sys.setprofile(None)
             signal.raise_signal(signal.SIGUSR1)
 

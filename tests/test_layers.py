@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "sockguard"
 
 CORE = {"errors", "addresses", "rules", "policy", "values"}
-CONFIGURATION = {"config", "breaker_settings", "resolver_settings", "paths"}
+CONFIGURATION = {"config", "breaker_settings", "resolver_settings", "paths", "source"}
 ENFORCEMENT = {
     "_hook",
     "active",
@@ -38,8 +38,11 @@ ENFORCEMENT = {
     "logfile",
     "lowlevel",
     "native",  # the preload library's Python side: guard.install hands it the policy in force (native/bridge.py)
+    "rawsockets",
     "refusal",
+    "resolvconf",
     "resolver",
+    "reverse",
     "sinks",
     "testing",
     "wrappers",

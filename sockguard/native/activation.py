@@ -3,15 +3,12 @@ a file, and the environment that preloads the library with it is returned for th
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
-import tempfile
 from typing import Any
 
 from sockguard.native import POLICY_VARIABLE, library_path, unavailable_reason
 from sockguard.native.blob import compile_settings
-from sockguard.paths import write_atomically
+from sockguard.paths import run_directory, write_by_content
 
 
 class NativeUnavailable(Exception):
@@ -19,34 +16,14 @@ class NativeUnavailable(Exception):
 
 
 def policy_directory() -> str:
-    """A directory only this user can write: ``$XDG_RUNTIME_DIR/sockguard`` or ``<tmp>/sockguard-<uid>``.
-    A directory someone else owns or can write is refused (another user could swap the policy)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    path = (
-        os.path.join(runtime, "sockguard")
-        if runtime
-        else os.path.join(tempfile.gettempdir(), f"sockguard-{os.getuid()}")
-    )
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise OSError(f"{path} is not a directory that only this user can write; refusing to keep a policy there")
-    return path
+    """A directory only this user can write (sockguard.paths.run_directory)."""
+    return run_directory()
 
 
 def write_policy(data: bytes, directory: str | None = None) -> str:
     """Write a compiled policy, named by its content (the same policy reuses one file; a file in use by a
     running tree is never rewritten), read-only. Returns its path."""
-    directory = directory or policy_directory()
-    path = os.path.join(directory, f"policy-{hashlib.sha256(data).hexdigest()[:32]}.bin")
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return path
-    except OSError:
-        pass
-    write_atomically(path, data, permissions=0o444)
-    return path
+    return write_by_content(directory or policy_directory(), "policy-", ".bin", data)
 
 
 def preload_value(library: str, existing: str | None) -> str:
