@@ -220,6 +220,30 @@ def test_startup_path_stays_light(tmp_path):
     assert "sockguard._hook" in added
 
 
+def test_first_socket_use_imports_nothing_heavy(tmp_path):
+    """The first connect of a guarded process loads the guard (policy, floor, wrappers, breaker, sinks), but not
+    ``typing``, ``logging``, ``tomllib`` (no config file here), ``ipaddress``, ``dns`` or ``dataclasses``: every
+    Python process of a container pays this once."""
+    code = (
+        "import sys, socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.connect(('127.0.0.1', 9))\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+
+    def modules(**env: str) -> set[str]:
+        result = subprocess.run(
+            [PY, "-c", code], env=clean_env(**env), capture_output=True, text=True, cwd=tmp_path, check=True
+        )
+        return set(result.stdout.split())
+
+    plain = modules()  # (an editable install's import finder loads pathlib/urllib in every process, guarded or not)
+    added = modules(PYTHONPATH=sitecustomize_dir(), SOCKGUARD_ALLOW="api.partner.test", SOCKGUARD_CONFIG="none") - plain
+    assert {"sockguard.floor", "sockguard.wrappers", "sockguard.active"} <= added
+    heavy = {"typing", "logging", "tomllib", "ipaddress", "dns", "dataclasses", "inspect", "wrapt", "json", "re"}
+    assert not heavy & added, sorted(heavy & added)
+
+
 def test_mode_off_in_environment_skips_activation(tmp_path):
     probe_code = (
         "import socket\n"
