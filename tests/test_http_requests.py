@@ -700,6 +700,37 @@ def test_sni_spellings() -> None:
             assert (info.value.operation, info.value.reason) == ("sni", reason)
 
 
+class _SniThatEncodesElsewhere(str):
+    """Characters of the allowed name; ``ssl`` encodes server_hostname with ``.encode("idna")``: this one's
+    encode answers the blocked name (a check reading the characters, and a send calling the method, disagree)."""
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return BLOCKED.encode()
+
+
+class _SniBytesThatDecodeElsewhere(bytes):
+    """Bytes of the allowed name whose ``.decode("ascii")`` (what ``ssl`` calls on a bytes server_hostname)
+    answers the blocked name."""
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return BLOCKED
+
+
+@pytest.mark.parametrize("client", ["ssl.wrap_socket", "asyncio (wrap_bio)"])
+@pytest.mark.parametrize("shape", [_SniThatEncodesElsewhere, _SniBytesThatDecodeElsewhere])
+def test_an_sni_is_decided_on_the_name_the_handshake_sends(web: Web, tls: Tls, client: str, shape: Any) -> None:
+    """A ``str``/``bytes`` subclass as ``server_hostname`` whose methods answer another name than its characters:
+    the SNI the server receives is the name the guard decided (the allowed one), never the blocked one."""
+    sni = shape(ALLOWED if shape is _SniThatEncodesElsewhere else ALLOWED.encode())
+    with guarded(web):
+        try:
+            SNI_CLIENTS[client](tls, sni)
+        except (OSError, ssl.SSLError):
+            pass  # refused is fine too; what matters is what reached the server
+    connections = tls.server.settled(1)
+    assert connections and all(c["sni"] != BLOCKED for c in connections), connections
+
+
 # -- proxies -----------------------------------------------------------------------------------------------
 
 
