@@ -800,6 +800,47 @@ def test_https_through_an_allowed_proxy_to_an_allowed_host_sends_the_connect(web
     assert [(r["method"], r["path"]) for r in web.proxy.requests] == [("CONNECT", f"{ALLOWED}:443")]
 
 
+class _HostThatEncodesElsewhere(str):
+    """An allowed host's characters whose ``encode`` (http.client's CONNECT line) answers the blocked name."""
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return BLOCKED.encode()
+
+
+class _HostEqualToEverything(str):
+    """A host whose ``__eq__`` says yes to any name (a check comparing with ``==`` would take any Host header
+    for the connection's own)."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+
+def test_a_tunnel_target_is_decided_on_the_name_the_connect_line_sends(web: Web) -> None:
+    """``set_tunnel`` with a str subclass: the CONNECT line the proxy receives names what was decided (held by
+    the check of the bytes http.client sends)."""
+    conn = http.client.HTTPSConnection(PROXY, PROXY_PORT, timeout=3)
+    conn.set_tunnel(_HostThatEncodesElsewhere(ALLOWED), 443)
+    with guarded(web, PROXY_RULE), contextlib.suppress(Exception):
+        conn.request("GET", "/")
+    conn.close()
+    assert [(r["method"], r["path"]) for r in web.proxy.requests] in ([], [("CONNECT", f"{ALLOWED}:443")])
+
+
+def test_a_host_header_is_decided_whatever_the_connections_host_says_it_equals(web: Web) -> None:
+    """The connection's own host as a str subclass whose ``__eq__`` matches anything: a Host header naming the
+    blocked host is still decided (refused), and the allowed server receives nothing."""
+    conn = http.client.HTTPConnection(_HostEqualToEverything(ALLOWED), 80, timeout=3)
+    with guarded(web), pytest.raises(BaseException) as info:
+        conn.request("GET", "/ok", headers={"Host": BLOCKED})
+    conn.close()
+    blocked = egress_blocked(info.value)
+    assert blocked is not None and (blocked.operation, blocked.host) == ("host-header", BLOCKED), repr(info.value)
+    assert (web.api.received, web.api.requests) == (0, [])
+
+
 @pytest.mark.parametrize("client", PROXY_CLIENTS[1:])
 def test_http_through_an_allowed_proxy_decides_the_absolute_form_target(web: Web, client: str) -> None:
     """Plain HTTP through a proxy (``GET http://host/``): the target is decided before the request is sent;

@@ -61,12 +61,24 @@ def authority(value: Any) -> tuple[str, int | None]:
     return found
 
 
-def same_host(a: str, b: Any) -> bool:
+def host_text(value: Any) -> str:
+    """A host as an exact ``str`` of its own characters or bytes: comparisons then run ``str``'s methods, never a
+    subclass's (one whose ``__eq__`` says yes to every name would pass any Host header as the connection's own)."""
+    cls = value.__class__
+    if cls is str:
+        return value  # type: ignore[no-any-return]
+    if issubclass(cls, str):
+        return str.__str__(value)
+    if issubclass(cls, (bytes, bytearray, memoryview)):
+        return memoryview(value).tobytes().decode("latin-1")
+    return str.__str__(str(value))
+
+
+def same_host(a: Any, b: Any) -> bool:
     """Whether two host texts name the same host (case and one trailing dot aside)."""
+    a, b = host_text(a), host_text(b)
     if a == b:
         return True
-    if not isinstance(b, str):
-        b = bytes(b).decode("latin-1") if isinstance(b, (bytes, bytearray)) else str(b)
     return a.lower().rstrip(".") == b.lower().rstrip(".").strip("[]")
 
 
@@ -91,7 +103,7 @@ def check_host(state: State, value: Any, own_host: Any, port: int | None, protoc
     another host (then True). ``port``: the connection's port, used when the value has none."""
     found = _authorities.get(value) if value.__class__ in (bytes, str) else None
     host, named_port = found if found is not None else authority(value)
-    if not host or host == own_host or same_host(host, own_host):
+    if not host or same_host(host, own_host):
         return False  # no host named (an empty Host), or the connection's own (decided by its lookup and connect)
     decide(state, host, named_port if named_port is not None else port, HOST_HEADER, protocol)
     return True
