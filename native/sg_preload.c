@@ -434,8 +434,15 @@ static int refuse(const sg_decision *d, const char *op, int fd, const char *host
  * ------------------------------------------------------------------------------------------------------- */
 
 static pthread_mutex_t ns_lock = PTHREAD_MUTEX_INITIALIZER;
-static void ns_before_fork(void) { pthread_mutex_lock(&ns_lock); }
-static void ns_after_fork(void) { pthread_mutex_unlock(&ns_lock); }
+static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER; /* DNS-over-TCP streams (check_query) */
+static void ns_before_fork(void) {
+    pthread_mutex_lock(&ns_lock);
+    pthread_mutex_lock(&stream_lock);
+}
+static void ns_after_fork(void) {
+    pthread_mutex_unlock(&stream_lock);
+    pthread_mutex_unlock(&ns_lock);
+}
 static sg_addr ns_addrs[16];
 static int ns_count;
 static struct timespec ns_mtime;
@@ -484,7 +491,7 @@ static int trusted_nameserver(const sg_addr *a, long port) {
 
 #define FD_MAX 65536
 typedef struct {
-    uint8_t dns, stream, expect_body, nids;
+    uint8_t dns, stream, nids;
     uint16_t ids[8];
     ino_t ino;
 } fdinfo;
@@ -715,23 +722,9 @@ static int question_cb(void *ctx, const char *qname, uint16_t qtype) {
     return refuse(&d, "resolve", -1, qname, -1, NULL) < 0;
 }
 
-static int check_query(fdinfo *f, const uint8_t *data, size_t len) {
-    if (!active()) return 0;
+/* One DNS message about to leave: every question decided (a reverse name as a reverse lookup). */
+static int check_message(fdinfo *f, const uint8_t *data, size_t len) {
     sg_decision d;
-    if (state == ST_ERROR) {
-        config_error(&d);
-        return refuse(&d, "resolve", -1, NULL, 53, NULL);
-    }
-    if (f->stream) {
-        if (f->expect_body) {
-            f->expect_body = 0;
-        } else if (len == 2) {
-            f->expect_body = 1; /* the length prefix written on its own; the message follows */
-            return 0;
-        } else if (len > 2) {
-            data += 2, len -= 2;
-        }
-    }
     uint16_t id = 0;
     int r = sg_dns_questions(data, len, &id, question_cb, NULL);
     if (r < 0) {
@@ -745,6 +738,163 @@ static int check_query(fdinfo *f, const uint8_t *data, size_t len) {
     }
     f->ids[f->nids++ % 8] = id;
     return 0;
+}
+
+static int refuse_stream(const char *why) {
+    sg_decision d = {.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = strlen(why)};
+    return refuse(&d, "resolve", -1, NULL, 53, NULL);
+}
+
+/* DNS over a byte stream (TCP): length-prefixed messages, any number to a write, and the server reads them by
+ * their prefixes, not by our writes. So the bytes are followed as the server will frame them: each write must
+ * hold whole messages (a 2-byte prefix may come on its own at the end: its message must then come whole at the
+ * start of the next write), and every message is decided. The state belongs to the socket, not the descriptor
+ * (a duplicate writes into the same stream): a prefix written alone, and the checked bytes a short write left
+ * unsent (the next write must start with exactly them). One write at a time per socket. */
+#define STREAMS 64
+typedef struct {
+    ino_t ino;
+    uint8_t used, inflight;
+    int32_t expect;  /* the length of the message whose prefix came alone; -1: none */
+    int32_t planned; /* `expect` once the write in flight is sent whole */
+    uint8_t *unsent; /* checked bytes a short write did not send, then `expect` applies after them */
+    size_t unsent_len;
+} stream_state;
+static stream_state streams[STREAMS];
+
+static stream_state *stream_of(ino_t ino, int create) {
+    stream_state *free_slot = NULL;
+    for (int i = 0; i < STREAMS; i++) {
+        if (streams[i].used && streams[i].ino == ino) return &streams[i];
+        if (!streams[i].used && !free_slot) free_slot = &streams[i];
+    }
+    if (!create || !free_slot) return NULL;
+    *free_slot = (stream_state){.ino = ino, .used = 1, .expect = -1, .planned = -1};
+    return free_slot;
+}
+
+static void stream_drop(stream_state *e) {
+    free(e->unsent);
+    *e = (stream_state){0};
+}
+
+/* Whole frames in data[pos..len), after a pending message of `expect` bytes (-1: none). Returns the length of
+ * a prefix written alone at the end (its message comes next), -1 when none, -2 when refused (errno set). */
+static long check_frames(fdinfo *f, const uint8_t *data, size_t pos, size_t len, long expect) {
+    if (expect >= 0) {
+        if (len - pos < (size_t)expect)
+            return refuse_stream("a DNS message over TCP split across writes (its prefix and whole body must come "
+                                 "together, or the prefix alone and then the whole body)") < 0 ? -2 : -1;
+        if (check_message(f, data + pos, (size_t)expect) < 0) return -2;
+        pos += (size_t)expect;
+    }
+    while (pos < len) {
+        if (len - pos < 2) return refuse_stream("one byte of a DNS-over-TCP length prefix") < 0 ? -2 : -1;
+        size_t n = get16(data + pos);
+        pos += 2;
+        if (pos == len) return (long)n; /* the prefix on its own: the message follows in the next write */
+        if (len - pos < n)
+            return refuse_stream("a DNS-over-TCP length prefix longer than the message written after it") < 0 ? -2
+                                                                                                            : -1;
+        if (check_message(f, data + pos, n) < 0) return -2;
+        pos += n;
+    }
+    return -1;
+}
+
+/* Decide a write of `len` bytes to a DNS socket. For a stream, the socket's state is reserved (inflight) until
+ * query_sent() records what the kernel took. Returns 0 to send, -1 (errno set) when refused. */
+static int check_query(fdinfo *f, const uint8_t *data, size_t len, stream_state **reserved) {
+    *reserved = NULL;
+    if (!active()) return 0;
+    sg_decision d;
+    if (state == ST_ERROR) {
+        config_error(&d);
+        return refuse(&d, "resolve", -1, NULL, 53, NULL);
+    }
+    if (!f->stream) return check_message(f, data, len);
+    pthread_mutex_lock(&stream_lock);
+    stream_state *e = stream_of(f->ino, 1);
+    int r = -1;
+    if (!e) {
+        r = refuse_stream("too many DNS-over-TCP streams in the middle of a message at once");
+    } else if (e->inflight) {
+        r = refuse_stream("two writes at once to one DNS-over-TCP stream (the server could interleave them)");
+    } else if (e->expect == -3) {
+        r = refuse_stream("a DNS-over-TCP stream whose unsent bytes could not be remembered (out of memory)");
+    } else {
+        size_t pos = 0;
+        long expect = e->expect, lone;
+        if (e->unsent_len) {
+            size_t k = len < e->unsent_len ? len : e->unsent_len;
+            if (memcmp(data, e->unsent, k) != 0) {
+                r = refuse_stream("a write to a DNS-over-TCP stream that does not go on with the unsent rest of "
+                                  "the messages decided before");
+                goto out;
+            }
+            pos = k;
+            if (k < e->unsent_len) expect = -1; /* still inside what was checked: nothing new to parse */
+        }
+        if (e->unsent_len > len) {
+            lone = e->expect; /* all of this write was checked before: the state after it is the old one */
+        } else {
+            lone = check_frames(f, data, pos, len, expect);
+            if (lone == -2 && enforcing()) goto out;
+            if (lone == -2) lone = -1; /* monitor mode: logged, sent as it is */
+        }
+        e->planned = (int32_t)lone;
+        e->inflight = 1;
+        *reserved = e;
+        r = 0;
+    }
+out:
+    if (r < 0 && e && !e->inflight && e->expect < 0 && !e->unsent_len) stream_drop(e);
+    pthread_mutex_unlock(&stream_lock);
+    return r;
+}
+
+/* A DNS stream's descriptor closed: its state goes when no other descriptor of this process holds the socket. */
+static void forget_stream(ino_t ino) {
+    fdinfo *t = fdtab;
+    pthread_mutex_lock(&stream_lock);
+    stream_state *e = stream_of(ino, 0);
+    if (e && !e->inflight) {
+        int others = 0;
+        for (int fd = 0; fd < FD_MAX && !others; fd++) others = t[fd].dns && t[fd].ino == ino;
+        if (!others) stream_drop(e);
+    }
+    pthread_mutex_unlock(&stream_lock);
+}
+
+/* After the system call of a checked write: what the kernel took (`sent`; -1 for nothing) moves the stream on,
+ * and the checked bytes it left become what the next write must start with. */
+static void query_sent(stream_state *e, const uint8_t *query, size_t len, ssize_t sent) {
+    if (!e) return;
+    pthread_mutex_lock(&stream_lock);
+    if (sent >= 0) {
+        size_t took = (size_t)sent < len ? (size_t)sent : len;
+        size_t old_rest = e->unsent_len > len ? e->unsent_len - len : 0; /* checked before, not in this write */
+        size_t rest = (len - took) + old_rest;
+        uint8_t *unsent = NULL;
+        if (rest) {
+            unsent = malloc(rest);
+            if (unsent) {
+                memcpy(unsent, query + took, len - took);
+                if (old_rest) memcpy(unsent + (len - took), e->unsent + len, old_rest);
+            } else {
+                rest = 0;
+                e->planned = -1; /* cannot remember it: the next write is read from a frame boundary... */
+                e->expect = -3;  /* ...so refuse it instead (fail closed) */
+            }
+        }
+        free(e->unsent);
+        e->unsent = unsent;
+        e->unsent_len = rest;
+        if (e->expect != -3) e->expect = e->planned;
+    }
+    e->inflight = 0;
+    if (e->expect == -1 && !e->unsent_len) stream_drop(e);
+    pthread_mutex_unlock(&stream_lock);
 }
 
 static void learn_cb(void *ctx, const char *qname, const sg_addr *a) {
@@ -788,7 +938,8 @@ static uint8_t *gather(const struct iovec *iov, size_t n, size_t limit, size_t *
 
 /* The query a DNS socket is about to send, as one checked copy: the copy is what gets sent, so another thread
  * cannot change the question between the decision and the system call. NULL (errno set) when refused. */
-static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size_t *len) {
+static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size_t *len, stream_state **reserved) {
+    *reserved = NULL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
     if (total > 65537) { /* no DNS message is that long (2-byte TCP length + 65535) */
@@ -812,7 +963,7 @@ static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size
         for (size_t i = 0; i < n; i++) memcpy(b + *len, iov[i].iov_base, iov[i].iov_len), *len += iov[i].iov_len;
         return b;
     }
-    if (check_query(f, b, *len) < 0) {
+    if (check_query(f, b, *len, reserved) < 0) {
         int saved = errno;
         free(b);
         errno = saved;
@@ -859,9 +1010,11 @@ EXPORT ssize_t sendto(int fd, const void *data, size_t n, int flags, __CONST_SOC
     if (!f) return CALL(sendto, fd, data, n, flags, sa, len);
     struct iovec one = {(void *)data, n};
     size_t qlen;
-    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, &one, 1, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(sendto, fd, query, qlen, flags, sa, len);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -871,9 +1024,11 @@ EXPORT ssize_t send(int fd, const void *data, size_t n, int flags) {
     if (!f) return CALL(send, fd, data, n, flags);
     struct iovec one = {(void *)data, n};
     size_t qlen;
-    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, &one, 1, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(send, fd, query, qlen, flags);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -883,9 +1038,11 @@ EXPORT ssize_t write(int fd, const void *data, size_t n) {
     if (LIKELY(f == NULL)) return CALL(write, fd, data, n);
     struct iovec one = {(void *)data, n};
     size_t qlen;
-    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, &one, 1, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(write, fd, query, qlen);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -894,9 +1051,11 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n) {
     fdinfo *f = dns_fd(fd);
     if (!f || n <= 0) return CALL(writev, fd, iov, n);
     size_t qlen;
-    uint8_t *query = checked_query(f, iov, (size_t)n, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, iov, (size_t)n, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(write, fd, query, qlen);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -914,12 +1073,14 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     fdinfo *f = dns_fd(fd);
     if (!f) return CALL(sendmsg, fd, &m, flags);
     size_t qlen;
-    uint8_t *query = checked_query(f, msg->msg_iov, msg->msg_iovlen, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, msg->msg_iov, msg->msg_iovlen, &qlen, &held);
     if (!query) return -1;
     struct iovec one = {query, qlen};
     m.msg_iov = &one;
     m.msg_iovlen = 1;
     ssize_t r = CALL(sendmsg, fd, &m, flags);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -934,7 +1095,11 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
         struct sockaddr_storage name;
         struct iovec one;
         uint8_t *query;
-    } *copies = calloc(n, sizeof *copies);
+        stream_state *held;
+    } *copies;
+    fdinfo *dns = dns_fd(fd);
+    if (dns && dns->stream) n = 1; /* a DNS stream moves on one checked write at a time (check_query) */
+    copies = calloc(n, sizeof *copies);
     if (!copies) {
         errno = ENOMEM;
         return -1;
@@ -953,7 +1118,7 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
         fdinfo *f = dns_fd(fd);
         if (f) {
             size_t qlen;
-            b->query = checked_query(f, m->msg_iov, m->msg_iovlen, &qlen);
+            b->query = checked_query(f, m->msg_iov, m->msg_iovlen, &qlen, &b->held);
             if (!b->query) break;
             b->one = (struct iovec){b->query, qlen};
             b->m.msg_hdr.msg_iov = &b->one;
@@ -969,9 +1134,11 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
             r = CALL(sendmmsg, fd, send_vec, ok, flags);
             saved = errno;
             for (int i = 0; i < r; i++) vec[i].msg_len = send_vec[i].msg_len;
+            if (copies[0].held) query_sent(copies[0].held, copies[0].query, copies[0].one.iov_len, r > 0 ? (ssize_t)send_vec[0].msg_len : -1);
             free(send_vec);
         } else {
             saved = ENOMEM;
+            if (copies[0].held) query_sent(copies[0].held, copies[0].query, copies[0].one.iov_len, -1);
         }
     }
     for (unsigned int i = 0; i < n; i++) free(copies[i].query);
@@ -1079,7 +1246,10 @@ EXPORT int fcntl64(int fd, int cmd, ...) { /* what fcntl is with _FILE_OFFSET_BI
 
 EXPORT int close(int fd) {
     fdinfo *t = fdtab;
-    if (t && fd >= 0 && fd < FD_MAX) t[fd].dns = 0;
+    if (t && fd >= 0 && fd < FD_MAX && t[fd].dns) {
+        t[fd].dns = 0;
+        if (t[fd].stream) forget_stream(t[fd].ino);
+    }
     return CALL(close, fd);
 }
 

@@ -435,6 +435,9 @@ def test_the_preload_library_itself_under_asan_and_ubsan(
     assert out["blocked.test"] == "error 13" and "198.51.100.10" in out["api.allowed.test"][0]
     ctypes_child = run([sys.executable, "-c", CTYPES], env)
     assert ctypes_child.returncode == 0 and "Sanitizer" not in ctypes_child.stderr, ctypes_child.stderr
+    tcp_child = run([sys.executable, "-c", DNS_OVER_TCP], env)  # the DNS-over-TCP framing and short writes
+    assert tcp_child.returncode == 0 and "Sanitizer" not in tcp_child.stderr, tcp_child.stderr[-3000:]
+    assert "runtime error" not in tcp_child.stderr, tcp_child.stderr[-3000:]
     scene.assert_blocked_side_untouched()
 
 
@@ -649,3 +652,88 @@ def test_a_duplicated_dns_socket_is_still_a_dns_socket(scene: Scene, policy_file
     pytest.importorskip("dns")
     assert python_child(DUPLICATED_DNS_SOCKET, preloaded_env(policy_file)) == {"dup": 13, "dup2": 13}
     scene.assert_blocked_side_untouched()
+
+
+DNS_OVER_TCP = """
+import json, os, socket, struct
+import dns.message
+allowed = dns.message.make_query("api.allowed.test", "A").to_wire()
+blocked = dns.message.make_query("blocked.test", "A").to_wire()
+frame = lambda wire: struct.pack("!H", len(wire)) + wire
+writes = {
+    # two queries in one write (pipelining, as glibc's own writev does): each is decided
+    "pipelined": [frame(allowed) + frame(blocked)],
+    # a length prefix that claims more than the message that follows: the server reads the rest of the
+    # allowed message's frame from the next write, whose own first bytes the check would take for a prefix
+    "long-prefix": [struct.pack("!H", len(allowed) + 2) + allowed, b"\\0\\0" + frame(blocked)],
+    # the prefix on its own, then a body with a second frame behind it
+    "split": [struct.pack("!H", len(allowed)), allowed + frame(blocked)],
+    # a prefix that claims less than the message written
+    "short-prefix": [struct.pack("!H", 12) + allowed[:12] + frame(blocked)],
+    # the controls: allowed queries, pipelined, and a prefix written alone before its message
+    "allowed-pipelined": [frame(allowed) + frame(allowed)],
+    "allowed-split": [struct.pack("!H", len(allowed)), allowed],
+}
+out = {}
+for how, parts in writes.items():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect(("127.0.0.53", 53))          # a resolv.conf nameserver: trusted, its questions decided
+    results = []
+    for part in parts:
+        try:
+            results.append(os.write(s.fileno(), part))
+        except OSError as exc:
+            results.append(-exc.errno)
+    out[how] = results
+    try:
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+
+# A short write: the kernel takes part of a checked message; the next write must go on with exactly its rest.
+import dns.edns, select
+padded = dns.message.make_query("api.allowed.test", "A", use_edns=0,
+                                 options=[dns.edns.GenericOption(65001, b"x" * 40000)]).to_wire(max_size=65535)
+for how in ("short-write-then-other-bytes", "short-write-then-its-rest"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    s.connect(("127.0.0.53", 53))
+    s.setblocking(False)
+    big = frame(padded)
+    took = os.write(s.fileno(), big)
+    rest = big[took:]
+    if how == "short-write-then-other-bytes":
+        rest = (frame(blocked) + rest)[: len(rest)]
+    results = [took < len(big)]
+    while rest:
+        select.select([], [s], [], 2)
+        try:
+            n = os.write(s.fileno(), rest)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            results.append(-exc.errno)
+            break
+        rest = rest[n:]
+    out[how] = results
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def test_dns_over_tcp_decides_every_framed_query(scene: Scene, policy_file: Path) -> None:
+    """A TCP DNS stream carries length-prefixed messages, several to a write: every message the server will read
+    is decided, and a write whose framing does not add up is refused (not sent as it is)."""
+    pytest.importorskip("dns")
+    out = python_child(DNS_OVER_TCP, preloaded_env(policy_file))
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0, (out, scene.lab.dns.log())
+    refused = ("pipelined", "long-prefix", "split", "short-prefix", "short-write-then-other-bytes")
+    assert all(-13 in out[how] for how in refused), out
+    assert out["allowed-pipelined"] == [2 * (len_allowed := out["allowed-split"][1]) + 4], out
+    assert out["allowed-split"] == [2, len_allowed], out
+    assert out["short-write-then-its-rest"] == [True] and out["short-write-then-other-bytes"][0] is True, out
+    assert scene.lab.dns.queries(ALLOWED_NAME) >= 4  # both pipelined, the split one, the padded one
