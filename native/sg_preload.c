@@ -1328,13 +1328,192 @@ static int blocked_gai(void) {
     return EAI_SYSTEM;
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * The resolver's environment (sockguard/resolvconf.py for the Python layer). glibc does not always ask DNS for
+ * the name it is given: with a search list (resolv.conf `search`/`domain`, LOCALDOMAIN, or the domain of a
+ * dotted host name), a name with fewer dots than `ndots` (resolv.conf, RES_OPTIONS) is first tried with each
+ * search domain appended, and a name not found as it is is tried with them afterwards; HOSTALIASES rewrites a
+ * single-label name. Each of those queries carries a name the policy never decided
+ * (api.allowed.test.attacker.example, in a zone the environment chose). So a relative name is handed over as it
+ * is only when every name glibc would ask for is allowed (or /etc/hosts answers it first); otherwise the
+ * candidates are tried here, in glibc's order, as absolute names (to which glibc applies none of this), and only
+ * the allowed ones are asked for.
+ * ------------------------------------------------------------------------------------------------------- */
+
+#define SEARCH_MAX 8 /* MAXDNSRCH (6) + the name itself, and one spare */
+
+typedef int (*res_ninit_fn)(res_state);
+typedef void (*res_nclose_fn)(res_state);
+
+/* The names glibc's res_search would ask for, in order, for the relative name `name` (normalised), with the
+ * search list and ndots of `st`. Returns their count. */
+static int candidates_of(const char *name, const struct __res_state *st, char out[SEARCH_MAX][SG_NAME_MAX]) {
+    int dots = 0, n = 0;
+    for (const char *c = name; *c; c++) dots += *c == '.';
+    size_t len = strlen(name);
+    if (dots >= (int)st->ndots) snprintf(out[n++], SG_NAME_MAX, "%s", name);
+    for (int i = 0; i < MAXDNSRCH && st->dnsrch[i] && n < SEARCH_MAX - 1; i++) {
+        const char *domain = st->dnsrch[i];
+        size_t dlen = strlen(domain);
+        while (dlen && domain[dlen - 1] == '.') dlen--;
+        if (!dlen) continue;
+        if (len + 1 + dlen > 253) {
+            out[n++][0] = '\0'; /* too long to be a name: never asked for (and never allowed) */
+            continue;
+        }
+        snprintf(out[n++], SG_NAME_MAX, "%s.%.*s", name, (int)dlen, domain);
+    }
+    if (dots < (int)st->ndots) snprintf(out[n++], SG_NAME_MAX, "%s", name);
+    return n;
+}
+
+/* The candidates with the configuration as it is now (resolv.conf, LOCALDOMAIN, RES_OPTIONS, the host name's
+ * domain: read by glibc's own res_ninit). 0 when it cannot be read (then the name alone, absolute, is used). */
+static int search_candidates(const char *name, char out[SEARCH_MAX][SG_NAME_MAX]) {
+    static res_ninit_fn ninit;
+    static res_nclose_fn nclose;
+    if (!ninit) { /* in libc since glibc 2.34; in libresolv before, found if the program loaded it */
+        resolve_dl();
+        ninit = (res_ninit_fn)libc_symbol("__res_ninit");
+        nclose = (res_nclose_fn)libc_symbol("__res_nclose");
+        if ((!ninit || !nclose) && sg_real_dlsym) {
+            ninit = (res_ninit_fn)sg_real_dlsym(RTLD_DEFAULT, "__res_ninit");
+            nclose = (res_nclose_fn)sg_real_dlsym(RTLD_DEFAULT, "__res_nclose");
+        }
+        if (!ninit || !nclose) return 0;
+    }
+    struct __res_state *st = calloc(1, sizeof *st);
+    if (!st) return 0;
+    if (ninit(st) < 0) {
+        free(st);
+        return 0;
+    }
+    int n = candidates_of(name, st, out);
+    nclose(st);
+    free(st);
+    return n;
+}
+
+/* The thread's own resolver state (`_res`) once initialised: glibc keeps using it (with whatever the program
+ * set in it, or the variables as they were then) until resolv.conf changes. NULL before. */
+static const struct __res_state *thread_resolver(void) {
+    typedef struct __res_state *(*res_state_fn)(void);
+    static res_state_fn get;
+    if (!get) get = (res_state_fn)libc_symbol("__res_state");
+    const struct __res_state *st = get ? get() : NULL;
+    return st && (st->options & RES_INIT) ? st : NULL;
+}
+
+/* Whether glibc's files backend answers `name` for `family` before any DNS query: nsswitch.conf's hosts line
+ * starts with `files`, and /etc/hosts lists the name with an address of that family. */
+static int hosts_answers(const char *name, int family) {
+    int files_first = 0;
+    char line[1024];
+    FILE *f = fopen("/etc/nsswitch.conf", "re");
+    while (f && fgets(line, sizeof line, f)) {
+        char *save, *word = strtok_r(line, " \t\r\n", &save);
+        if (word && strcmp(word, "hosts:") == 0) {
+            word = strtok_r(NULL, " \t\r\n", &save);
+            files_first = word && strcmp(word, "files") == 0;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    if (!files_first) return 0;
+    int found = 0;
+    f = fopen("/etc/hosts", "re");
+    while (f && !found && fgets(line, sizeof line, f)) {
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *save, *addr = strtok_r(line, " \t\r\n", &save);
+        if (!addr) continue;
+        char *zone = strchr(addr, '%');
+        if (zone) *zone = 0;
+        unsigned char buf[16];
+        int v = inet_pton(AF_INET, addr, buf) == 1 ? AF_INET : inet_pton(AF_INET6, addr, buf) == 1 ? AF_INET6 : 0;
+        if (!v || (family != AF_UNSPEC && family != v)) continue;
+        for (char *w = strtok_r(NULL, " \t\r\n", &save); w && !found; w = strtok_r(NULL, " \t\r\n", &save)) {
+            size_t wl = strlen(w);
+            while (wl && w[wl - 1] == '.') wl--;
+            found = wl == strlen(name) && strncasecmp(w, name, wl) == 0;
+        }
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+enum { AS_GIVEN = 0, SEARCHED = 1 };
+
+/* `name` := the absolute candidate `query` without its dot (the name the answers are admitted through). */
+static void answered_by(char name[SG_NAME_MAX], const char *query) {
+    size_t q = strlen(query);
+    if (q && q - 1 < SG_NAME_MAX) {
+        memcpy(name, query, q - 1);
+        name[q - 1] = 0;
+    }
+}
+
+/* How an allowed lookup of `node` (normalised: `name`) reaches glibc: AS_GIVEN when glibc will ask DNS for
+ * nothing the policy did not allow; else SEARCHED, with the candidates (absolute, allowed ones only, in glibc's
+ * order) in `queries` and their count in *count. `files`: /etc/hosts may answer first (not for res_search).
+ * `given_state`: the res_state a res_n* call names (glibc uses that one), else NULL. */
+static int lookup_plan(const char *node, const char *name, long port, int family, int files,
+                       const struct __res_state *given_state, char queries[SEARCH_MAX][SG_NAME_MAX + 2], int *count) {
+    *count = 0;
+    size_t given = strlen(node);
+    if (given && node[given - 1] == '.') return AS_GIVEN; /* absolute: no search list, no ndots, no alias */
+    if (files && hosts_answers(name, family)) return AS_GIVEN;
+    char candidates[SEARCH_MAX][SG_NAME_MAX];
+    int n = given_state ? candidates_of(name, given_state, candidates) : search_candidates(name, candidates);
+    int aliases = !strchr(name, '.') && getenv("HOSTALIASES");
+    int all_allowed = n > 0 && !aliases;
+    for (int i = 0; i < n; i++) {
+        sg_decision d;
+        d.allowed = 0;
+        if (candidates[i][0]) sg_check_name(&policy, candidates[i], port, &d);
+        if (d.allowed) snprintf(queries[(*count)++], SG_NAME_MAX + 2, "%s.", candidates[i]);
+        else all_allowed = 0;
+    }
+    /* handed over as given only if glibc's own state (which it may use instead) adds nothing either */
+    const struct __res_state *own = given_state ? NULL : thread_resolver();
+    if (all_allowed && own) {
+        char more[SEARCH_MAX][SG_NAME_MAX];
+        int m = candidates_of(name, own, more);
+        for (int i = 0; i < m && all_allowed; i++) {
+            sg_decision d;
+            d.allowed = 0;
+            if (more[i][0]) sg_check_name(&policy, more[i], port, &d);
+            all_allowed = d.allowed;
+        }
+    }
+    if (all_allowed) return AS_GIVEN;
+    if (n == 0) snprintf(queries[(*count)++], SG_NAME_MAX + 2, "%s.", name); /* no configuration: the name alone */
+    return SEARCHED;
+}
+
 static int getaddrinfo_checked(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
     if (!node || (hints && (hints->ai_flags & AI_NUMERICHOST)) || !active()) return CALL(getaddrinfo, node, service, hints, res);
     char name[SG_NAME_MAX];
     int numeric;
     long port = service_port(service);
     if (check_lookup(node, port, name, &numeric) < 0) return blocked_gai();
-    int r = CALL(getaddrinfo, node, service, hints, res);
+    int r;
+    char queries[SEARCH_MAX][SG_NAME_MAX + 2];
+    int count;
+    if (numeric || state != ST_OK ||
+        lookup_plan(node, name, port, hints ? hints->ai_family : AF_UNSPEC, 1, NULL, queries, &count) == AS_GIVEN) {
+        r = CALL(getaddrinfo, node, service, hints, res);
+    } else {
+        /* the allowed candidates, absolute, in glibc's order: one that does not exist moves on to the next */
+        r = EAI_NONAME;
+        for (int i = 0; i < count; i++) {
+            r = CALL(getaddrinfo, queries[i], service, hints, res);
+            if (r != EAI_NONAME && r != EAI_NODATA && r != EAI_ADDRFAMILY) {
+                if (r == 0) answered_by(name, queries[i]); /* admitted as reached through that name */
+                break;
+            }
+        }
+    }
     if (r != 0 || numeric || state != ST_OK) return r;
     /* drop refused answers (each logged); none left: the caller learns why, never an empty answer */
     struct addrinfo **link = res, *kept = NULL;
@@ -1437,12 +1616,38 @@ static struct hostent *filter_hostent(struct hostent *h, const char *name, int *
     int numeric = 0, checked = (host) && active();                               \
     if (checked && check_lookup((host), -1, name, &numeric) < 0)
 
+/* The hostent functions through the lookup plan: as given, or the allowed candidates in glibc's order (a
+ * candidate that does not exist moves on to the next). `call` is the real function for one query. */
+#define BYNAME_SEARCH(host, family, found, call)                                                     \
+    do {                                                                                             \
+        char queries_[SEARCH_MAX][SG_NAME_MAX + 2];                                                  \
+        int count_;                                                                                  \
+        if (!checked || numeric || state != ST_OK ||                                                 \
+            lookup_plan((host), name, -1, (family), 1, NULL, queries_, &count_) == AS_GIVEN) {             \
+            const char *query_ = (host);                                                             \
+            call;                                                                                    \
+        } else {                                                                                     \
+            for (int i_ = 0; i_ < count_; i_++) {                                                    \
+                const char *query_ = queries_[i_];                                                   \
+                call;                                                                                \
+                if (found) {                                                                         \
+                    answered_by(name, query_);                                                       \
+                    break;                                                                           \
+                }                                                                                    \
+                if (herr_ != HOST_NOT_FOUND && herr_ != NO_DATA) break;                              \
+            }                                                                                        \
+        }                                                                                            \
+    } while (0)
+
 EXPORT struct hostent *gethostbyname(const char *host) {
     BYNAME_PRELUDE(host) {
         h_errno = NO_RECOVERY;
         return NULL;
     }
-    struct hostent *h = CALL(gethostbyname, host);
+    struct hostent *h = NULL;
+    int herr_ = HOST_NOT_FOUND;
+    h_errno = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, AF_INET, h, (h = CALL(gethostbyname, query_), herr_ = h_errno));
     return checked && !numeric ? filter_hostent(h, name, &h_errno) : h;
 }
 
@@ -1451,7 +1656,10 @@ EXPORT struct hostent *gethostbyname2(const char *host, int af) {
         h_errno = NO_RECOVERY;
         return NULL;
     }
-    struct hostent *h = CALL(gethostbyname2, host, af);
+    struct hostent *h = NULL;
+    int herr_ = HOST_NOT_FOUND;
+    h_errno = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, af, h, (h = CALL(gethostbyname2, query_, af), herr_ = h_errno));
     return checked && !numeric ? filter_hostent(h, name, &h_errno) : h;
 }
 
@@ -1461,7 +1669,11 @@ EXPORT int gethostbyname_r(const char *host, struct hostent *ret, char *b, size_
         *herr = NO_RECOVERY;
         return EACCES;
     }
-    int r = CALL(gethostbyname_r, host, ret, b, bl, result, herr);
+    int r = 0, herr_ = HOST_NOT_FOUND;
+    *result = NULL;
+    *herr = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, AF_INET, r == 0 && *result,
+                  (r = CALL(gethostbyname_r, query_, ret, b, bl, result, herr), herr_ = r == 0 ? *herr : -1));
     if (r == 0 && checked && !numeric && *result && !filter_hostent(*result, name, herr)) {
         *result = NULL;
         return EACCES;
@@ -1475,7 +1687,11 @@ EXPORT int gethostbyname2_r(const char *host, int af, struct hostent *ret, char 
         *herr = NO_RECOVERY;
         return EACCES;
     }
-    int r = CALL(gethostbyname2_r, host, af, ret, b, bl, result, herr);
+    int r = 0, herr_ = HOST_NOT_FOUND;
+    *result = NULL;
+    *herr = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, af, r == 0 && *result,
+                  (r = CALL(gethostbyname2_r, query_, af, ret, b, bl, result, herr), herr_ = r == 0 ? *herr : -1));
     if (r == 0 && checked && !numeric && *result && !filter_hostent(*result, name, herr)) {
         *result = NULL;
         return EACCES;
@@ -1590,6 +1806,55 @@ static int res_blocked(res_state statp) {
         return r;                                                                                    \
     }
 
+/* res_search applies the search list (from `statp`, or the thread's state): a relative name is asked for as
+ * given only when every candidate is allowed, else the allowed candidates are asked for as absolute names in
+ * glibc's order (the first that answers; one that does not exist moves on). Returns -2 to ask as given. */
+static int searched(res_state statp, const char *dname, int klass, int type, unsigned char *answer, int anslen,
+                    int (*query)(res_state, const char *, int, int, unsigned char *, int)) {
+    if (!dname || !active() || state != ST_OK) return -2;
+    sg_addr reverse;
+    if (type == ns_t_ptr && sg_dns_reverse_name(dname, &reverse)) return -2;
+    char name[SG_NAME_MAX], queries[SEARCH_MAX][SG_NAME_MAX + 2];
+    const char *why;
+    int count;
+    if (sg_normalize_host(dname, strlen(dname), name, &why) < 0) return -2;
+    if (lookup_plan(dname, name, -1, AF_UNSPEC, 0, statp, queries, &count) == AS_GIVEN) return -2;
+    int r = -1;
+    if (statp) statp->res_h_errno = HOST_NOT_FOUND;
+    h_errno = HOST_NOT_FOUND;
+    for (int i = 0; i < count; i++) {
+        r = query(statp, queries[i], klass, type, answer, anslen);
+        int herr = statp ? statp->res_h_errno : h_errno;
+        if (r >= 0 || (herr != HOST_NOT_FOUND && herr != NO_DATA)) break;
+    }
+    return r;
+}
+
+static int search_plain(res_state statp, const char *d, int c, int t, unsigned char *a, int l) {
+    (void)statp;
+    return REAL(res_search)(d, c, t, a, l);
+}
+static int search_n(res_state statp, const char *d, int c, int t, unsigned char *a, int l) {
+    return REAL(res_nsearch)(statp, d, c, t, a, l);
+}
+
+#define RES_SEARCH_LIKE(fn)                                                                          \
+    EXPORT int fn(const char *dname, int klass, int type, unsigned char *answer, int anslen) {       \
+        if (check_res_name(dname, type) < 0) return res_blocked(NULL);                               \
+        int r = searched(NULL, dname, klass, type, answer, anslen, search_plain);                    \
+        if (r == -2) r = CALL(res_search, dname, klass, type, answer, anslen);                       \
+        learn_res_answer(answer, r < anslen ? r : anslen);                                           \
+        return r;                                                                                    \
+    }
+#define RES_NSEARCH_LIKE(fn)                                                                         \
+    EXPORT int fn(res_state statp, const char *dname, int klass, int type, unsigned char *answer, int anslen) { \
+        if (check_res_name(dname, type) < 0) return res_blocked(statp);                              \
+        int r = searched(statp, dname, klass, type, answer, anslen, search_n);                       \
+        if (r == -2) r = CALL(res_nsearch, statp, dname, klass, type, answer, anslen);               \
+        learn_res_answer(answer, r < anslen ? r : anslen);                                           \
+        return r;                                                                                    \
+    }
+
 static int joined(const char *name, const char *domain, char out[SG_NAME_MAX * 2]) {
     if (!name) return 0;
     if (domain) snprintf(out, SG_NAME_MAX * 2, "%s.%s", name, domain);
@@ -1656,19 +1921,19 @@ int __res_nquerydomain(res_state, const char *, const char *, int, int, unsigned
 int __res_nsend(res_state, const unsigned char *, int, unsigned char *, int);
 
 RES_QUERY_LIKE(res_query, res_query)
-RES_QUERY_LIKE(res_search, res_search)
+RES_SEARCH_LIKE(res_search)
 RES_QUERYDOMAIN_LIKE(res_querydomain, res_querydomain)
 RES_SEND_LIKE(res_send, res_send)
 RES_NQUERY_LIKE(res_nquery, res_nquery)
-RES_NQUERY_LIKE(res_nsearch, res_nsearch)
+RES_NSEARCH_LIKE(res_nsearch)
 RES_NQUERYDOMAIN_LIKE(res_nquerydomain, res_nquerydomain)
 RES_NSEND_LIKE(res_nsend, res_nsend)
 RES_QUERY_LIKE(__res_query, __res_query)
-RES_QUERY_LIKE(__res_search, __res_search)
+RES_SEARCH_LIKE(__res_search)
 RES_QUERYDOMAIN_LIKE(__res_querydomain, __res_querydomain)
 RES_SEND_LIKE(__res_send, __res_send)
 RES_NQUERY_LIKE(__res_nquery, __res_nquery)
-RES_NQUERY_LIKE(__res_nsearch, __res_nsearch)
+RES_NSEARCH_LIKE(__res_nsearch)
 RES_NQUERYDOMAIN_LIKE(__res_nquerydomain, __res_nquerydomain)
 RES_NSEND_LIKE(__res_nsend, __res_nsend)
 
@@ -1704,6 +1969,18 @@ EXPORT int __res_context_query(void *ctx, const char *dname, long klass, long ty
 EXPORT int __res_context_search(void *ctx, const char *dname, long klass, long type, long a5, long a6, long a7, long a8,
                                 long a9, long a10, long a11, long a12) {
     if (check_res_name(dname, (int)type) < 0) return res_blocked(NULL);
+    /* glibc-private (reachable only by name): a search that would ask for an undecided name is refused whole */
+    char name[SG_NAME_MAX], queries[SEARCH_MAX][SG_NAME_MAX + 2];
+    const char *why;
+    int count;
+    sg_addr reverse;
+    if (dname && state == ST_OK && !(type == ns_t_ptr && sg_dns_reverse_name(dname, &reverse)) &&
+        sg_normalize_host(dname, strlen(dname), name, &why) == 0 &&
+        lookup_plan(dname, name, -1, AF_UNSPEC, 0, NULL, queries, &count) != AS_GIVEN) {
+        static const char text[] = "glibc's search list would add names the policy does not allow";
+        sg_decision d = {.allowed = 0, .reason = SG_NOT_ALLOWED, .detail = text, .detail_len = sizeof text - 1};
+        if (refuse(&d, "resolve", -1, name, -1, NULL) < 0) return res_blocked(NULL);
+    }
     return CALL(__res_context_search, ctx, dname, klass, type, a5, a6, a7, a8, a9, a10, a11, a12);
 }
 

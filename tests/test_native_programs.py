@@ -435,6 +435,9 @@ def test_the_preload_library_itself_under_asan_and_ubsan(
     assert out["blocked.test"] == "error 13" and "198.51.100.10" in out["api.allowed.test"][0]
     ctypes_child = run([sys.executable, "-c", CTYPES], env)
     assert ctypes_child.returncode == 0 and "Sanitizer" not in ctypes_child.stderr, ctypes_child.stderr
+    search = run([str(build_search(tmp_path))], {**env, **SEARCH_ENV})  # search lists: res_ninit, _res, candidates
+    assert search.returncode == 0 and "Sanitizer" not in search.stderr, search.stderr[-3000:]
+    assert "runtime error" not in search.stderr, search.stderr[-3000:]
     tcp_child = run([sys.executable, "-c", DNS_OVER_TCP], env)  # the DNS-over-TCP framing and short writes
     assert tcp_child.returncode == 0 and "Sanitizer" not in tcp_child.stderr, tcp_child.stderr[-3000:]
     assert "runtime error" not in tcp_child.stderr, tcp_child.stderr[-3000:]
@@ -737,3 +740,79 @@ def test_dns_over_tcp_decides_every_framed_query(scene: Scene, policy_file: Path
     assert out["allowed-split"] == [2, len_allowed], out
     assert out["short-write-then-its-rest"] == [True] and out["short-write-then-other-bytes"][0] is True, out
     assert scene.lab.dns.queries(ALLOWED_NAME) >= 4  # both pipelined, the split one, the padded one
+
+
+@pytest.mark.parametrize("database", ["ahosts", "hosts"])  # getaddrinfo, gethostbyname2
+def test_the_resolver_environment_adds_no_undecided_name_to_a_native_lookup(
+    scene: Scene, policy_file: Path, database: str
+) -> None:
+    """LOCALDOMAIN (a search list the program's environment chooses) and RES_OPTIONS' ndots make glibc ask DNS
+    for `api.allowed.test.<domain>` before the allowed name: a name the policy never decided, in a zone the
+    environment chose. The lookup still answers with the allowed name, and no other name is asked for."""
+    getent = need("getent")
+    env = preloaded_env(policy_file, LOCALDOMAIN="evil.example", RES_OPTIONS="ndots:5")
+    result = run([getent, database, ALLOWED_NAME], env)
+    assert result.returncode == 0 and (ALLOWED_V4 in result.stdout or "2001:db8::10" in result.stdout), result
+    assert scene.lab.dns.queries(f"{ALLOWED_NAME}.evil.example") == 0, scene.lab.dns.log()
+    assert scene.lab.dns.queries(ALLOWED_NAME) >= 1
+
+
+SEARCH_PROGRAM = r"""
+#define _GNU_SOURCE
+#include <netdb.h>
+#include <resolv.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static int gai(const char *name) {
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int r = getaddrinfo(name, "80", &hints, &res);
+    if (res) freeaddrinfo(res);
+    return r;
+}
+
+int main(void) {
+    unsigned char answer[4096];
+    printf("{\"res_search\": %d, ", res_search("api.allowed.test", C_IN, T_A, answer, sizeof answer) > 0);
+    printf("\"gethostbyname\": %d, ", gethostbyname("api.allowed.test") != NULL);
+    printf("\"getaddrinfo\": %d, ", gai("api.allowed.test"));
+    printf("\"short_name\": %d, ", gai("api"));  /* found as api.allowed.test through the search list */
+    /* the program rewrites the thread's resolver state itself, after the variables were read */
+    static char evil[] = "evil2.example";
+    _res.dnsrch[0] = evil;
+    _res.dnsrch[1] = NULL;
+    _res.ndots = 15;
+    printf("\"after_res_changed\": %d}\n", gai("api.allowed.test"));
+    return 0;
+}
+"""
+
+
+SEARCH_ENV = {"LOCALDOMAIN": "evil.example allowed.test", "RES_OPTIONS": "ndots:5"}
+
+
+def build_search(tmp_path: Path) -> Path:
+    compiler = c_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler")
+    (tmp_path / "search.c").write_text(SEARCH_PROGRAM)
+    built = run([compiler, "-o", str(tmp_path / "search"), str(tmp_path / "search.c"), "-lresolv"], dict(os.environ))
+    assert built.returncode == 0, built.stderr
+    return tmp_path / "search"
+
+
+def test_the_resolver_environment_adds_no_undecided_name_to_res_search_or_a_changed_res(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """res_search, gethostbyname and getaddrinfo under LOCALDOMAIN + ndots, a short name found through an allowed
+    search-list candidate (the short name allowed too, as the Python layer requires), and a program that rewrites
+    `_res` itself: only allowed names are asked for."""
+    policy = write_policy(tmp_path / "search.bin", [*ALLOW, "api"], allow_loopback=False)
+    env = preloaded_env(policy, **SEARCH_ENV)
+    result = run([str(build_search(tmp_path))], env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == {"res_search": 1, "gethostbyname": 1, "getaddrinfo": 0, "short_name": 0, "after_res_changed": 0}
+    asked = {name for name, *_ in scene.lab.dns.log()}
+    assert asked == {ALLOWED_NAME}, scene.lab.dns.log()  # never *.evil.example, *.evil2.example, or "api"
