@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -489,36 +490,48 @@ static int trusted_nameserver(const sg_addr *a, long port) {
  * their answers read to learn which address came from which allowed name.
  * ------------------------------------------------------------------------------------------------------- */
 
-#define FD_MAX 65536
 typedef struct {
     uint8_t dns, stream, nids;
     uint16_t ids[8];
     ino_t ino;
 } fdinfo;
 static fdinfo *fdtab;
+/* Descriptors the table covers: every one the process may open (its hard RLIMIT_NOFILE, at least 65,536, at most
+ * 2^21; pages are committed only where a DNS socket is). Set once, right after the table is published. */
+static int fd_max;
 
-static void mark_dns(int fd, int stream) {
-    if (fd < 0 || fd >= FD_MAX) return;
+/* Follow `fd` as a DNS socket. -1 when it cannot be followed (a descriptor past the table, no memory): the
+ * caller then refuses the socket rather than let its queries leave unread. */
+static int mark_dns(int fd, int stream) {
     if (!fdtab) {
-        void *mem = mmap(NULL, sizeof(fdinfo) * FD_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (mem == MAP_FAILED) return;
+        struct rlimit lim;
+        rlim_t want = getrlimit(RLIMIT_NOFILE, &lim) == 0 ? lim.rlim_max : 65536;
+        size_t count = want < 65536 ? 65536 : want > (1u << 21) ? (1u << 21) : (size_t)want;
+        void *mem = mmap(NULL, sizeof(fdinfo) * count, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (mem == MAP_FAILED) return -1;
         fdinfo *expected = NULL;
-        if (!__atomic_compare_exchange_n(&fdtab, &expected, (fdinfo *)mem, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            munmap(mem, sizeof(fdinfo) * FD_MAX);
+        if (__atomic_compare_exchange_n(&fdtab, &expected, (fdinfo *)mem, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            __atomic_store_n(&fd_max, (int)count, __ATOMIC_RELEASE); /* (0 until then: nothing followed yet) */
+        else
+            munmap(mem, sizeof(fdinfo) * count);
     }
+    if (fd < 0 || fd >= __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE)) return -1;
     struct stat st;
-    if (fstat(fd, &st) < 0) return;
+    if (fstat(fd, &st) < 0) return -1;
     fdinfo *f = &fdtab[fd];
-    if (f->dns && f->ino == st.st_ino) return;
+    if (f->dns && f->ino == st.st_ino) return 0;
     memset(f, 0, sizeof *f);
     f->ino = st.st_ino;
     f->stream = (uint8_t)stream;
     __atomic_store_n(&f->dns, 1, __ATOMIC_RELEASE);
+    return 0;
 }
 
 static inline fdinfo *dns_fd(int fd) {
     fdinfo *t = fdtab;
-    if (!t || fd < 0 || fd >= FD_MAX || !__atomic_load_n(&t[fd].dns, __ATOMIC_ACQUIRE)) return NULL;
+    if (!t || fd < 0 || fd >= __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE) || !__atomic_load_n(&t[fd].dns, __ATOMIC_ACQUIRE))
+        return NULL;
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_ino != t[fd].ino) { /* closed and reused behind our back */
         t[fd].dns = 0;
@@ -596,6 +609,13 @@ static int sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, int unspec
     return 0;
 }
 
+/* A socket to a DNS server whose queries could not be followed (mark_dns): refused. */
+static int untracked_dns(int fd, const char *op, long port, const sg_addr *a) {
+    static const char why[] = "a socket to a DNS server on a descriptor its queries cannot be followed on";
+    sg_decision d = {.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = sizeof why - 1};
+    return refuse(&d, op, fd, NULL, port, a);
+}
+
 /* A connect or a send with an address: 0 to go ahead, -1 (errno EACCES) when blocked. */
 static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, const char *op) {
     if (!sa || len < (socklen_t)sizeof(sa_family_t) || !active()) return 0;
@@ -624,14 +644,15 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
         if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) type = 0;
     }
     if (state == ST_OK && (type == SOCK_DGRAM || type == SOCK_STREAM) && trusted_nameserver(&a, port)) {
-        mark_dns(fd, type == SOCK_STREAM);
+        if (mark_dns(fd, type == SOCK_STREAM) < 0) return untracked_dns(fd, op, port, &a);
         d = (sg_decision){.allowed = 1, .reason = SG_NAMESERVER, .detail = NULL, .detail_len = 0};
         report(&d, op, fd, NULL, port, &a);
         return 0;
     }
     decide_address(&a, port, &d);
     if (refuse(&d, op, fd, NULL, port, &a) < 0) return -1;
-    if (port == 53 && (type == SOCK_DGRAM || type == SOCK_STREAM)) mark_dns(fd, type == SOCK_STREAM);
+    if (port == 53 && (type == SOCK_DGRAM || type == SOCK_STREAM) && mark_dns(fd, type == SOCK_STREAM) < 0)
+        return untracked_dns(fd, op, port, &a);
     return 0;
 }
 
@@ -860,7 +881,8 @@ static void forget_stream(ino_t ino) {
     stream_state *e = stream_of(ino, 0);
     if (e && !e->inflight) {
         int others = 0;
-        for (int fd = 0; fd < FD_MAX && !others; fd++) others = t[fd].dns && t[fd].ino == ino;
+        int limit = __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE);
+        for (int fd = 0; fd < limit && !others; fd++) others = t[fd].dns && t[fd].ino == ino;
         if (!others) stream_drop(e);
     }
     pthread_mutex_unlock(&stream_lock);
@@ -1208,13 +1230,21 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
 /* A duplicate of a DNS socket is a DNS socket: its queries are decided too. */
 static int copy_mark(int from, int to) {
     fdinfo *t = fdtab;
-    if (to >= 0 && t && from >= 0 && from < FD_MAX && to < FD_MAX) {
+    int limit = __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE);
+    if (to < 0 || !t || from < 0 || from >= limit) return to;
+    if (to >= limit) { /* a duplicate past the table could not be followed: refused if it is a DNS socket */
         if (t[from].dns) {
-            t[to] = t[from];
-            t[to].nids = 0;
-        } else {
-            t[to].dns = 0;
+            CALL(close, to);
+            errno = EMFILE;
+            return -1;
         }
+        return to;
+    }
+    if (t[from].dns) {
+        t[to] = t[from];
+        t[to].nids = 0;
+    } else {
+        t[to].dns = 0;
     }
     return to;
 }
@@ -1246,7 +1276,7 @@ EXPORT int fcntl64(int fd, int cmd, ...) { /* what fcntl is with _FILE_OFFSET_BI
 
 EXPORT int close(int fd) {
     fdinfo *t = fdtab;
-    if (t && fd >= 0 && fd < FD_MAX && t[fd].dns) {
+    if (t && fd >= 0 && fd < __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE) && t[fd].dns) {
         t[fd].dns = 0;
         if (t[fd].stream) forget_stream(t[fd].ino);
     }

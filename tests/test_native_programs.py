@@ -816,3 +816,39 @@ def test_the_resolver_environment_adds_no_undecided_name_to_res_search_or_a_chan
     assert out == {"res_search": 1, "gethostbyname": 1, "getaddrinfo": 0, "short_name": 0, "after_res_changed": 0}
     asked = {name for name, *_ in scene.lab.dns.log()}
     assert asked == {ALLOWED_NAME}, scene.lab.dns.log()  # never *.evil.example, *.evil2.example, or "api"
+
+
+HIGH_DESCRIPTOR = """
+import json, os, resource, socket
+import dns.message
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 70001), max(hard, 70001)))
+except (ValueError, OSError):
+    print(json.dumps({"skip": hard}))
+    raise SystemExit
+query = dns.message.make_query("blocked.test", "A").to_wire()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+fd = os.dup2(s.fileno(), 70000)        # past the descriptors a fixed-size table could follow
+s.close()
+high = socket.socket(fileno=fd)
+out = {}
+try:
+    high.connect(("127.0.0.53", 53))
+    os.write(fd, query); out["high"] = "sent"
+except OSError as exc:
+    out["high"] = exc.errno
+print(json.dumps(out))
+"""
+
+
+def test_a_dns_socket_on_a_high_descriptor_is_still_decided(scene: Scene, policy_file: Path) -> None:
+    """A descriptor number past a fixed 65,536-entry table (a server with a high descriptor limit): the table now
+    covers the hard limit, and a descriptor it cannot follow is refused as a DNS socket rather than one whose
+    queries leave unread. (Skipped where the hard limit cannot be raised past 70,000.)"""
+    pytest.importorskip("dns")
+    out = python_child(HIGH_DESCRIPTOR, preloaded_env(policy_file))
+    if "skip" in out:
+        pytest.skip(f"cannot raise RLIMIT_NOFILE past 70,000 here (hard limit {out['skip']})")
+    assert out == {"high": 13}
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0
