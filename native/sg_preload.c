@@ -3,6 +3,7 @@
  * docs/native.md describes what is held, what cannot be, and the log format. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
@@ -1082,6 +1083,17 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n) {
     return r;
 }
 
+/* pwritev2 with offset -1 writes at the current position, which on a socket is a plain write. */
+EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int n, off_t offset, int flags) {
+    if (offset != -1 || n <= 0 || !dns_fd(fd)) return CALL(pwritev2, fd, iov, n, offset, flags);
+    return writev(fd, iov, n);
+}
+ssize_t pwritev64v2(int fd, const struct iovec *iov, int n, off64_t offset, int flags);
+EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int n, off64_t offset, int flags) {
+    if (offset != -1 || n <= 0 || !dns_fd(fd)) return CALL(pwritev64v2, fd, iov, n, offset, flags);
+    return writev(fd, iov, n);
+}
+
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     if (!msg) return CALL(sendmsg, fd, msg, flags);
     struct msghdr m = *msg;
@@ -1220,8 +1232,58 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *data, size_t n, size_t size, int fla
     return got;
 }
 
+/* A descriptor that arrived from outside this library's view (inherited across exec, received over SCM_RIGHTS,
+ * duplicated by a raw system call): a socket connected to port 53 is a DNS socket here too. */
+static void adopt(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || (type != SOCK_DGRAM && type != SOCK_STREAM)) return;
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &pl) < 0) return;
+    sg_addr a;
+    long port;
+    if (!sockaddr_to_addr((const struct sockaddr *)&peer, pl, 0, &a, &port) || port != 53) return;
+    if (mark_dns(fd, type == SOCK_STREAM) < 0) { /* cannot be followed: no DNS through it */
+        shutdown(fd, SHUT_WR);
+        say("sockguard: native layer: a socket to a DNS server could not be followed; its sending side is shut\n");
+    }
+}
+
+static void adopt_rights(const struct msghdr *msg) {
+    if (!msg || !msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr)) return;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0)) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char *data = CMSG_DATA(c);
+        for (size_t i = 0; i < n; i++) {
+            int received;
+            memcpy(&received, data + i * sizeof(int), sizeof(int));
+            adopt(received);
+        }
+    }
+}
+
+/* At start-up: the descriptors this program inherited (the table of the program before exec is gone). */
+__attribute__((constructor)) static void adopt_inherited(void) {
+    if (!getenv("SOCKGUARD_NATIVE_POLICY")) return; /* nothing preloads a policy: nothing to follow */
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return;
+    int own = dirfd(dir);
+    for (struct dirent *e; (e = readdir(dir));) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || fd == own || fd < 0 || fd > 0x7fffffff) continue;
+        adopt((int)fd);
+    }
+    closedir(dir);
+}
+
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
     ssize_t got = CALL(recvmsg, fd, msg, flags);
+    if (got >= 0 && msg && msg->msg_controllen) adopt_rights(msg);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_iov(f, msg->msg_iov, msg->msg_iovlen, (size_t)got);
     return got;
@@ -1326,9 +1388,42 @@ EXPORT long syscall(long number, ...) {
     case SYS_writev:
         return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
 #endif
+#ifdef SYS_pwritev2
+    case SYS_pwritev2: /* (fd, iov, n, pos_l, pos_h, flags): pos -1 is a plain write */
+        if (a[3] == -1 && dns_fd((int)a[0])) return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
+        break;
+#endif
 #ifdef SYS_socket
     case SYS_socket: /* raw and packet sockets */
         return socket((int)a[0], (int)a[1], (int)a[2]);
+#endif
+    /* duplicates of a DNS socket stay DNS sockets */
+#ifdef SYS_dup
+    case SYS_dup:
+        return dup((int)a[0]);
+#endif
+#ifdef SYS_dup2
+    case SYS_dup2:
+        return dup2((int)a[0], (int)a[1]);
+#endif
+#ifdef SYS_dup3
+    case SYS_dup3:
+        return dup3((int)a[0], (int)a[1], (int)a[2]);
+#endif
+#ifdef SYS_fcntl
+    case SYS_fcntl:
+        return fcntl((int)a[0], (int)a[1], a[2]);
+#endif
+#ifdef SYS_recvmsg
+    case SYS_recvmsg:
+        return recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]);
+#endif
+#ifdef SYS_pidfd_getfd
+    case SYS_pidfd_getfd: { /* another process's descriptor (or this one's), copied in */
+        long got = CALL(syscall, number, a[0], a[1], a[2], a[3], a[4], a[5]);
+        if (got >= 0) adopt((int)got);
+        return got;
+    }
 #endif
 #ifdef SYS_io_uring_setup
     case SYS_io_uring_setup:
@@ -2033,7 +2128,7 @@ static const struct {
 #define G(n) {#n, (void *)n}
     G(connect), G(sendto), G(send), G(write), G(writev), G(sendmsg), G(sendmmsg), G(read), G(__read_chk), G(readv),
     G(recv), G(__recv_chk), G(recvfrom), G(__recvfrom_chk), G(recvmsg), G(close), G(dup), G(dup2), G(dup3), G(fcntl), G(fcntl64),
-    G(socket), G(syscall),
+    G(socket), G(syscall), G(pwritev2), G(pwritev64v2),
     G(getaddrinfo), G(getaddrinfo_a), G(gethostbyname), G(gethostbyname2), G(gethostbyname_r), G(gethostbyname2_r),
     G(gethostbyaddr), G(gethostbyaddr_r), G(getnameinfo), G(res_query), G(res_search), G(res_querydomain),
     G(res_send), G(res_nquery), G(res_nsearch), G(res_nquerydomain), G(res_nsend), G(__res_query), G(__res_search),

@@ -852,3 +852,73 @@ def test_a_dns_socket_on_a_high_descriptor_is_still_decided(scene: Scene, policy
         pytest.skip(f"cannot raise RLIMIT_NOFILE past 70,000 here (hard limit {out['skip']})")
     assert out == {"high": 13}
     assert scene.lab.dns.queries(BLOCKED_NAME) == 0
+
+
+INHERITED_DNS_SOCKET = """
+import json, os, socket, subprocess, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.53", 53))          # a resolv.conf nameserver: trusted, its questions decided
+child = '''
+import json, os, sys
+import dns.message
+query = dns.message.make_query("blocked.test", "A").to_wire()
+try:
+    os.write(int(sys.argv[1]), query); print(json.dumps({"inherited": "sent"}))
+except OSError as exc:
+    print(json.dumps({"inherited": exc.errno}))
+'''
+run = subprocess.run([sys.executable, "-c", child, str(s.fileno())], pass_fds=[s.fileno()], capture_output=True,
+                     text=True)
+print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else json.dumps({"error": run.stderr}))
+"""
+
+
+def test_a_dns_socket_inherited_across_exec_is_still_a_dns_socket(scene: Scene, policy_file: Path) -> None:
+    """A socket connected to the nameserver, handed to a new program (exec keeps it): the new program's library
+    starts with an empty table, and finds it among the descriptors it inherited."""
+    pytest.importorskip("dns")
+    assert python_child(INHERITED_DNS_SOCKET, preloaded_env(policy_file)) == {"inherited": 13}
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0
+
+
+RECEIVED_DNS_SOCKET = """
+import ctypes, json, os, socket
+import dns.message
+query = dns.message.make_query("blocked.test", "A").to_wire()
+out = {}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.53", 53))
+left, right = socket.socketpair()
+socket.send_fds(left, [b"x"], [s.fileno()])       # handed over SCM_RIGHTS (to this process, for the test)
+_, [received], _, _ = socket.recv_fds(right, 1, 1)
+try:
+    os.write(received, query); out["scm_rights"] = "sent"
+except OSError as exc:
+    out["scm_rights"] = exc.errno
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_char_p), ("len", ctypes.c_size_t)]
+vec = iovec(query, len(query))
+for how in ("pwritev2", "pwritev64v2"):   # offset -1: a plain write, on a socket
+    sent = getattr(libc, how)(s.fileno(), ctypes.byref(vec), 1, ctypes.c_long(-1), 0)
+    out[how] = "sent" if sent >= 0 else ctypes.get_errno()
+copy = libc.syscall(32, s.fileno())               # SYS_dup (x86_64), past the dup() interposer
+try:
+    os.write(copy, query); out["syscall_dup"] = "sent"
+except OSError as exc:
+    out["syscall_dup"] = exc.errno
+print(json.dumps(out))
+"""
+
+
+def test_a_dns_socket_received_duplicated_or_written_by_pwritev2_is_still_a_dns_socket(
+    scene: Scene, policy_file: Path
+) -> None:
+    import platform
+
+    pytest.importorskip("dns")
+    if platform.machine() != "x86_64":
+        pytest.skip("the SYS_dup number in this test is x86_64's")
+    out = python_child(RECEIVED_DNS_SOCKET, preloaded_env(policy_file))
+    assert out == {"scm_rights": 13, "pwritev2": 13, "pwritev64v2": 13, "syscall_dup": 13}
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0
