@@ -3,6 +3,7 @@
  * docs/native.md describes what is held, what cannot be, and the log format. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -434,8 +436,15 @@ static int refuse(const sg_decision *d, const char *op, int fd, const char *host
  * ------------------------------------------------------------------------------------------------------- */
 
 static pthread_mutex_t ns_lock = PTHREAD_MUTEX_INITIALIZER;
-static void ns_before_fork(void) { pthread_mutex_lock(&ns_lock); }
-static void ns_after_fork(void) { pthread_mutex_unlock(&ns_lock); }
+static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER; /* DNS-over-TCP streams (check_query) */
+static void ns_before_fork(void) {
+    pthread_mutex_lock(&ns_lock);
+    pthread_mutex_lock(&stream_lock);
+}
+static void ns_after_fork(void) {
+    pthread_mutex_unlock(&stream_lock);
+    pthread_mutex_unlock(&ns_lock);
+}
 static sg_addr ns_addrs[16];
 static int ns_count;
 static struct timespec ns_mtime;
@@ -482,36 +491,48 @@ static int trusted_nameserver(const sg_addr *a, long port) {
  * their answers read to learn which address came from which allowed name.
  * ------------------------------------------------------------------------------------------------------- */
 
-#define FD_MAX 65536
 typedef struct {
-    uint8_t dns, stream, expect_body, nids;
+    uint8_t dns, stream, nids;
     uint16_t ids[8];
     ino_t ino;
 } fdinfo;
 static fdinfo *fdtab;
+/* Descriptors the table covers: every one the process may open (its hard RLIMIT_NOFILE, at least 65,536, at most
+ * 2^21; pages are committed only where a DNS socket is). Set once, right after the table is published. */
+static int fd_max;
 
-static void mark_dns(int fd, int stream) {
-    if (fd < 0 || fd >= FD_MAX) return;
+/* Follow `fd` as a DNS socket. -1 when it cannot be followed (a descriptor past the table, no memory): the
+ * caller then refuses the socket rather than let its queries leave unread. */
+static int mark_dns(int fd, int stream) {
     if (!fdtab) {
-        void *mem = mmap(NULL, sizeof(fdinfo) * FD_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (mem == MAP_FAILED) return;
+        struct rlimit lim;
+        rlim_t want = getrlimit(RLIMIT_NOFILE, &lim) == 0 ? lim.rlim_max : 65536;
+        size_t count = want < 65536 ? 65536 : want > (1u << 21) ? (1u << 21) : (size_t)want;
+        void *mem = mmap(NULL, sizeof(fdinfo) * count, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (mem == MAP_FAILED) return -1;
         fdinfo *expected = NULL;
-        if (!__atomic_compare_exchange_n(&fdtab, &expected, (fdinfo *)mem, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            munmap(mem, sizeof(fdinfo) * FD_MAX);
+        if (__atomic_compare_exchange_n(&fdtab, &expected, (fdinfo *)mem, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            __atomic_store_n(&fd_max, (int)count, __ATOMIC_RELEASE); /* (0 until then: nothing followed yet) */
+        else
+            munmap(mem, sizeof(fdinfo) * count);
     }
+    if (fd < 0 || fd >= __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE)) return -1;
     struct stat st;
-    if (fstat(fd, &st) < 0) return;
+    if (fstat(fd, &st) < 0) return -1;
     fdinfo *f = &fdtab[fd];
-    if (f->dns && f->ino == st.st_ino) return;
+    if (f->dns && f->ino == st.st_ino) return 0;
     memset(f, 0, sizeof *f);
     f->ino = st.st_ino;
     f->stream = (uint8_t)stream;
     __atomic_store_n(&f->dns, 1, __ATOMIC_RELEASE);
+    return 0;
 }
 
 static inline fdinfo *dns_fd(int fd) {
     fdinfo *t = fdtab;
-    if (!t || fd < 0 || fd >= FD_MAX || !__atomic_load_n(&t[fd].dns, __ATOMIC_ACQUIRE)) return NULL;
+    if (!t || fd < 0 || fd >= __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE) || !__atomic_load_n(&t[fd].dns, __ATOMIC_ACQUIRE))
+        return NULL;
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_ino != t[fd].ino) { /* closed and reused behind our back */
         t[fd].dns = 0;
@@ -589,6 +610,13 @@ static int sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, int unspec
     return 0;
 }
 
+/* A socket to a DNS server whose queries could not be followed (mark_dns): refused. */
+static int untracked_dns(int fd, const char *op, long port, const sg_addr *a) {
+    static const char why[] = "a socket to a DNS server on a descriptor its queries cannot be followed on";
+    sg_decision d = {.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = sizeof why - 1};
+    return refuse(&d, op, fd, NULL, port, a);
+}
+
 /* A connect or a send with an address: 0 to go ahead, -1 (errno EACCES) when blocked. */
 static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, const char *op) {
     if (!sa || len < (socklen_t)sizeof(sa_family_t) || !active()) return 0;
@@ -617,14 +645,15 @@ static int check_destination(int fd, const struct sockaddr *sa, socklen_t len, c
         if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) type = 0;
     }
     if (state == ST_OK && (type == SOCK_DGRAM || type == SOCK_STREAM) && trusted_nameserver(&a, port)) {
-        mark_dns(fd, type == SOCK_STREAM);
+        if (mark_dns(fd, type == SOCK_STREAM) < 0) return untracked_dns(fd, op, port, &a);
         d = (sg_decision){.allowed = 1, .reason = SG_NAMESERVER, .detail = NULL, .detail_len = 0};
         report(&d, op, fd, NULL, port, &a);
         return 0;
     }
     decide_address(&a, port, &d);
     if (refuse(&d, op, fd, NULL, port, &a) < 0) return -1;
-    if (port == 53 && (type == SOCK_DGRAM || type == SOCK_STREAM)) mark_dns(fd, type == SOCK_STREAM);
+    if (port == 53 && (type == SOCK_DGRAM || type == SOCK_STREAM) && mark_dns(fd, type == SOCK_STREAM) < 0)
+        return untracked_dns(fd, op, port, &a);
     return 0;
 }
 
@@ -715,23 +744,9 @@ static int question_cb(void *ctx, const char *qname, uint16_t qtype) {
     return refuse(&d, "resolve", -1, qname, -1, NULL) < 0;
 }
 
-static int check_query(fdinfo *f, const uint8_t *data, size_t len) {
-    if (!active()) return 0;
+/* One DNS message about to leave: every question decided (a reverse name as a reverse lookup). */
+static int check_message(fdinfo *f, const uint8_t *data, size_t len) {
     sg_decision d;
-    if (state == ST_ERROR) {
-        config_error(&d);
-        return refuse(&d, "resolve", -1, NULL, 53, NULL);
-    }
-    if (f->stream) {
-        if (f->expect_body) {
-            f->expect_body = 0;
-        } else if (len == 2) {
-            f->expect_body = 1; /* the length prefix written on its own; the message follows */
-            return 0;
-        } else if (len > 2) {
-            data += 2, len -= 2;
-        }
-    }
     uint16_t id = 0;
     int r = sg_dns_questions(data, len, &id, question_cb, NULL);
     if (r < 0) {
@@ -745,6 +760,164 @@ static int check_query(fdinfo *f, const uint8_t *data, size_t len) {
     }
     f->ids[f->nids++ % 8] = id;
     return 0;
+}
+
+static int refuse_stream(const char *why) {
+    sg_decision d = {.allowed = 0, .reason = SG_INVALID, .detail = why, .detail_len = strlen(why)};
+    return refuse(&d, "resolve", -1, NULL, 53, NULL);
+}
+
+/* DNS over a byte stream (TCP): length-prefixed messages, any number to a write, and the server reads them by
+ * their prefixes, not by our writes. So the bytes are followed as the server will frame them: each write must
+ * hold whole messages (a 2-byte prefix may come on its own at the end: its message must then come whole at the
+ * start of the next write), and every message is decided. The state belongs to the socket, not the descriptor
+ * (a duplicate writes into the same stream): a prefix written alone, and the checked bytes a short write left
+ * unsent (the next write must start with exactly them). One write at a time per socket. */
+#define STREAMS 64
+typedef struct {
+    ino_t ino;
+    uint8_t used, inflight;
+    int32_t expect;  /* the length of the message whose prefix came alone; -1: none */
+    int32_t planned; /* `expect` once the write in flight is sent whole */
+    uint8_t *unsent; /* checked bytes a short write did not send, then `expect` applies after them */
+    size_t unsent_len;
+} stream_state;
+static stream_state streams[STREAMS];
+
+static stream_state *stream_of(ino_t ino, int create) {
+    stream_state *free_slot = NULL;
+    for (int i = 0; i < STREAMS; i++) {
+        if (streams[i].used && streams[i].ino == ino) return &streams[i];
+        if (!streams[i].used && !free_slot) free_slot = &streams[i];
+    }
+    if (!create || !free_slot) return NULL;
+    *free_slot = (stream_state){.ino = ino, .used = 1, .expect = -1, .planned = -1};
+    return free_slot;
+}
+
+static void stream_drop(stream_state *e) {
+    free(e->unsent);
+    *e = (stream_state){0};
+}
+
+/* Whole frames in data[pos..len), after a pending message of `expect` bytes (-1: none). Returns the length of
+ * a prefix written alone at the end (its message comes next), -1 when none, -2 when refused (errno set). */
+static long check_frames(fdinfo *f, const uint8_t *data, size_t pos, size_t len, long expect) {
+    if (expect >= 0) {
+        if (len - pos < (size_t)expect)
+            return refuse_stream("a DNS message over TCP split across writes (its prefix and whole body must come "
+                                 "together, or the prefix alone and then the whole body)") < 0 ? -2 : -1;
+        if (check_message(f, data + pos, (size_t)expect) < 0) return -2;
+        pos += (size_t)expect;
+    }
+    while (pos < len) {
+        if (len - pos < 2) return refuse_stream("one byte of a DNS-over-TCP length prefix") < 0 ? -2 : -1;
+        size_t n = get16(data + pos);
+        pos += 2;
+        if (pos == len) return (long)n; /* the prefix on its own: the message follows in the next write */
+        if (len - pos < n)
+            return refuse_stream("a DNS-over-TCP length prefix longer than the message written after it") < 0 ? -2
+                                                                                                            : -1;
+        if (check_message(f, data + pos, n) < 0) return -2;
+        pos += n;
+    }
+    return -1;
+}
+
+/* Decide a write of `len` bytes to a DNS socket. For a stream, the socket's state is reserved (inflight) until
+ * query_sent() records what the kernel took. Returns 0 to send, -1 (errno set) when refused. */
+static int check_query(fdinfo *f, const uint8_t *data, size_t len, stream_state **reserved) {
+    *reserved = NULL;
+    if (!active()) return 0;
+    sg_decision d;
+    if (state == ST_ERROR) {
+        config_error(&d);
+        return refuse(&d, "resolve", -1, NULL, 53, NULL);
+    }
+    if (!f->stream) return check_message(f, data, len);
+    pthread_mutex_lock(&stream_lock);
+    stream_state *e = stream_of(f->ino, 1);
+    int r = -1;
+    if (!e) {
+        r = refuse_stream("too many DNS-over-TCP streams in the middle of a message at once");
+    } else if (e->inflight) {
+        r = refuse_stream("two writes at once to one DNS-over-TCP stream (the server could interleave them)");
+    } else if (e->expect == -3) {
+        r = refuse_stream("a DNS-over-TCP stream whose unsent bytes could not be remembered (out of memory)");
+    } else {
+        size_t pos = 0;
+        long expect = e->expect, lone;
+        if (e->unsent_len) {
+            size_t k = len < e->unsent_len ? len : e->unsent_len;
+            if (memcmp(data, e->unsent, k) != 0) {
+                r = refuse_stream("a write to a DNS-over-TCP stream that does not go on with the unsent rest of "
+                                  "the messages decided before");
+                goto out;
+            }
+            pos = k;
+            if (k < e->unsent_len) expect = -1; /* still inside what was checked: nothing new to parse */
+        }
+        if (e->unsent_len > len) {
+            lone = e->expect; /* all of this write was checked before: the state after it is the old one */
+        } else {
+            lone = check_frames(f, data, pos, len, expect);
+            if (lone == -2 && enforcing()) goto out;
+            if (lone == -2) lone = -1; /* monitor mode: logged, sent as it is */
+        }
+        e->planned = (int32_t)lone;
+        e->inflight = 1;
+        *reserved = e;
+        r = 0;
+    }
+out:
+    if (r < 0 && e && !e->inflight && e->expect < 0 && !e->unsent_len) stream_drop(e);
+    pthread_mutex_unlock(&stream_lock);
+    return r;
+}
+
+/* A DNS stream's descriptor closed: its state goes when no other descriptor of this process holds the socket. */
+static void forget_stream(ino_t ino) {
+    fdinfo *t = fdtab;
+    pthread_mutex_lock(&stream_lock);
+    stream_state *e = stream_of(ino, 0);
+    if (e && !e->inflight) {
+        int others = 0;
+        int limit = __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE);
+        for (int fd = 0; fd < limit && !others; fd++) others = t[fd].dns && t[fd].ino == ino;
+        if (!others) stream_drop(e);
+    }
+    pthread_mutex_unlock(&stream_lock);
+}
+
+/* After the system call of a checked write: what the kernel took (`sent`; -1 for nothing) moves the stream on,
+ * and the checked bytes it left become what the next write must start with. */
+static void query_sent(stream_state *e, const uint8_t *query, size_t len, ssize_t sent) {
+    if (!e) return;
+    pthread_mutex_lock(&stream_lock);
+    if (sent >= 0) {
+        size_t took = (size_t)sent < len ? (size_t)sent : len;
+        size_t old_rest = e->unsent_len > len ? e->unsent_len - len : 0; /* checked before, not in this write */
+        size_t rest = (len - took) + old_rest;
+        uint8_t *unsent = NULL;
+        if (rest) {
+            unsent = malloc(rest);
+            if (unsent) {
+                memcpy(unsent, query + took, len - took);
+                if (old_rest) memcpy(unsent + (len - took), e->unsent + len, old_rest);
+            } else {
+                rest = 0;
+                e->planned = -1; /* cannot remember it: the next write is read from a frame boundary... */
+                e->expect = -3;  /* ...so refuse it instead (fail closed) */
+            }
+        }
+        free(e->unsent);
+        e->unsent = unsent;
+        e->unsent_len = rest;
+        if (e->expect != -3) e->expect = e->planned;
+    }
+    e->inflight = 0;
+    if (e->expect == -1 && !e->unsent_len) stream_drop(e);
+    pthread_mutex_unlock(&stream_lock);
 }
 
 static void learn_cb(void *ctx, const char *qname, const sg_addr *a) {
@@ -788,7 +961,8 @@ static uint8_t *gather(const struct iovec *iov, size_t n, size_t limit, size_t *
 
 /* The query a DNS socket is about to send, as one checked copy: the copy is what gets sent, so another thread
  * cannot change the question between the decision and the system call. NULL (errno set) when refused. */
-static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size_t *len) {
+static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size_t *len, stream_state **reserved) {
+    *reserved = NULL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += iov[i].iov_len;
     if (total > 65537) { /* no DNS message is that long (2-byte TCP length + 65535) */
@@ -812,7 +986,7 @@ static uint8_t *checked_query(fdinfo *f, const struct iovec *iov, size_t n, size
         for (size_t i = 0; i < n; i++) memcpy(b + *len, iov[i].iov_base, iov[i].iov_len), *len += iov[i].iov_len;
         return b;
     }
-    if (check_query(f, b, *len) < 0) {
+    if (check_query(f, b, *len, reserved) < 0) {
         int saved = errno;
         free(b);
         errno = saved;
@@ -859,9 +1033,11 @@ EXPORT ssize_t sendto(int fd, const void *data, size_t n, int flags, __CONST_SOC
     if (!f) return CALL(sendto, fd, data, n, flags, sa, len);
     struct iovec one = {(void *)data, n};
     size_t qlen;
-    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, &one, 1, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(sendto, fd, query, qlen, flags, sa, len);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -871,9 +1047,11 @@ EXPORT ssize_t send(int fd, const void *data, size_t n, int flags) {
     if (!f) return CALL(send, fd, data, n, flags);
     struct iovec one = {(void *)data, n};
     size_t qlen;
-    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, &one, 1, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(send, fd, query, qlen, flags);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -883,9 +1061,11 @@ EXPORT ssize_t write(int fd, const void *data, size_t n) {
     if (LIKELY(f == NULL)) return CALL(write, fd, data, n);
     struct iovec one = {(void *)data, n};
     size_t qlen;
-    uint8_t *query = checked_query(f, &one, 1, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, &one, 1, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(write, fd, query, qlen);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -894,11 +1074,24 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n) {
     fdinfo *f = dns_fd(fd);
     if (!f || n <= 0) return CALL(writev, fd, iov, n);
     size_t qlen;
-    uint8_t *query = checked_query(f, iov, (size_t)n, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, iov, (size_t)n, &qlen, &held);
     if (!query) return -1;
     ssize_t r = CALL(write, fd, query, qlen);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
+}
+
+/* pwritev2 with offset -1 writes at the current position, which on a socket is a plain write. */
+EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int n, off_t offset, int flags) {
+    if (offset != -1 || n <= 0 || !dns_fd(fd)) return CALL(pwritev2, fd, iov, n, offset, flags);
+    return writev(fd, iov, n);
+}
+ssize_t pwritev64v2(int fd, const struct iovec *iov, int n, off64_t offset, int flags);
+EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int n, off64_t offset, int flags) {
+    if (offset != -1 || n <= 0 || !dns_fd(fd)) return CALL(pwritev64v2, fd, iov, n, offset, flags);
+    return writev(fd, iov, n);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
@@ -914,12 +1107,14 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     fdinfo *f = dns_fd(fd);
     if (!f) return CALL(sendmsg, fd, &m, flags);
     size_t qlen;
-    uint8_t *query = checked_query(f, msg->msg_iov, msg->msg_iovlen, &qlen);
+    stream_state *held;
+    uint8_t *query = checked_query(f, msg->msg_iov, msg->msg_iovlen, &qlen, &held);
     if (!query) return -1;
     struct iovec one = {query, qlen};
     m.msg_iov = &one;
     m.msg_iovlen = 1;
     ssize_t r = CALL(sendmsg, fd, &m, flags);
+    query_sent(held, query, qlen, r);
     free(query);
     return r;
 }
@@ -934,7 +1129,11 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
         struct sockaddr_storage name;
         struct iovec one;
         uint8_t *query;
-    } *copies = calloc(n, sizeof *copies);
+        stream_state *held;
+    } *copies;
+    fdinfo *dns = dns_fd(fd);
+    if (dns && dns->stream) n = 1; /* a DNS stream moves on one checked write at a time (check_query) */
+    copies = calloc(n, sizeof *copies);
     if (!copies) {
         errno = ENOMEM;
         return -1;
@@ -953,7 +1152,7 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
         fdinfo *f = dns_fd(fd);
         if (f) {
             size_t qlen;
-            b->query = checked_query(f, m->msg_iov, m->msg_iovlen, &qlen);
+            b->query = checked_query(f, m->msg_iov, m->msg_iovlen, &qlen, &b->held);
             if (!b->query) break;
             b->one = (struct iovec){b->query, qlen};
             b->m.msg_hdr.msg_iov = &b->one;
@@ -969,9 +1168,11 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags) {
             r = CALL(sendmmsg, fd, send_vec, ok, flags);
             saved = errno;
             for (int i = 0; i < r; i++) vec[i].msg_len = send_vec[i].msg_len;
+            if (copies[0].held) query_sent(copies[0].held, copies[0].query, copies[0].one.iov_len, r > 0 ? (ssize_t)send_vec[0].msg_len : -1);
             free(send_vec);
         } else {
             saved = ENOMEM;
+            if (copies[0].held) query_sent(copies[0].held, copies[0].query, copies[0].one.iov_len, -1);
         }
     }
     for (unsigned int i = 0; i < n; i++) free(copies[i].query);
@@ -1031,8 +1232,58 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *data, size_t n, size_t size, int fla
     return got;
 }
 
+/* A descriptor that arrived from outside this library's view (inherited across exec, received over SCM_RIGHTS,
+ * duplicated by a raw system call): a socket connected to port 53 is a DNS socket here too. */
+static void adopt(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || (type != SOCK_DGRAM && type != SOCK_STREAM)) return;
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &pl) < 0) return;
+    sg_addr a;
+    long port;
+    if (!sockaddr_to_addr((const struct sockaddr *)&peer, pl, 0, &a, &port) || port != 53) return;
+    if (mark_dns(fd, type == SOCK_STREAM) < 0) { /* cannot be followed: no DNS through it */
+        shutdown(fd, SHUT_WR);
+        say("sockguard: native layer: a socket to a DNS server could not be followed; its sending side is shut\n");
+    }
+}
+
+static void adopt_rights(const struct msghdr *msg) {
+    if (!msg || !msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr)) return;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0)) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char *data = CMSG_DATA(c);
+        for (size_t i = 0; i < n; i++) {
+            int received;
+            memcpy(&received, data + i * sizeof(int), sizeof(int));
+            adopt(received);
+        }
+    }
+}
+
+/* At start-up: the descriptors this program inherited (the table of the program before exec is gone). */
+__attribute__((constructor)) static void adopt_inherited(void) {
+    if (!getenv("SOCKGUARD_NATIVE_POLICY")) return; /* nothing preloads a policy: nothing to follow */
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return;
+    int own = dirfd(dir);
+    for (struct dirent *e; (e = readdir(dir));) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || fd == own || fd < 0 || fd > 0x7fffffff) continue;
+        adopt((int)fd);
+    }
+    closedir(dir);
+}
+
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
     ssize_t got = CALL(recvmsg, fd, msg, flags);
+    if (got >= 0 && msg && msg->msg_controllen) adopt_rights(msg);
     fdinfo *f = got > 0 && !(flags & MSG_PEEK) ? dns_fd(fd) : NULL;
     if (f) learn_iov(f, msg->msg_iov, msg->msg_iovlen, (size_t)got);
     return got;
@@ -1041,13 +1292,21 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
 /* A duplicate of a DNS socket is a DNS socket: its queries are decided too. */
 static int copy_mark(int from, int to) {
     fdinfo *t = fdtab;
-    if (to >= 0 && t && from >= 0 && from < FD_MAX && to < FD_MAX) {
+    int limit = __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE);
+    if (to < 0 || !t || from < 0 || from >= limit) return to;
+    if (to >= limit) { /* a duplicate past the table could not be followed: refused if it is a DNS socket */
         if (t[from].dns) {
-            t[to] = t[from];
-            t[to].nids = 0;
-        } else {
-            t[to].dns = 0;
+            CALL(close, to);
+            errno = EMFILE;
+            return -1;
         }
+        return to;
+    }
+    if (t[from].dns) {
+        t[to] = t[from];
+        t[to].nids = 0;
+    } else {
+        t[to].dns = 0;
     }
     return to;
 }
@@ -1079,7 +1338,10 @@ EXPORT int fcntl64(int fd, int cmd, ...) { /* what fcntl is with _FILE_OFFSET_BI
 
 EXPORT int close(int fd) {
     fdinfo *t = fdtab;
-    if (t && fd >= 0 && fd < FD_MAX) t[fd].dns = 0;
+    if (t && fd >= 0 && fd < __atomic_load_n(&fd_max, __ATOMIC_ACQUIRE) && t[fd].dns) {
+        t[fd].dns = 0;
+        if (t[fd].stream) forget_stream(t[fd].ino);
+    }
     return CALL(close, fd);
 }
 
@@ -1126,9 +1388,42 @@ EXPORT long syscall(long number, ...) {
     case SYS_writev:
         return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
 #endif
+#ifdef SYS_pwritev2
+    case SYS_pwritev2: /* (fd, iov, n, pos_l, pos_h, flags): pos -1 is a plain write */
+        if (a[3] == -1 && dns_fd((int)a[0])) return writev((int)a[0], (const struct iovec *)a[1], (int)a[2]);
+        break;
+#endif
 #ifdef SYS_socket
     case SYS_socket: /* raw and packet sockets */
         return socket((int)a[0], (int)a[1], (int)a[2]);
+#endif
+    /* duplicates of a DNS socket stay DNS sockets */
+#ifdef SYS_dup
+    case SYS_dup:
+        return dup((int)a[0]);
+#endif
+#ifdef SYS_dup2
+    case SYS_dup2:
+        return dup2((int)a[0], (int)a[1]);
+#endif
+#ifdef SYS_dup3
+    case SYS_dup3:
+        return dup3((int)a[0], (int)a[1], (int)a[2]);
+#endif
+#ifdef SYS_fcntl
+    case SYS_fcntl:
+        return fcntl((int)a[0], (int)a[1], a[2]);
+#endif
+#ifdef SYS_recvmsg
+    case SYS_recvmsg:
+        return recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]);
+#endif
+#ifdef SYS_pidfd_getfd
+    case SYS_pidfd_getfd: { /* another process's descriptor (or this one's), copied in */
+        long got = CALL(syscall, number, a[0], a[1], a[2], a[3], a[4], a[5]);
+        if (got >= 0) adopt((int)got);
+        return got;
+    }
 #endif
 #ifdef SYS_io_uring_setup
     case SYS_io_uring_setup:
@@ -1158,13 +1453,192 @@ static int blocked_gai(void) {
     return EAI_SYSTEM;
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * The resolver's environment (sockguard/resolvconf.py for the Python layer). glibc does not always ask DNS for
+ * the name it is given: with a search list (resolv.conf `search`/`domain`, LOCALDOMAIN, or the domain of a
+ * dotted host name), a name with fewer dots than `ndots` (resolv.conf, RES_OPTIONS) is first tried with each
+ * search domain appended, and a name not found as it is is tried with them afterwards; HOSTALIASES rewrites a
+ * single-label name. Each of those queries carries a name the policy never decided
+ * (api.allowed.test.attacker.example, in a zone the environment chose). So a relative name is handed over as it
+ * is only when every name glibc would ask for is allowed (or /etc/hosts answers it first); otherwise the
+ * candidates are tried here, in glibc's order, as absolute names (to which glibc applies none of this), and only
+ * the allowed ones are asked for.
+ * ------------------------------------------------------------------------------------------------------- */
+
+#define SEARCH_MAX 8 /* MAXDNSRCH (6) + the name itself, and one spare */
+
+typedef int (*res_ninit_fn)(res_state);
+typedef void (*res_nclose_fn)(res_state);
+
+/* The names glibc's res_search would ask for, in order, for the relative name `name` (normalised), with the
+ * search list and ndots of `st`. Returns their count. */
+static int candidates_of(const char *name, const struct __res_state *st, char out[SEARCH_MAX][SG_NAME_MAX]) {
+    int dots = 0, n = 0;
+    for (const char *c = name; *c; c++) dots += *c == '.';
+    size_t len = strlen(name);
+    if (dots >= (int)st->ndots) snprintf(out[n++], SG_NAME_MAX, "%s", name);
+    for (int i = 0; i < MAXDNSRCH && st->dnsrch[i] && n < SEARCH_MAX - 1; i++) {
+        const char *domain = st->dnsrch[i];
+        size_t dlen = strlen(domain);
+        while (dlen && domain[dlen - 1] == '.') dlen--;
+        if (!dlen) continue;
+        if (len + 1 + dlen > 253) {
+            out[n++][0] = '\0'; /* too long to be a name: never asked for (and never allowed) */
+            continue;
+        }
+        snprintf(out[n++], SG_NAME_MAX, "%s.%.*s", name, (int)dlen, domain);
+    }
+    if (dots < (int)st->ndots) snprintf(out[n++], SG_NAME_MAX, "%s", name);
+    return n;
+}
+
+/* The candidates with the configuration as it is now (resolv.conf, LOCALDOMAIN, RES_OPTIONS, the host name's
+ * domain: read by glibc's own res_ninit). 0 when it cannot be read (then the name alone, absolute, is used). */
+static int search_candidates(const char *name, char out[SEARCH_MAX][SG_NAME_MAX]) {
+    static res_ninit_fn ninit;
+    static res_nclose_fn nclose;
+    if (!ninit) { /* in libc since glibc 2.34; in libresolv before, found if the program loaded it */
+        resolve_dl();
+        ninit = (res_ninit_fn)libc_symbol("__res_ninit");
+        nclose = (res_nclose_fn)libc_symbol("__res_nclose");
+        if ((!ninit || !nclose) && sg_real_dlsym) {
+            ninit = (res_ninit_fn)sg_real_dlsym(RTLD_DEFAULT, "__res_ninit");
+            nclose = (res_nclose_fn)sg_real_dlsym(RTLD_DEFAULT, "__res_nclose");
+        }
+        if (!ninit || !nclose) return 0;
+    }
+    struct __res_state *st = calloc(1, sizeof *st);
+    if (!st) return 0;
+    if (ninit(st) < 0) {
+        free(st);
+        return 0;
+    }
+    int n = candidates_of(name, st, out);
+    nclose(st);
+    free(st);
+    return n;
+}
+
+/* The thread's own resolver state (`_res`) once initialised: glibc keeps using it (with whatever the program
+ * set in it, or the variables as they were then) until resolv.conf changes. NULL before. */
+static const struct __res_state *thread_resolver(void) {
+    typedef struct __res_state *(*res_state_fn)(void);
+    static res_state_fn get;
+    if (!get) get = (res_state_fn)libc_symbol("__res_state");
+    const struct __res_state *st = get ? get() : NULL;
+    return st && (st->options & RES_INIT) ? st : NULL;
+}
+
+/* Whether glibc's files backend answers `name` for `family` before any DNS query: nsswitch.conf's hosts line
+ * starts with `files`, and /etc/hosts lists the name with an address of that family. */
+static int hosts_answers(const char *name, int family) {
+    int files_first = 0;
+    char line[1024];
+    FILE *f = fopen("/etc/nsswitch.conf", "re");
+    while (f && fgets(line, sizeof line, f)) {
+        char *save, *word = strtok_r(line, " \t\r\n", &save);
+        if (word && strcmp(word, "hosts:") == 0) {
+            word = strtok_r(NULL, " \t\r\n", &save);
+            files_first = word && strcmp(word, "files") == 0;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    if (!files_first) return 0;
+    int found = 0;
+    f = fopen("/etc/hosts", "re");
+    while (f && !found && fgets(line, sizeof line, f)) {
+        char *hash = strchr(line, '#');
+        if (hash) *hash = 0;
+        char *save, *addr = strtok_r(line, " \t\r\n", &save);
+        if (!addr) continue;
+        char *zone = strchr(addr, '%');
+        if (zone) *zone = 0;
+        unsigned char buf[16];
+        int v = inet_pton(AF_INET, addr, buf) == 1 ? AF_INET : inet_pton(AF_INET6, addr, buf) == 1 ? AF_INET6 : 0;
+        if (!v || (family != AF_UNSPEC && family != v)) continue;
+        for (char *w = strtok_r(NULL, " \t\r\n", &save); w && !found; w = strtok_r(NULL, " \t\r\n", &save)) {
+            size_t wl = strlen(w);
+            while (wl && w[wl - 1] == '.') wl--;
+            found = wl == strlen(name) && strncasecmp(w, name, wl) == 0;
+        }
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+enum { AS_GIVEN = 0, SEARCHED = 1 };
+
+/* `name` := the absolute candidate `query` without its dot (the name the answers are admitted through). */
+static void answered_by(char name[SG_NAME_MAX], const char *query) {
+    size_t q = strlen(query);
+    if (q && q - 1 < SG_NAME_MAX) {
+        memcpy(name, query, q - 1);
+        name[q - 1] = 0;
+    }
+}
+
+/* How an allowed lookup of `node` (normalised: `name`) reaches glibc: AS_GIVEN when glibc will ask DNS for
+ * nothing the policy did not allow; else SEARCHED, with the candidates (absolute, allowed ones only, in glibc's
+ * order) in `queries` and their count in *count. `files`: /etc/hosts may answer first (not for res_search).
+ * `given_state`: the res_state a res_n* call names (glibc uses that one), else NULL. */
+static int lookup_plan(const char *node, const char *name, long port, int family, int files,
+                       const struct __res_state *given_state, char queries[SEARCH_MAX][SG_NAME_MAX + 2], int *count) {
+    *count = 0;
+    size_t given = strlen(node);
+    if (given && node[given - 1] == '.') return AS_GIVEN; /* absolute: no search list, no ndots, no alias */
+    if (files && hosts_answers(name, family)) return AS_GIVEN;
+    char candidates[SEARCH_MAX][SG_NAME_MAX];
+    int n = given_state ? candidates_of(name, given_state, candidates) : search_candidates(name, candidates);
+    int aliases = !strchr(name, '.') && getenv("HOSTALIASES");
+    int all_allowed = n > 0 && !aliases;
+    for (int i = 0; i < n; i++) {
+        sg_decision d;
+        d.allowed = 0;
+        if (candidates[i][0]) sg_check_name(&policy, candidates[i], port, &d);
+        if (d.allowed) snprintf(queries[(*count)++], SG_NAME_MAX + 2, "%s.", candidates[i]);
+        else all_allowed = 0;
+    }
+    /* handed over as given only if glibc's own state (which it may use instead) adds nothing either */
+    const struct __res_state *own = given_state ? NULL : thread_resolver();
+    if (all_allowed && own) {
+        char more[SEARCH_MAX][SG_NAME_MAX];
+        int m = candidates_of(name, own, more);
+        for (int i = 0; i < m && all_allowed; i++) {
+            sg_decision d;
+            d.allowed = 0;
+            if (more[i][0]) sg_check_name(&policy, more[i], port, &d);
+            all_allowed = d.allowed;
+        }
+    }
+    if (all_allowed) return AS_GIVEN;
+    if (n == 0) snprintf(queries[(*count)++], SG_NAME_MAX + 2, "%s.", name); /* no configuration: the name alone */
+    return SEARCHED;
+}
+
 static int getaddrinfo_checked(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
     if (!node || (hints && (hints->ai_flags & AI_NUMERICHOST)) || !active()) return CALL(getaddrinfo, node, service, hints, res);
     char name[SG_NAME_MAX];
     int numeric;
     long port = service_port(service);
     if (check_lookup(node, port, name, &numeric) < 0) return blocked_gai();
-    int r = CALL(getaddrinfo, node, service, hints, res);
+    int r;
+    char queries[SEARCH_MAX][SG_NAME_MAX + 2];
+    int count;
+    if (numeric || state != ST_OK ||
+        lookup_plan(node, name, port, hints ? hints->ai_family : AF_UNSPEC, 1, NULL, queries, &count) == AS_GIVEN) {
+        r = CALL(getaddrinfo, node, service, hints, res);
+    } else {
+        /* the allowed candidates, absolute, in glibc's order: one that does not exist moves on to the next */
+        r = EAI_NONAME;
+        for (int i = 0; i < count; i++) {
+            r = CALL(getaddrinfo, queries[i], service, hints, res);
+            if (r != EAI_NONAME && r != EAI_NODATA && r != EAI_ADDRFAMILY) {
+                if (r == 0) answered_by(name, queries[i]); /* admitted as reached through that name */
+                break;
+            }
+        }
+    }
     if (r != 0 || numeric || state != ST_OK) return r;
     /* drop refused answers (each logged); none left: the caller learns why, never an empty answer */
     struct addrinfo **link = res, *kept = NULL;
@@ -1267,12 +1741,38 @@ static struct hostent *filter_hostent(struct hostent *h, const char *name, int *
     int numeric = 0, checked = (host) && active();                               \
     if (checked && check_lookup((host), -1, name, &numeric) < 0)
 
+/* The hostent functions through the lookup plan: as given, or the allowed candidates in glibc's order (a
+ * candidate that does not exist moves on to the next). `call` is the real function for one query. */
+#define BYNAME_SEARCH(host, family, found, call)                                                     \
+    do {                                                                                             \
+        char queries_[SEARCH_MAX][SG_NAME_MAX + 2];                                                  \
+        int count_;                                                                                  \
+        if (!checked || numeric || state != ST_OK ||                                                 \
+            lookup_plan((host), name, -1, (family), 1, NULL, queries_, &count_) == AS_GIVEN) {             \
+            const char *query_ = (host);                                                             \
+            call;                                                                                    \
+        } else {                                                                                     \
+            for (int i_ = 0; i_ < count_; i_++) {                                                    \
+                const char *query_ = queries_[i_];                                                   \
+                call;                                                                                \
+                if (found) {                                                                         \
+                    answered_by(name, query_);                                                       \
+                    break;                                                                           \
+                }                                                                                    \
+                if (herr_ != HOST_NOT_FOUND && herr_ != NO_DATA) break;                              \
+            }                                                                                        \
+        }                                                                                            \
+    } while (0)
+
 EXPORT struct hostent *gethostbyname(const char *host) {
     BYNAME_PRELUDE(host) {
         h_errno = NO_RECOVERY;
         return NULL;
     }
-    struct hostent *h = CALL(gethostbyname, host);
+    struct hostent *h = NULL;
+    int herr_ = HOST_NOT_FOUND;
+    h_errno = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, AF_INET, h, (h = CALL(gethostbyname, query_), herr_ = h_errno));
     return checked && !numeric ? filter_hostent(h, name, &h_errno) : h;
 }
 
@@ -1281,7 +1781,10 @@ EXPORT struct hostent *gethostbyname2(const char *host, int af) {
         h_errno = NO_RECOVERY;
         return NULL;
     }
-    struct hostent *h = CALL(gethostbyname2, host, af);
+    struct hostent *h = NULL;
+    int herr_ = HOST_NOT_FOUND;
+    h_errno = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, af, h, (h = CALL(gethostbyname2, query_, af), herr_ = h_errno));
     return checked && !numeric ? filter_hostent(h, name, &h_errno) : h;
 }
 
@@ -1291,7 +1794,11 @@ EXPORT int gethostbyname_r(const char *host, struct hostent *ret, char *b, size_
         *herr = NO_RECOVERY;
         return EACCES;
     }
-    int r = CALL(gethostbyname_r, host, ret, b, bl, result, herr);
+    int r = 0, herr_ = HOST_NOT_FOUND;
+    *result = NULL;
+    *herr = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, AF_INET, r == 0 && *result,
+                  (r = CALL(gethostbyname_r, query_, ret, b, bl, result, herr), herr_ = r == 0 ? *herr : -1));
     if (r == 0 && checked && !numeric && *result && !filter_hostent(*result, name, herr)) {
         *result = NULL;
         return EACCES;
@@ -1305,7 +1812,11 @@ EXPORT int gethostbyname2_r(const char *host, int af, struct hostent *ret, char 
         *herr = NO_RECOVERY;
         return EACCES;
     }
-    int r = CALL(gethostbyname2_r, host, af, ret, b, bl, result, herr);
+    int r = 0, herr_ = HOST_NOT_FOUND;
+    *result = NULL;
+    *herr = HOST_NOT_FOUND;
+    BYNAME_SEARCH(host, af, r == 0 && *result,
+                  (r = CALL(gethostbyname2_r, query_, af, ret, b, bl, result, herr), herr_ = r == 0 ? *herr : -1));
     if (r == 0 && checked && !numeric && *result && !filter_hostent(*result, name, herr)) {
         *result = NULL;
         return EACCES;
@@ -1420,6 +1931,55 @@ static int res_blocked(res_state statp) {
         return r;                                                                                    \
     }
 
+/* res_search applies the search list (from `statp`, or the thread's state): a relative name is asked for as
+ * given only when every candidate is allowed, else the allowed candidates are asked for as absolute names in
+ * glibc's order (the first that answers; one that does not exist moves on). Returns -2 to ask as given. */
+static int searched(res_state statp, const char *dname, int klass, int type, unsigned char *answer, int anslen,
+                    int (*query)(res_state, const char *, int, int, unsigned char *, int)) {
+    if (!dname || !active() || state != ST_OK) return -2;
+    sg_addr reverse;
+    if (type == ns_t_ptr && sg_dns_reverse_name(dname, &reverse)) return -2;
+    char name[SG_NAME_MAX], queries[SEARCH_MAX][SG_NAME_MAX + 2];
+    const char *why;
+    int count;
+    if (sg_normalize_host(dname, strlen(dname), name, &why) < 0) return -2;
+    if (lookup_plan(dname, name, -1, AF_UNSPEC, 0, statp, queries, &count) == AS_GIVEN) return -2;
+    int r = -1;
+    if (statp) statp->res_h_errno = HOST_NOT_FOUND;
+    h_errno = HOST_NOT_FOUND;
+    for (int i = 0; i < count; i++) {
+        r = query(statp, queries[i], klass, type, answer, anslen);
+        int herr = statp ? statp->res_h_errno : h_errno;
+        if (r >= 0 || (herr != HOST_NOT_FOUND && herr != NO_DATA)) break;
+    }
+    return r;
+}
+
+static int search_plain(res_state statp, const char *d, int c, int t, unsigned char *a, int l) {
+    (void)statp;
+    return REAL(res_search)(d, c, t, a, l);
+}
+static int search_n(res_state statp, const char *d, int c, int t, unsigned char *a, int l) {
+    return REAL(res_nsearch)(statp, d, c, t, a, l);
+}
+
+#define RES_SEARCH_LIKE(fn)                                                                          \
+    EXPORT int fn(const char *dname, int klass, int type, unsigned char *answer, int anslen) {       \
+        if (check_res_name(dname, type) < 0) return res_blocked(NULL);                               \
+        int r = searched(NULL, dname, klass, type, answer, anslen, search_plain);                    \
+        if (r == -2) r = CALL(res_search, dname, klass, type, answer, anslen);                       \
+        learn_res_answer(answer, r < anslen ? r : anslen);                                           \
+        return r;                                                                                    \
+    }
+#define RES_NSEARCH_LIKE(fn)                                                                         \
+    EXPORT int fn(res_state statp, const char *dname, int klass, int type, unsigned char *answer, int anslen) { \
+        if (check_res_name(dname, type) < 0) return res_blocked(statp);                              \
+        int r = searched(statp, dname, klass, type, answer, anslen, search_n);                       \
+        if (r == -2) r = CALL(res_nsearch, statp, dname, klass, type, answer, anslen);               \
+        learn_res_answer(answer, r < anslen ? r : anslen);                                           \
+        return r;                                                                                    \
+    }
+
 static int joined(const char *name, const char *domain, char out[SG_NAME_MAX * 2]) {
     if (!name) return 0;
     if (domain) snprintf(out, SG_NAME_MAX * 2, "%s.%s", name, domain);
@@ -1486,19 +2046,19 @@ int __res_nquerydomain(res_state, const char *, const char *, int, int, unsigned
 int __res_nsend(res_state, const unsigned char *, int, unsigned char *, int);
 
 RES_QUERY_LIKE(res_query, res_query)
-RES_QUERY_LIKE(res_search, res_search)
+RES_SEARCH_LIKE(res_search)
 RES_QUERYDOMAIN_LIKE(res_querydomain, res_querydomain)
 RES_SEND_LIKE(res_send, res_send)
 RES_NQUERY_LIKE(res_nquery, res_nquery)
-RES_NQUERY_LIKE(res_nsearch, res_nsearch)
+RES_NSEARCH_LIKE(res_nsearch)
 RES_NQUERYDOMAIN_LIKE(res_nquerydomain, res_nquerydomain)
 RES_NSEND_LIKE(res_nsend, res_nsend)
 RES_QUERY_LIKE(__res_query, __res_query)
-RES_QUERY_LIKE(__res_search, __res_search)
+RES_SEARCH_LIKE(__res_search)
 RES_QUERYDOMAIN_LIKE(__res_querydomain, __res_querydomain)
 RES_SEND_LIKE(__res_send, __res_send)
 RES_NQUERY_LIKE(__res_nquery, __res_nquery)
-RES_NQUERY_LIKE(__res_nsearch, __res_nsearch)
+RES_NSEARCH_LIKE(__res_nsearch)
 RES_NQUERYDOMAIN_LIKE(__res_nquerydomain, __res_nquerydomain)
 RES_NSEND_LIKE(__res_nsend, __res_nsend)
 
@@ -1534,6 +2094,18 @@ EXPORT int __res_context_query(void *ctx, const char *dname, long klass, long ty
 EXPORT int __res_context_search(void *ctx, const char *dname, long klass, long type, long a5, long a6, long a7, long a8,
                                 long a9, long a10, long a11, long a12) {
     if (check_res_name(dname, (int)type) < 0) return res_blocked(NULL);
+    /* glibc-private (reachable only by name): a search that would ask for an undecided name is refused whole */
+    char name[SG_NAME_MAX], queries[SEARCH_MAX][SG_NAME_MAX + 2];
+    const char *why;
+    int count;
+    sg_addr reverse;
+    if (dname && state == ST_OK && !(type == ns_t_ptr && sg_dns_reverse_name(dname, &reverse)) &&
+        sg_normalize_host(dname, strlen(dname), name, &why) == 0 &&
+        lookup_plan(dname, name, -1, AF_UNSPEC, 0, NULL, queries, &count) != AS_GIVEN) {
+        static const char text[] = "glibc's search list would add names the policy does not allow";
+        sg_decision d = {.allowed = 0, .reason = SG_NOT_ALLOWED, .detail = text, .detail_len = sizeof text - 1};
+        if (refuse(&d, "resolve", -1, name, -1, NULL) < 0) return res_blocked(NULL);
+    }
     return CALL(__res_context_search, ctx, dname, klass, type, a5, a6, a7, a8, a9, a10, a11, a12);
 }
 
@@ -1556,7 +2128,7 @@ static const struct {
 #define G(n) {#n, (void *)n}
     G(connect), G(sendto), G(send), G(write), G(writev), G(sendmsg), G(sendmmsg), G(read), G(__read_chk), G(readv),
     G(recv), G(__recv_chk), G(recvfrom), G(__recvfrom_chk), G(recvmsg), G(close), G(dup), G(dup2), G(dup3), G(fcntl), G(fcntl64),
-    G(socket), G(syscall),
+    G(socket), G(syscall), G(pwritev2), G(pwritev64v2),
     G(getaddrinfo), G(getaddrinfo_a), G(gethostbyname), G(gethostbyname2), G(gethostbyname_r), G(gethostbyname2_r),
     G(gethostbyaddr), G(gethostbyaddr_r), G(getnameinfo), G(res_query), G(res_search), G(res_querydomain),
     G(res_send), G(res_nquery), G(res_nsearch), G(res_nquerydomain), G(res_nsend), G(__res_query), G(__res_search),

@@ -700,6 +700,37 @@ def test_sni_spellings() -> None:
             assert (info.value.operation, info.value.reason) == ("sni", reason)
 
 
+class _SniThatEncodesElsewhere(str):
+    """Characters of the allowed name; ``ssl`` encodes server_hostname with ``.encode("idna")``: this one's
+    encode answers the blocked name (a check reading the characters, and a send calling the method, disagree)."""
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return BLOCKED.encode()
+
+
+class _SniBytesThatDecodeElsewhere(bytes):
+    """Bytes of the allowed name whose ``.decode("ascii")`` (what ``ssl`` calls on a bytes server_hostname)
+    answers the blocked name."""
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return BLOCKED
+
+
+@pytest.mark.parametrize("client", ["ssl.wrap_socket", "asyncio (wrap_bio)"])
+@pytest.mark.parametrize("shape", [_SniThatEncodesElsewhere, _SniBytesThatDecodeElsewhere])
+def test_an_sni_is_decided_on_the_name_the_handshake_sends(web: Web, tls: Tls, client: str, shape: Any) -> None:
+    """A ``str``/``bytes`` subclass as ``server_hostname`` whose methods answer another name than its characters:
+    the SNI the server receives is the name the guard decided (the allowed one), never the blocked one."""
+    sni = shape(ALLOWED if shape is _SniThatEncodesElsewhere else ALLOWED.encode())
+    with guarded(web):
+        try:
+            SNI_CLIENTS[client](tls, sni)
+        except (OSError, ssl.SSLError):
+            pass  # refused is fine too; what matters is what reached the server
+    connections = tls.server.settled(1)
+    assert connections and all(c["sni"] != BLOCKED for c in connections), connections
+
+
 # -- proxies -----------------------------------------------------------------------------------------------
 
 
@@ -767,6 +798,47 @@ def test_https_through_an_allowed_proxy_to_an_allowed_host_sends_the_connect(web
     with guarded(web, PROXY_RULE), contextlib.suppress(Exception):
         _proxied(client, f"https://{ALLOWED}/")
     assert [(r["method"], r["path"]) for r in web.proxy.requests] == [("CONNECT", f"{ALLOWED}:443")]
+
+
+class _HostThatEncodesElsewhere(str):
+    """An allowed host's characters whose ``encode`` (http.client's CONNECT line) answers the blocked name."""
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return BLOCKED.encode()
+
+
+class _HostEqualToEverything(str):
+    """A host whose ``__eq__`` says yes to any name (a check comparing with ``==`` would take any Host header
+    for the connection's own)."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+
+def test_a_tunnel_target_is_decided_on_the_name_the_connect_line_sends(web: Web) -> None:
+    """``set_tunnel`` with a str subclass: the CONNECT line the proxy receives names what was decided (held by
+    the check of the bytes http.client sends)."""
+    conn = http.client.HTTPSConnection(PROXY, PROXY_PORT, timeout=3)
+    conn.set_tunnel(_HostThatEncodesElsewhere(ALLOWED), 443)
+    with guarded(web, PROXY_RULE), contextlib.suppress(Exception):
+        conn.request("GET", "/")
+    conn.close()
+    assert [(r["method"], r["path"]) for r in web.proxy.requests] in ([], [("CONNECT", f"{ALLOWED}:443")])
+
+
+def test_a_host_header_is_decided_whatever_the_connections_host_says_it_equals(web: Web) -> None:
+    """The connection's own host as a str subclass whose ``__eq__`` matches anything: a Host header naming the
+    blocked host is still decided (refused), and the allowed server receives nothing."""
+    conn = http.client.HTTPConnection(_HostEqualToEverything(ALLOWED), 80, timeout=3)
+    with guarded(web), pytest.raises(BaseException) as info:
+        conn.request("GET", "/ok", headers={"Host": BLOCKED})
+    conn.close()
+    blocked = egress_blocked(info.value)
+    assert blocked is not None and (blocked.operation, blocked.host) == ("host-header", BLOCKED), repr(info.value)
+    assert (web.api.received, web.api.requests) == (0, [])
 
 
 @pytest.mark.parametrize("client", PROXY_CLIENTS[1:])

@@ -435,6 +435,12 @@ def test_the_preload_library_itself_under_asan_and_ubsan(
     assert out["blocked.test"] == "error 13" and "198.51.100.10" in out["api.allowed.test"][0]
     ctypes_child = run([sys.executable, "-c", CTYPES], env)
     assert ctypes_child.returncode == 0 and "Sanitizer" not in ctypes_child.stderr, ctypes_child.stderr
+    search = run([str(build_search(tmp_path))], {**env, **SEARCH_ENV})  # search lists: res_ninit, _res, candidates
+    assert search.returncode == 0 and "Sanitizer" not in search.stderr, search.stderr[-3000:]
+    assert "runtime error" not in search.stderr, search.stderr[-3000:]
+    tcp_child = run([sys.executable, "-c", DNS_OVER_TCP], env)  # the DNS-over-TCP framing and short writes
+    assert tcp_child.returncode == 0 and "Sanitizer" not in tcp_child.stderr, tcp_child.stderr[-3000:]
+    assert "runtime error" not in tcp_child.stderr, tcp_child.stderr[-3000:]
     scene.assert_blocked_side_untouched()
 
 
@@ -649,3 +655,270 @@ def test_a_duplicated_dns_socket_is_still_a_dns_socket(scene: Scene, policy_file
     pytest.importorskip("dns")
     assert python_child(DUPLICATED_DNS_SOCKET, preloaded_env(policy_file)) == {"dup": 13, "dup2": 13}
     scene.assert_blocked_side_untouched()
+
+
+DNS_OVER_TCP = """
+import json, os, socket, struct
+import dns.message
+allowed = dns.message.make_query("api.allowed.test", "A").to_wire()
+blocked = dns.message.make_query("blocked.test", "A").to_wire()
+frame = lambda wire: struct.pack("!H", len(wire)) + wire
+writes = {
+    # two queries in one write (pipelining, as glibc's own writev does): each is decided
+    "pipelined": [frame(allowed) + frame(blocked)],
+    # a length prefix that claims more than the message that follows: the server reads the rest of the
+    # allowed message's frame from the next write, whose own first bytes the check would take for a prefix
+    "long-prefix": [struct.pack("!H", len(allowed) + 2) + allowed, b"\\0\\0" + frame(blocked)],
+    # the prefix on its own, then a body with a second frame behind it
+    "split": [struct.pack("!H", len(allowed)), allowed + frame(blocked)],
+    # a prefix that claims less than the message written
+    "short-prefix": [struct.pack("!H", 12) + allowed[:12] + frame(blocked)],
+    # the controls: allowed queries, pipelined, and a prefix written alone before its message
+    "allowed-pipelined": [frame(allowed) + frame(allowed)],
+    "allowed-split": [struct.pack("!H", len(allowed)), allowed],
+}
+out = {}
+for how, parts in writes.items():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect(("127.0.0.53", 53))          # a resolv.conf nameserver: trusted, its questions decided
+    results = []
+    for part in parts:
+        try:
+            results.append(os.write(s.fileno(), part))
+        except OSError as exc:
+            results.append(-exc.errno)
+    out[how] = results
+    try:
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+
+# A short write: the kernel takes part of a checked message; the next write must go on with exactly its rest.
+import dns.edns, select
+padded = dns.message.make_query("api.allowed.test", "A", use_edns=0,
+                                 options=[dns.edns.GenericOption(65001, b"x" * 40000)]).to_wire(max_size=65535)
+for how in ("short-write-then-other-bytes", "short-write-then-its-rest"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    s.connect(("127.0.0.53", 53))
+    s.setblocking(False)
+    big = frame(padded)
+    took = os.write(s.fileno(), big)
+    rest = big[took:]
+    if how == "short-write-then-other-bytes":
+        rest = (frame(blocked) + rest)[: len(rest)]
+    results = [took < len(big)]
+    while rest:
+        select.select([], [s], [], 2)
+        try:
+            n = os.write(s.fileno(), rest)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            results.append(-exc.errno)
+            break
+        rest = rest[n:]
+    out[how] = results
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def test_dns_over_tcp_decides_every_framed_query(scene: Scene, policy_file: Path) -> None:
+    """A TCP DNS stream carries length-prefixed messages, several to a write: every message the server will read
+    is decided, and a write whose framing does not add up is refused (not sent as it is)."""
+    pytest.importorskip("dns")
+    out = python_child(DNS_OVER_TCP, preloaded_env(policy_file))
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0, (out, scene.lab.dns.log())
+    refused = ("pipelined", "long-prefix", "split", "short-prefix", "short-write-then-other-bytes")
+    assert all(-13 in out[how] for how in refused), out
+    assert out["allowed-pipelined"] == [2 * (len_allowed := out["allowed-split"][1]) + 4], out
+    assert out["allowed-split"] == [2, len_allowed], out
+    assert out["short-write-then-its-rest"] == [True] and out["short-write-then-other-bytes"][0] is True, out
+    assert scene.lab.dns.queries(ALLOWED_NAME) >= 4  # both pipelined, the split one, the padded one
+
+
+@pytest.mark.parametrize("database", ["ahosts", "hosts"])  # getaddrinfo, gethostbyname2
+def test_the_resolver_environment_adds_no_undecided_name_to_a_native_lookup(
+    scene: Scene, policy_file: Path, database: str
+) -> None:
+    """LOCALDOMAIN (a search list the program's environment chooses) and RES_OPTIONS' ndots make glibc ask DNS
+    for `api.allowed.test.<domain>` before the allowed name: a name the policy never decided, in a zone the
+    environment chose. The lookup still answers with the allowed name, and no other name is asked for."""
+    getent = need("getent")
+    env = preloaded_env(policy_file, LOCALDOMAIN="evil.example", RES_OPTIONS="ndots:5")
+    result = run([getent, database, ALLOWED_NAME], env)
+    assert result.returncode == 0 and (ALLOWED_V4 in result.stdout or "2001:db8::10" in result.stdout), result
+    assert scene.lab.dns.queries(f"{ALLOWED_NAME}.evil.example") == 0, scene.lab.dns.log()
+    assert scene.lab.dns.queries(ALLOWED_NAME) >= 1
+
+
+SEARCH_PROGRAM = r"""
+#define _GNU_SOURCE
+#include <netdb.h>
+#include <resolv.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static int gai(const char *name) {
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int r = getaddrinfo(name, "80", &hints, &res);
+    if (res) freeaddrinfo(res);
+    return r;
+}
+
+int main(void) {
+    unsigned char answer[4096];
+    printf("{\"res_search\": %d, ", res_search("api.allowed.test", C_IN, T_A, answer, sizeof answer) > 0);
+    printf("\"gethostbyname\": %d, ", gethostbyname("api.allowed.test") != NULL);
+    printf("\"getaddrinfo\": %d, ", gai("api.allowed.test"));
+    printf("\"short_name\": %d, ", gai("api"));  /* found as api.allowed.test through the search list */
+    /* the program rewrites the thread's resolver state itself, after the variables were read */
+    static char evil[] = "evil2.example";
+    _res.dnsrch[0] = evil;
+    _res.dnsrch[1] = NULL;
+    _res.ndots = 15;
+    printf("\"after_res_changed\": %d}\n", gai("api.allowed.test"));
+    return 0;
+}
+"""
+
+
+SEARCH_ENV = {"LOCALDOMAIN": "evil.example allowed.test", "RES_OPTIONS": "ndots:5"}
+
+
+def build_search(tmp_path: Path) -> Path:
+    compiler = c_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler")
+    (tmp_path / "search.c").write_text(SEARCH_PROGRAM)
+    built = run([compiler, "-o", str(tmp_path / "search"), str(tmp_path / "search.c"), "-lresolv"], dict(os.environ))
+    assert built.returncode == 0, built.stderr
+    return tmp_path / "search"
+
+
+def test_the_resolver_environment_adds_no_undecided_name_to_res_search_or_a_changed_res(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """res_search, gethostbyname and getaddrinfo under LOCALDOMAIN + ndots, a short name found through an allowed
+    search-list candidate (the short name allowed too, as the Python layer requires), and a program that rewrites
+    `_res` itself: only allowed names are asked for."""
+    policy = write_policy(tmp_path / "search.bin", [*ALLOW, "api"], allow_loopback=False)
+    env = preloaded_env(policy, **SEARCH_ENV)
+    result = run([str(build_search(tmp_path))], env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == {"res_search": 1, "gethostbyname": 1, "getaddrinfo": 0, "short_name": 0, "after_res_changed": 0}
+    asked = {name for name, *_ in scene.lab.dns.log()}
+    assert asked == {ALLOWED_NAME}, scene.lab.dns.log()  # never *.evil.example, *.evil2.example, or "api"
+
+
+HIGH_DESCRIPTOR = """
+import json, os, resource, socket
+import dns.message
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 70001), max(hard, 70001)))
+except (ValueError, OSError):
+    print(json.dumps({"skip": hard}))
+    raise SystemExit
+query = dns.message.make_query("blocked.test", "A").to_wire()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+fd = os.dup2(s.fileno(), 70000)        # past the descriptors a fixed-size table could follow
+s.close()
+high = socket.socket(fileno=fd)
+out = {}
+try:
+    high.connect(("127.0.0.53", 53))
+    os.write(fd, query); out["high"] = "sent"
+except OSError as exc:
+    out["high"] = exc.errno
+print(json.dumps(out))
+"""
+
+
+def test_a_dns_socket_on_a_high_descriptor_is_still_decided(scene: Scene, policy_file: Path) -> None:
+    """A descriptor number past a fixed 65,536-entry table (a server with a high descriptor limit): the table now
+    covers the hard limit, and a descriptor it cannot follow is refused as a DNS socket rather than one whose
+    queries leave unread. (Skipped where the hard limit cannot be raised past 70,000.)"""
+    pytest.importorskip("dns")
+    out = python_child(HIGH_DESCRIPTOR, preloaded_env(policy_file))
+    if "skip" in out:
+        pytest.skip(f"cannot raise RLIMIT_NOFILE past 70,000 here (hard limit {out['skip']})")
+    assert out == {"high": 13}
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0
+
+
+INHERITED_DNS_SOCKET = """
+import json, os, socket, subprocess, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.53", 53))          # a resolv.conf nameserver: trusted, its questions decided
+child = '''
+import json, os, sys
+import dns.message
+query = dns.message.make_query("blocked.test", "A").to_wire()
+try:
+    os.write(int(sys.argv[1]), query); print(json.dumps({"inherited": "sent"}))
+except OSError as exc:
+    print(json.dumps({"inherited": exc.errno}))
+'''
+run = subprocess.run([sys.executable, "-c", child, str(s.fileno())], pass_fds=[s.fileno()], capture_output=True,
+                     text=True)
+print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else json.dumps({"error": run.stderr}))
+"""
+
+
+def test_a_dns_socket_inherited_across_exec_is_still_a_dns_socket(scene: Scene, policy_file: Path) -> None:
+    """A socket connected to the nameserver, handed to a new program (exec keeps it): the new program's library
+    starts with an empty table, and finds it among the descriptors it inherited."""
+    pytest.importorskip("dns")
+    assert python_child(INHERITED_DNS_SOCKET, preloaded_env(policy_file)) == {"inherited": 13}
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0
+
+
+RECEIVED_DNS_SOCKET = """
+import ctypes, json, os, socket
+import dns.message
+query = dns.message.make_query("blocked.test", "A").to_wire()
+out = {}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.53", 53))
+left, right = socket.socketpair()
+socket.send_fds(left, [b"x"], [s.fileno()])       # handed over SCM_RIGHTS (to this process, for the test)
+_, [received], _, _ = socket.recv_fds(right, 1, 1)
+try:
+    os.write(received, query); out["scm_rights"] = "sent"
+except OSError as exc:
+    out["scm_rights"] = exc.errno
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_char_p), ("len", ctypes.c_size_t)]
+vec = iovec(query, len(query))
+for how in ("pwritev2", "pwritev64v2"):   # offset -1: a plain write, on a socket
+    sent = getattr(libc, how)(s.fileno(), ctypes.byref(vec), 1, ctypes.c_long(-1), 0)
+    out[how] = "sent" if sent >= 0 else ctypes.get_errno()
+copy = libc.syscall(32, s.fileno())               # SYS_dup (x86_64), past the dup() interposer
+try:
+    os.write(copy, query); out["syscall_dup"] = "sent"
+except OSError as exc:
+    out["syscall_dup"] = exc.errno
+print(json.dumps(out))
+"""
+
+
+def test_a_dns_socket_received_duplicated_or_written_by_pwritev2_is_still_a_dns_socket(
+    scene: Scene, policy_file: Path
+) -> None:
+    import platform
+
+    pytest.importorskip("dns")
+    if platform.machine() != "x86_64":
+        pytest.skip("the SYS_dup number in this test is x86_64's")
+    out = python_child(RECEIVED_DNS_SOCKET, preloaded_env(policy_file))
+    assert out == {"scm_rights": 13, "pwritev2": 13, "pwritev64v2": 13, "syscall_dup": 13}
+    assert scene.lab.dns.queries(BLOCKED_NAME) == 0

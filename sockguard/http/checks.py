@@ -61,12 +61,24 @@ def authority(value: Any) -> tuple[str, int | None]:
     return found
 
 
-def same_host(a: str, b: Any) -> bool:
+def host_text(value: Any) -> str:
+    """A host as an exact ``str`` of its own characters or bytes: comparisons then run ``str``'s methods, never a
+    subclass's (one whose ``__eq__`` says yes to every name would pass any Host header as the connection's own)."""
+    cls = value.__class__
+    if cls is str:
+        return value  # type: ignore[no-any-return]
+    if issubclass(cls, str):
+        return str.__str__(value)
+    if issubclass(cls, (bytes, bytearray, memoryview)):
+        return memoryview(value).tobytes().decode("latin-1")
+    return str.__str__(str(value))
+
+
+def same_host(a: Any, b: Any) -> bool:
     """Whether two host texts name the same host (case and one trailing dot aside)."""
+    a, b = host_text(a), host_text(b)
     if a == b:
         return True
-    if not isinstance(b, str):
-        b = bytes(b).decode("latin-1") if isinstance(b, (bytes, bytearray)) else str(b)
     return a.lower().rstrip(".") == b.lower().rstrip(".").strip("[]")
 
 
@@ -91,7 +103,7 @@ def check_host(state: State, value: Any, own_host: Any, port: int | None, protoc
     another host (then True). ``port``: the connection's port, used when the value has none."""
     found = _authorities.get(value) if value.__class__ in (bytes, str) else None
     host, named_port = found if found is not None else authority(value)
-    if not host or host == own_host or same_host(host, own_host):
+    if not host or same_host(host, own_host):
         return False  # no host named (an empty Host), or the connection's own (decided by its lookup and connect)
     decide(state, host, named_port if named_port is not None else port, HOST_HEADER, protocol)
     return True
@@ -107,15 +119,29 @@ def check_target(state: State, host: Any, port: int | None, scheme: str, *, tunn
     decide(state, host, port, TUNNEL if tunnel else PROXY_REQUEST, scheme)
 
 
-def check_sni(server_hostname: Any, sock: Any = None) -> None:
+def plain_hostname(server_hostname: Any) -> Any:
+    """``server_hostname`` as an exact ``str`` or ``bytes`` holding the same characters or bytes: ``ssl`` encodes it
+    by calling its methods (``.encode("idna")``, ``.decode("ascii")``), which a subclass can make answer another name
+    than the one decided. Anything else is returned as it is (the lookup refuses it as an invalid host)."""
+    cls = server_hostname.__class__
+    if cls is str or cls is bytes:
+        return server_hostname
+    if issubclass(cls, str):
+        return str.__str__(server_hostname)
+    if issubclass(cls, (bytes, bytearray, memoryview)):
+        return memoryview(server_hostname).tobytes()
+    return server_hostname
+
+
+def check_sni(server_hostname: Any, sock: Any = None) -> Any:
     """The SNI name a TLS client is about to send must be allowed, whatever address the socket is connected to
     (a fronted or SNI-routed server picks the backend by it). Decided before the ClientHello is written. An
-    address as ``server_hostname`` is not sent as SNI (Python sends none for an IP) and was decided at connect."""
+    address as ``server_hostname`` is not sent as SNI (Python sends none for an IP) and was decided at connect.
+    Returns the exact ``str``/``bytes`` that was decided (:func:`plain_hostname`): the caller hands *that* to ssl."""
+    server_hostname = plain_hostname(server_hostname)
     state = active.in_force or active.current()
     if state.mode == "off":
-        return
-    if isinstance(server_hostname, (bytearray, memoryview)):
-        server_hostname = bytes(server_hostname)
+        return server_hostname
     port = address = None
     if sock is not None:
         try:
@@ -127,10 +153,11 @@ def check_sni(server_hostname: Any, sock: Any = None) -> None:
     if decision.allowed:
         if name is not None and state.sinks.wants_allow():
             record_allowed(state, decision, SNI, "tls", name, port, address, 2)
-        return
+        return server_hostname
     error = refuse(state, decision, SNI, "tls", server_hostname, port, address, depth=2)
     if error is not None:
         raise error
+    return server_hostname
 
 
 def current_state() -> State | None:

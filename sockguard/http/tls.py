@@ -28,7 +28,7 @@ def _wrap_socket(original: Any) -> Any:
         server_side = kwargs.get("server_side", args[0] if args else False)
         server_hostname = kwargs.get("server_hostname", args[3] if len(args) > 3 else None)
         if server_hostname is not None and not server_side:
-            check_sni(server_hostname, sock)
+            args, kwargs = _handing_on(check_sni(server_hostname, sock), 3, args, kwargs)
         return original(self, sock, *args, **kwargs)
 
     return wrap_socket
@@ -40,7 +40,17 @@ def _wrap_bio(original: Any) -> Any:
         server_side = kwargs.get("server_side", args[0] if args else False)
         server_hostname = kwargs.get("server_hostname", args[1] if len(args) > 1 else None)
         if server_hostname is not None and not server_side:
-            check_sni(server_hostname, None)
+            args, kwargs = _handing_on(check_sni(server_hostname, None), 1, args, kwargs)
         return original(self, incoming, outgoing, *args, **kwargs)
 
     return wrap_bio
+
+
+def _handing_on(decided: Any, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``(args, kwargs)`` with ``server_hostname`` (keyword, or positional at ``position``) replaced by the plain
+    value that was decided, so ssl encodes exactly that (a subclass's ``encode``/``decode`` never runs)."""
+    if "server_hostname" in kwargs:
+        kwargs = {**kwargs, "server_hostname": decided}
+    else:
+        args = (*args[:position], decided, *args[position + 1 :])
+    return args, kwargs
