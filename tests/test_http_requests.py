@@ -412,6 +412,9 @@ def test_a_host_header_naming_the_same_host_passes(web: Web, client: str) -> Non
         (f"{BLOCKED}.", "not-allowed"),
         ("BLOCKED.test", "not-allowed"),
         ("evil.test:notaport", "invalid-host"),
+        (f"{BLOCKED}:123456", "invalid-host"),  # another host with digits past 65,535: not a port to decide on
+        (f"{BLOCKED}:\u00b2", "invalid-host"),  # "²" is a digit to str.isdigit, not to int (was a ValueError)
+        (f"{ALLOWED}:@{BLOCKED}", "invalid-host"),  # the own host, then no port: a lenient server may read blocked
         ("[2001:db8::11", "invalid-host"),
         ("user@allowed.test", "invalid-host"),
     ],
@@ -469,6 +472,28 @@ def test_a_request_target_naming_another_host_is_decided(web: Web, target: str, 
         conn.close()
     assert (info.value.operation, info.value.host, info.value.reason) == ("proxy-request", host, reason)
     assert web.api.received == 0
+
+
+def test_the_own_host_with_a_port_past_65535_is_not_refused(web: Web) -> None:
+    """httpx writes a URL's port into Host as it is: ``httpx.get("http://127.0.0.1:123456/")`` must fail as it does
+    unguarded (the connect's ConnectError, a refused connect), not as a refused Host header (httpx's own suite,
+    test_httpcore_exception_mapping). The Host names the connection's own host: not decided, as with any port."""
+
+    def attempt() -> tuple[type, type, int | None]:
+        with httpx.Client(trust_env=False) as client, pytest.raises(httpx.ConnectError) as info:
+            client.get("http://127.0.0.1:123456/")
+        cause: BaseException | None = info.value
+        while cause is not None and not isinstance(cause, OSError):  # httpx <- httpcore <- the socket's error
+            cause = cause.__cause__ or cause.__context__
+        return type(info.value), type(cause), getattr(cause, "errno", None)
+
+    unguarded = attempt()
+    with guarded(web, allow_loopback=True):
+        assert attempt() == unguarded
+        assert HttpClientDirect().many(f"http://{ALLOWED}", [("GET", "/ok")], headers={"Host": f"{ALLOWED}:123456"})
+    assert unguarded[1] is ConnectionRefusedError  # (glibc keeps the port's low 16 bits: nothing listens there)
+    assert [r["headers"]["host"] for r in web.api.requests] == [f"{ALLOWED}:123456"]
+    assert web.decisions("host-header") == []
 
 
 def test_a_host_header_naming_another_allowed_host_is_sent(web: Web) -> None:
