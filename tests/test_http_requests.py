@@ -825,6 +825,59 @@ def test_https_through_an_allowed_proxy_to_an_allowed_host_sends_the_connect(web
     assert [(r["method"], r["path"]) for r in web.proxy.requests] == [("CONNECT", f"{ALLOWED}:443")]
 
 
+def _tunnel_attempt(conn_class: Any, host: str, headers: dict[str, str] | None = None) -> BaseException:
+    conn = conn_class(PROXY, PROXY_PORT, timeout=3)
+    conn.set_tunnel(host, 443, headers=headers)
+    try:
+        conn.connect()
+    except BaseException as exc:  # what the application would see, whatever it is
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("the tunnel was made")
+
+
+@pytest.mark.parametrize(
+    ("host", "headers"),
+    [("invalid host", None), ("invalid.host\r\nX-Evil: 1", None), (BLOCKED, {"X-Bad\r\nName": "v"}),
+     (BLOCKED, {"Name": "evil\r\nHost: x"})],
+)  # fmt: skip
+def test_a_tunnel_the_client_refuses_itself_fails_with_the_clients_error(web: Web, host: str, headers: Any) -> None:
+    """urllib3 2.8 (and CPython 3.11.16+/3.12.14+) refuse a tunnel host with control characters, or a header that
+    could split the CONNECT request, with ValueError in ``_tunnel`` before writing it. The guard used to decide the
+    target first (EgressBlocked before the proxy connect: urllib3's test_invalid_tunnel_host/_headers); now the
+    client's own error wins, exactly as unguarded, and the proxy still receives no CONNECT."""
+    from urllib3.connection import HTTPConnection
+
+    unguarded = _tunnel_attempt(HTTPConnection, host, headers)
+    assert type(unguarded) is ValueError  # this urllib3 validates (2.8: for every interpreter)
+    with guarded(web, PROXY_RULE):
+        guarded_error = _tunnel_attempt(HTTPConnection, host, headers)
+    assert (type(guarded_error), str(guarded_error)) == (ValueError, str(unguarded))
+    assert [r for r in web.proxy.requests if r["method"] == "CONNECT"] == []
+    assert web.decisions("tunnel") == []
+
+
+@pytest.mark.parametrize(("host", "reason"), [("invalid host", "invalid-host"), (BLOCKED, "not-allowed")])
+def test_a_tunnel_a_client_would_send_is_decided_on_the_connect_line(web: Web, host: str, reason: str) -> None:
+    """The same tunnels through a client that does not validate them (this interpreter's http.client, when it
+    predates the fix): the CONNECT line would be written, so its target is decided first and refused; nothing
+    reaches the proxy but the connection."""
+    import http.client as stdlib_client
+
+    headers = {"X-Bad\r\nName": "v"} if host == BLOCKED else None  # (unusual headers: the deferred path)
+    with guarded(web, PROXY_RULE):
+        error = _tunnel_attempt(stdlib_client.HTTPConnection, host, headers)
+    if isinstance(error, ValueError):  # a patched interpreter refuses them itself: the client's error, as above
+        assert web.decisions("tunnel") == []
+    else:
+        blocked = egress_blocked(error)
+        assert blocked is not None, repr(error)
+        assert (blocked.operation, blocked.reason) == ("tunnel", reason)
+    assert web.proxy.received == 0  # not a byte of the CONNECT request
+    assert web.blocked_side() == {"tcp": 0, "bytes": 0, "dns": 0}
+
+
 class _HostThatEncodesElsewhere(str):
     """An allowed host's characters whose ``encode`` (http.client's CONNECT line) answers the blocked name."""
 
