@@ -2,8 +2,9 @@
 
 This module loads in every guarded Python process (via sitecustomize), so it
 imports nothing but ``sys``: not even ``__future__`` (one more module to load in
-every process), so annotations naming types imported for the checker only are strings. The policy is compiled lazily, at the first socket
-event; the ``socket`` module is patched when (and if) it is imported.
+every process), so annotations naming types imported for the checker only are
+strings. The policy is compiled lazily, at the first socket event; the
+``socket`` module is patched when (and if) it is imported.
 """
 
 import sys

@@ -13,11 +13,9 @@ import _thread
 import gc
 import os
 import sys
-from contextlib import contextmanager
 
 from sockguard import _hook, active
 from sockguard.active import State
-from sockguard.console import CONSOLE
 from sockguard.errors import ConfigError, EgressBlocked
 from sockguard.floor import HANDLERS
 from sockguard.policy import CONFIG_UNAVAILABLE, Policy
@@ -25,7 +23,7 @@ from sockguard.sinks import Sinks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
     from sockguard.config import Settings
@@ -115,6 +113,8 @@ def _own_failure(exc: BaseException) -> bool:
 def _interrupted(exc: BaseException) -> None:
     """Say once that a load was interrupted by an exception that is not the guard's (it propagates unchanged)."""
     if isinstance(exc, Exception):  # not for KeyboardInterrupt / SystemExit: the process is on its way out
+        from sockguard.console import CONSOLE
+
         CONSOLE.say(
             ("load-interrupted", type(exc)),
             f"sockguard: loading the configuration was interrupted by {exc!r}; it propagates to the application "
@@ -127,6 +127,8 @@ def _not_loaded(exc: BaseException) -> State:
     place with no State in force, so the next socket event comes back to :func:`load` and tries again."""
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     detail = f"{what} while loading it"
+    from sockguard.console import CONSOLE
+
     CONSOLE.say(
         ("load-failed", type(exc), getattr(exc, "errno", None)),
         f"sockguard: could not load the configuration ({detail}); this is not a configuration error: the socket "
@@ -217,14 +219,22 @@ def restore(previous: State | None) -> None:
     _sync_native(previous)
 
 
-@contextmanager
-def applied(state: State) -> Iterator[State]:
-    """Put ``state`` in force for a ``with`` block, then restore what was there before."""
-    previous = install(state)
-    try:
-        yield state
-    finally:
-        restore(previous)
+class applied:  # (lower case: used like the function it was, ``with guard.applied(state):``)
+    """Put ``state`` in force for a ``with`` block, then restore what was there before. A class, not a
+    ``contextlib.contextmanager``: contextlib is one more module in every guarded process's first socket use."""
+
+    __slots__ = ("previous", "state")
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.previous: State | None = None
+
+    def __enter__(self) -> State:
+        self.previous = install(self.state)
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        restore(self.previous)
 
 
 def _after_fork_in_child() -> None:
