@@ -15,7 +15,7 @@ import errno
 import os
 import sys
 
-from sockguard import breaker_settings, toml_subset
+from sockguard import breaker_settings
 from sockguard.errors import ConfigError, RuleError
 from sockguard.rules import Rule, compile_rules, split_rules
 from sockguard.source import PINNED, Source, same_file, take
@@ -208,6 +208,8 @@ def _parse_toml(path: str, data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:  # TOML is UTF-8
         raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
                           source=path) from None  # fmt: skip
+    from sockguard import toml_subset  # (a config file's first read only)
+
     table = toml_subset.loads(text)
     if table is not None:
         return table
@@ -406,16 +408,48 @@ def settings_from_source(found: Source) -> Settings:
 
 def _pinned(path: str, data: bytes) -> tuple[Settings, str | None]:
     """The pinned Settings and the config file they were resolved from (if any)."""
-    import json
-
     try:
-        parsed = json.loads(data)
+        parsed = _json_value(data)
     except ValueError as exc:
         raise ConfigError(
             f"sockguard: {path} (SOCKGUARD_PINNED) is not a pinned configuration: {exc}", source=path
         ) from None
     settings = Settings.from_pinned(parsed, path)
     return settings, parsed.get("file")
+
+
+def _json_value(data: bytes) -> Any:
+    """``json.loads(data)``, without importing ``json`` (and ``re`` with it) when the text is plain UTF-8 JSON: the
+    pinned file of every process of a ``sockguard run`` tree is read at its first socket use. The same C scanner
+    ``json.loads`` uses, with json's own defaults; anything it does not read whole (an error, a BOM, another
+    encoding) goes to ``json.loads``, whose answer or error message it is."""
+    try:
+        import _json
+    except ImportError:  # an interpreter without json's C accelerator
+        _json = None  # type: ignore[assignment]
+    if _json is not None:
+        try:
+            text = data.decode()
+            start = len(text) - len(text.lstrip(" \t\n\r"))
+            value, end = _json.make_scanner(_JsonDefaults)(text, start)  # type: ignore[arg-type]
+            if not text[end:].strip(" \t\n\r"):
+                return value
+        except (ValueError, StopIteration, RecursionError):
+            pass  # json.loads says what is wrong
+    import json
+
+    return json.loads(data)
+
+
+class _JsonDefaults:
+    """What the C scanner reads from its context: ``json.JSONDecoder``'s defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
 _noticed: set[str] = set()

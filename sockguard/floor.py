@@ -18,7 +18,7 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap, resolvconf, reverse
+from sockguard import active, addrmap, resolvconf
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
 from sockguard.errors import InvalidHost
@@ -278,6 +278,8 @@ def _on_getnameinfo(args: tuple[Any, ...]) -> None:
 
 
 def _reverse(address: str, shown: str) -> None:
+    from sockguard import reverse  # (reverse lookups only: not loaded at every process's first connect)
+
     state = active.in_force or active.current()
     decision = reverse.decide(state, address)
     if not decision.allowed:

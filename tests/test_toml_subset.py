@@ -160,3 +160,37 @@ def test_a_config_file_is_read_without_tomllib(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["['api.partner.test:443']", "{'threshold':", "4}", "False"], out.stdout
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": [1, 2.5, "x", null, true], "b": {"c": -0.0}}',
+        b'  {"a":1}  \n',
+        b'{"a":1} x',
+        b"",
+        b"\xef\xbb\xbf{}",
+        b'{"a": NaN, "b": -Infinity}',
+        b"[1e400]",
+        '{"a":"\u00fc"}'.encode("utf-16"),
+        b'{"a":"\\ud800\\n"}',
+        b'{"a":1,"a":2}',
+        b'{"a":1,}',
+        b"\xff",
+        b"[" * 100_000,
+    ],
+)
+def test_pinned_files_read_as_json_loads_reads_them(data):
+    """The pinned file of a `sockguard run` tree is read with json's C scanner, without importing json: the same
+    value as json.loads, or json.loads's own error."""
+    import json
+
+    from sockguard.config import _json_value
+
+    def outcome(read):
+        try:
+            return "value", repr(read(data))
+        except (ValueError, RecursionError) as exc:
+            return "error", type(exc).__name__, str(exc)
+
+    assert outcome(_json_value) == outcome(json.loads)
