@@ -61,4 +61,5 @@ def __getattr__(name: str) -> object:
     if module is None:
         raise AttributeError(f"module 'sockguard' has no attribute {name!r}")
     __import__(module)  # (importlib itself would be one more module in every process that asks)
-    return getattr(sys.modules[module], name)
+    value = globals()[name] = getattr(sys.modules[module], name)  # a plain attribute from now on
+    return value

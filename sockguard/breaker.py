@@ -634,9 +634,12 @@ def _timeout(sock: Any) -> bool:
 
 
 def _own_addresses() -> frozenset[Any]:
-    """This host's addresses (sockguard.host_addresses: netlink), loaded at the first connect that needs them."""
-    from sockguard.host_addresses import own_addresses
-
+    """This host's addresses (sockguard.host_addresses: netlink), loaded at the first connect that needs them: none
+    when the module cannot be read now (no descriptor left), as when the netlink socket cannot be opened."""
+    try:
+        from sockguard.host_addresses import own_addresses
+    except (ImportError, OSError):
+        return frozenset()
     return own_addresses()
 
 

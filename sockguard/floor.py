@@ -278,7 +278,9 @@ def _on_getnameinfo(args: tuple[Any, ...]) -> None:
 
 
 def _reverse(address: str, shown: str) -> None:
-    from sockguard import reverse  # (reverse lookups only: not loaded at every process's first connect)
+    # Loaded at the first reverse lookup, not at every process's first connect (with no descriptor left to read it,
+    # the lookup fails with that OSError: it could not have read /etc/hosts or reached a nameserver either).
+    from sockguard import reverse
 
     state = active.in_force or active.current()
     decision = reverse.decide(state, address)

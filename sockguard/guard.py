@@ -16,6 +16,7 @@ import sys
 
 from sockguard import _hook, active
 from sockguard.active import State
+from sockguard.console import CONSOLE
 from sockguard.errors import ConfigError, EgressBlocked
 from sockguard.floor import HANDLERS
 from sockguard.policy import CONFIG_UNAVAILABLE, Policy
@@ -113,8 +114,6 @@ def _own_failure(exc: BaseException) -> bool:
 def _interrupted(exc: BaseException) -> None:
     """Say once that a load was interrupted by an exception that is not the guard's (it propagates unchanged)."""
     if isinstance(exc, Exception):  # not for KeyboardInterrupt / SystemExit: the process is on its way out
-        from sockguard.console import CONSOLE
-
         CONSOLE.say(
             ("load-interrupted", type(exc)),
             f"sockguard: loading the configuration was interrupted by {exc!r}; it propagates to the application "
@@ -127,8 +126,6 @@ def _not_loaded(exc: BaseException) -> State:
     place with no State in force, so the next socket event comes back to :func:`load` and tries again."""
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     detail = f"{what} while loading it"
-    from sockguard.console import CONSOLE
-
     CONSOLE.say(
         ("load-failed", type(exc), getattr(exc, "errno", None)),
         f"sockguard: could not load the configuration ({detail}); this is not a configuration error: the socket "

@@ -13,6 +13,7 @@ import operator
 import sys
 import time
 
+from sockguard.console import CONSOLE
 from sockguard.events import (
     ALLOWED_LEVEL,
     DECISION_FIELDS,
@@ -42,18 +43,6 @@ def _json_module() -> Any:
 
 
 _quote: Any = None  # json.encoder.encode_basestring_ascii, once a log file is open
-#: sockguard.console.CONSOLE once a line went to stderr: loaded then, not on every process's first (allowed) connect.
-CONSOLE: Any = None
-
-
-def _console() -> Any:
-    global CONSOLE
-    from sockguard.console import CONSOLE as console
-
-    CONSOLE = console
-    return console
-
-
 _fixed_fields = operator.itemgetter(*DECISION_FIXED)
 _request_fixed = operator.itemgetter(*REQUEST_FIXED)
 _request_tail = operator.itemgetter(*REQUEST_TAIL)
@@ -117,7 +106,7 @@ class Sinks:
 
     def _report(self, key: str, message: str) -> None:
         """The file's outages, recoveries and refusal: one line on stderr each (rate-limited per path and kind)."""
-        (CONSOLE or _console()).say(("decision-log", self.log_path, key), message)
+        CONSOLE.say(("decision-log", self.log_path, key), message)
 
     def logger(self):
         if self._logger is None:
@@ -177,13 +166,13 @@ class Sinks:
         what ``logging.lastResort`` would print, through the lock-free, rate-limited console writer."""
         if "logging" not in sys.modules:  # the application never imported logging: nothing is configured
             if level >= 30:
-                (CONSOLE or _console()).say(_console_key(event, message), message)
+                CONSOLE.say(_console_key(event, message), message)
             return
         if not self._logger_wants(level):
             return
         logger = self._logger
         if level >= 30 and _to_last_resort(logger, level):
-            (CONSOLE or _console()).say(_console_key(event, message), message)
+            CONSOLE.say(_console_key(event, message), message)
         else:
             logger.log(level, "%s", message, extra={"sockguard": event})  # type: ignore[attr-defined]
 
