@@ -1,8 +1,8 @@
 """What every guarded Python process pays: interpreter start-up and its first socket use, against a plain interpreter.
 
-Measured on a regular install: :func:`regular_install` copies the files pip installs (the ``sockguard`` package and
-the sitecustomize as ``sockguard/_site``) into a scratch venv's site-packages and byte-compiles them, as pip does
-(an editable install adds an import finder to every process, guarded or not, and hides the real cost). Each sample
+Measured on a regular install: :func:`regular_install` copies the files pip installs into a scratch venv's
+site-packages and byte-compiles them, as pip does (tests/install_support.py: an editable install adds an import
+finder to every process, guarded or not, and hides the real cost). Each sample
 is one subprocess of that venv's interpreter, the variants alternating in a shuffled order; the judged figure is the
 child's CPU time (user + system, from ``wait4``), which a busy machine disturbs far less than the wall clock (also
 recorded). Rows:
@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -61,25 +60,15 @@ def _big_config(ctx: Context, count: int) -> str:
 
 @functools.cache
 def _installed(tmp: str) -> tuple[str, str]:
-    venv = os.path.join(tmp, "regular-install")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
-    python = os.path.join(venv, "bin", "python")
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    package = os.path.join(purelib, "sockguard")
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o")
-    shutil.copytree(os.path.join(ROOT, "sockguard"), package, ignore=skip)
-    shutil.copytree(os.path.join(ROOT, "sitecustomize"), os.path.join(package, "_site"), ignore=skip)
-    subprocess.run([python, "-m", "compileall", "-q", package], check=True, stdout=subprocess.DEVNULL)
-    return python, os.path.join(package, "_site")
+    sys.path.insert(0, ROOT)
+    from tests.install_support import regular_install as install
+
+    return install(tmp)
 
 
 def regular_install(ctx: Context) -> tuple[str, str]:
-    """``(python, sitecustomize directory)`` of a regular (non-editable, byte-compiled) install of this checkout."""
+    """``(python, sitecustomize directory)`` of a regular (non-editable, byte-compiled) install of this checkout
+    (tests/install_support.py)."""
     return _installed(ctx.tmp)
 
 
