@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def regular_install(directory: str) -> tuple[str, str]:
-    """``(python, sitecustomize directory)`` of a venv made in ``directory`` with this checkout installed."""
+    """``(python, sitecustomize directory)`` of a venv made in ``directory`` with this checkout installed. Run it
+    without ``PYTHONPYCACHEPREFIX`` (the benchmarks set one): its bytecode is in ``__pycache__``, as pip leaves it."""
     venv = os.path.join(directory, "regular-install")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     python = os.path.join(venv, "bin", "python")
@@ -32,5 +33,6 @@ def regular_install(directory: str) -> tuple[str, str]:
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o")
     shutil.copytree(os.path.join(ROOT, "sockguard"), package, ignore=skip)
     shutil.copytree(os.path.join(ROOT, "sitecustomize"), os.path.join(package, "_site"), ignore=skip)
-    subprocess.run([python, "-m", "compileall", "-q", package], check=True, stdout=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}  # __pycache__ beside the sources
+    subprocess.run([python, "-m", "compileall", "-q", package], env=env, check=True, stdout=subprocess.DEVNULL)
     return python, os.path.join(package, "_site")
