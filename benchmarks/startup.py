@@ -83,20 +83,12 @@ def _plain_env() -> dict[str, str]:
     return env
 
 
-def _run_env(ctx: Context, python: str, cwd: str) -> dict[str, str]:
-    """The environment ``sockguard run --allow 127.0.0.1`` gives the processes of its tree (read from a child)."""
-    code = "import os, json; print(json.dumps(dict(os.environ)))"
-    out = subprocess.run(
-        [python, "-m", "sockguard", "run", "--allow", "127.0.0.1", "--", python, "-c", code],
-        env=_plain_env(),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    env: dict[str, str] = json.loads(out.stdout)
+def _run_env(python: str, cwd: str) -> dict[str, str]:
+    """The environment ``sockguard run --allow 127.0.0.1`` gives the processes of its tree."""
+    from tests.install_support import run_tree_environment
+
+    env = run_tree_environment(python, cwd, _plain_env())
     env.pop("PYTHONPYCACHEPREFIX", None)
-    assert env.get("SOCKGUARD_PINNED") and env.get("PYTHONPATH"), "sockguard run set no pinned configuration"
     return env
 
 
@@ -106,7 +98,7 @@ def _envs(ctx: Context, python: str, site: str, cwd: str) -> dict[str, dict[str,
         "bare": plain,
         "file": {**plain, "PYTHONPATH": site, "SOCKGUARD_CONFIG": _config(ctx)},
         "env": {**plain, "PYTHONPATH": site, "SOCKGUARD_CONFIG": "none", "SOCKGUARD_ALLOW": "127.0.0.1"},
-        "run": _run_env(ctx, python, cwd),
+        "run": _run_env(python, cwd),
     }
 
 

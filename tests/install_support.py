@@ -9,6 +9,7 @@ does. Used by tests/test_activation.py and benchmarks/startup.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,3 +37,19 @@ def regular_install(directory: str) -> tuple[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}  # __pycache__ beside the sources
     subprocess.run([python, "-m", "compileall", "-q", package], env=env, check=True, stdout=subprocess.DEVNULL)
     return python, os.path.join(package, "_site")
+
+
+def run_tree_environment(python: str, cwd: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment ``sockguard run --allow 127.0.0.1`` gives the processes of its tree (read from a child)."""
+    code = "import os, json; print(json.dumps(dict(os.environ)))"
+    out = subprocess.run(
+        [python, "-m", "sockguard", "run", "--allow", "127.0.0.1", "--", python, "-c", code],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: dict[str, str] = json.loads(out.stdout)
+    assert found.get("SOCKGUARD_PINNED") and found.get("PYTHONPATH"), "sockguard run set no pinned configuration"
+    return found
