@@ -95,8 +95,8 @@ def markdown(machine: dict[str, str], rows: list[Row], quick: bool, seconds: flo
         "",
         "Baseline and guarded: median (min-max) of the per-batch means; added and ratio: median of the per-round "
         "guarded - baseline differences and ratios (batches interleaved). pytest-socket: its added cost, same unit. "
-        "Times are the measuring process's CPU time, except the HTTP and start-up rows (wall clock); "
-        "see docs/performance.md.",
+        "Times are the measuring process's CPU time, except the HTTP rows (wall clock) and the start-up rows (the "
+        "child process's CPU time); see docs/performance.md.",
         "",
         "| scenario | target | unit | baseline | guarded | added | ratio | pytest-socket | verdict |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -89,7 +89,7 @@ def setup(variant: str) -> Bench:
 
 def _activation(ctx: Context, rounds: int) -> dict[str, list[float]]:
     python, site = regular_install(ctx)  # (an editable install's finder would add its own modules to both)
-    bare = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
+    bare = {k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "PYTHONPYCACHEPREFIX")}
     envs = {"bare": bare, "guard": {**bare, "PYTHONPATH": site, "SOCKGUARD_CONFIG": _config(ctx)}}
     samples: dict[str, list[float]] = {"bare": [], "guard": []}
     for _ in range(rounds):

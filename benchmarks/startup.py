@@ -13,6 +13,8 @@ recorded). Rows:
   configuration, compiles the policy and decides): the config file, ``SOCKGUARD_ALLOW`` alone, and a
   ``sockguard run`` tree. Target +5 ms each.
 - the modules each adds (``sys.modules`` at the end), checked against :data:`FORBIDDEN`.
+- the instructions each variant executes (valgrind's callgrind, when installed): a load-independent figure for
+  the same comparisons, information only.
 - scaling: start-up + first decision with 10,000 and with 100,000 rules in the config file.
 """
 
@@ -22,6 +24,8 @@ import functools
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,22 +79,16 @@ def regular_install(ctx: Context) -> tuple[str, str]:
 def _plain_env() -> dict[str, str]:
     env = clean_env()
     env.pop("PYTHONPATH")
+    env.pop("PYTHONPYCACHEPREFIX", None)  # the install's own __pycache__, as pip leaves it
     return env
 
 
-def _run_env(ctx: Context, python: str, cwd: str) -> dict[str, str]:
-    """The environment ``sockguard run --allow 127.0.0.1`` gives the processes of its tree (read from a child)."""
-    code = "import os, json; print(json.dumps(dict(os.environ)))"
-    out = subprocess.run(
-        [python, "-m", "sockguard", "run", "--allow", "127.0.0.1", "--", python, "-c", code],
-        env=_plain_env(),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    env: dict[str, str] = json.loads(out.stdout)
-    assert env.get("SOCKGUARD_PINNED") and env.get("PYTHONPATH"), "sockguard run set no pinned configuration"
+def _run_env(python: str, cwd: str) -> dict[str, str]:
+    """The environment ``sockguard run --allow 127.0.0.1`` gives the processes of its tree."""
+    from tests.install_support import run_tree_environment
+
+    env = run_tree_environment(python, cwd, _plain_env())
+    env.pop("PYTHONPYCACHEPREFIX", None)
     return env
 
 
@@ -100,7 +98,7 @@ def _envs(ctx: Context, python: str, site: str, cwd: str) -> dict[str, dict[str,
         "bare": plain,
         "file": {**plain, "PYTHONPATH": site, "SOCKGUARD_CONFIG": _config(ctx)},
         "env": {**plain, "PYTHONPATH": site, "SOCKGUARD_CONFIG": "none", "SOCKGUARD_ALLOW": "127.0.0.1"},
-        "run": _run_env(ctx, python, cwd),
+        "run": _run_env(python, cwd),
     }
 
 
@@ -215,10 +213,54 @@ def _scaling_row(ctx: Context, python: str, site: str, cwd: str) -> Row:
     return row
 
 
+def _instructions(argv: list[str], env: dict[str, str], cwd: str) -> int | None:
+    """Instructions executed by one run of ``argv`` (valgrind's callgrind): the same figure on a busy machine and a
+    quiet one, so a change to the start-up path shows in it whatever the load. None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    out = subprocess.run(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    return int(found.group(1)) if found and out.returncode == 0 else None
+
+
+def _instruction_rows(python: str, envs: dict[str, dict[str, str]], cwd: str) -> list[Row]:
+    rows = []
+    for kind, code in (("pass", "pass"), ("connect", FIRST_CONNECT)):
+        argv = [python, "-c", code]
+        bare = _instructions(argv, envs["bare"], cwd)
+        if bare is None:
+            return [Row("startup/instructions", "instructions executed (valgrind)", "info", "M", verdict="skipped",
+                        note="valgrind is not installed")]  # fmt: skip
+        for name in ("file", "run") if kind == "pass" else ("file", "env", "run"):
+            guarded = _instructions(argv, envs[name], cwd)
+            if guarded is None:
+                continue
+            what = "python -c pass" if kind == "pass" else "import socket + first connect"
+            row = Row(
+                f"startup/instructions-{kind}-{name}",
+                f"{what}: {_LABELS[name]}: instructions executed (valgrind; load-independent)",
+                "info",
+                "M instr",
+                baseline=Stats(bare / 1e6, bare / 1e6, bare / 1e6, 1),
+                guarded=Stats(guarded / 1e6, guarded / 1e6, guarded / 1e6, 1),
+                added=(guarded - bare) / 1e6,
+                ratio=guarded / bare,
+            )
+            rows.append(row)
+    return rows
+
+
 def run(ctx: Context) -> list[Row]:
     python, site = regular_install(ctx)
     cwd = os.path.join(ctx.tmp, "startup-cwd")  # no sockguard.toml / pyproject.toml to pick up by accident
     os.makedirs(cwd, exist_ok=True)
     envs = _envs(ctx, python, site, cwd)
     return [*_rows(ctx, python, envs, cwd, "pass"), *_rows(ctx, python, envs, cwd, "connect"),
-            _scaling_row(ctx, python, site, cwd)]  # fmt: skip
+            *_instruction_rows(python, envs, cwd), _scaling_row(ctx, python, site, cwd)]  # fmt: skip

@@ -101,28 +101,20 @@ class _Reader:
             return True
         return False
 
+    def _at_end(self) -> bool:
+        """Past spaces and a comment: whether that is the end of the text."""
+        self._spaces()
+        if self.pos < self.n and self.text[self.pos] == "#":
+            self._comment()
+        return self.pos >= self.n
+
     def _blank(self) -> None:
         """Past blank and comment lines."""
-        while True:
-            self._spaces()
-            if self.pos >= self.n:
-                return
-            if self.text[self.pos] == "#":
-                self._comment()
-                if self.pos >= self.n:
-                    return
-            if not self._newline():
-                return
+        while not self._at_end() and self._newline():
+            pass
 
     def _end_of_line(self) -> None:
-        self._spaces()
-        if self.pos >= self.n:
-            return
-        if self.text[self.pos] == "#":
-            self._comment()
-            if self.pos >= self.n:
-                return
-        if not self._newline():
+        if not self._at_end() and not self._newline():
             raise _Decline
 
     # -- keys and tables -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from sockguard.paths import sitecustomize_dir
-from tests.install_support import regular_install
+from tests.install_support import regular_install, run_tree_environment
 from tests.loopback import CountingTCPServer
 
 PY = sys.executable
@@ -264,18 +264,8 @@ def test_startup_path_stays_light(tmp_path, regular):
 
 def test_startup_path_in_a_run_tree_stays_light(tmp_path, regular):
     """A process of a ``sockguard run`` tree (the pinned configuration) starts with the same modules."""
-    code = "import os, json; print(json.dumps({k: v for k, v in os.environ.items() if k.startswith('SOCKGUARD')}))"
-    python = regular[0]
-    run = subprocess.run(
-        [python, "-m", "sockguard", "run", "--allow", "127.0.0.1", "--", python, "-c", code],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=True,
-    )
-    variables = json.loads(run.stdout)
-    assert "SOCKGUARD_PINNED" in variables
+    found = run_tree_environment(regular[0], str(tmp_path), clean_env())
+    variables = {k: v for k, v in found.items() if k.startswith("SOCKGUARD")}
     added, expected = added_modules(regular, tmp_path, "pass", STARTUP_MODULES, **variables)
     assert added == expected
     # The pinned file is read with json's C scanner: not json, not re.
