@@ -249,9 +249,10 @@ def _on_gethostbyaddr(args: tuple[Any, ...]) -> None:
     host = args[0]
     # A *name* here is resolved forwards first (and checked like any other lookup); an address is a PTR query.
     text = host if host.__class__ is str else None
-    if text is None and issubclass(host.__class__, bytes):
+    if text is None and issubclass(host.__class__, (bytes, bytearray)):
+        # C copied the buffer before this event (its "et" format): what it holds now is what C will look up.
         try:
-            text = bytes.decode(host, "ascii")
+            text = memoryview(host).tobytes().decode("ascii")
         except UnicodeDecodeError:
             text = None
     numeric = canonical_numeric(text) if text is not None else None

@@ -229,6 +229,8 @@ def patch_socket_module(module: Any) -> None:
         state = active.in_force or active.current()
         if state.mode == "off":
             return original_gethostbyaddr(host)
+        if issubclass(host.__class__, bytearray):
+            host = memoryview(host).tobytes()  # C copies the buffer as it is now: decide on, and hand on, that copy
         text = _lookup_text(state, host, None)
         if text is None:
             return original_gethostbyaddr(host)
