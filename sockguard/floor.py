@@ -183,10 +183,10 @@ def _on_bind(args: tuple[Any, ...]) -> None:
 
 
 def _on_new(args: tuple[Any, ...]) -> None:
-    """``socket.__new__`` fires before the socket() system call: raw IP and packet sockets are refused unless
+    """``socket.__new__`` fires before the socket() system call: raw IP, packet and ICMP sockets are refused unless
     ``allow_raw`` is set (sockguard.rawsockets). A descriptor wrapped with ``socket.socket(fileno=...)`` shows -1
     here; the socket class wrapper asks the descriptor what it really is (sockguard.wrappers)."""
-    if is_raw(args[1], args[2]):
+    if is_raw(args[1], args[2], args[3]):
         check_raw(args[1], args[2], args[3], depth=4)
 
 

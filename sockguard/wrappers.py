@@ -451,10 +451,10 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
             try:
                 family = original_getsockopt(self, _SOL_SOCKET, _SO_DOMAIN)
                 kind = original_getsockopt(self, _SOL_SOCKET, _SO_TYPE)
+                proto = original_getsockopt(self, _SOL_SOCKET, _SO_PROTOCOL) if _SO_PROTOCOL is not None else -1
             except OSError:
                 return
-            if is_raw(family, kind):
-                proto = original_getsockopt(self, _SOL_SOCKET, _SO_PROTOCOL) if _SO_PROTOCOL is not None else -1
+            if is_raw(family, kind, proto):
                 check_raw(family, kind, proto, depth=2)
 
     for wrapper, original in (
