@@ -61,10 +61,14 @@ def _change_allowed(call: str) -> None:
     :func:`uninstall` or :func:`guarded` (``call``) replace it."""
     from sockguard import _hook
 
-    if not _hook.activated_at_startup and not _native_policy_in_force():
+    if _hook.activated_at_startup:
+        load = guard.environment_settings  # the source fixed at activation
+    elif _native_policy_in_force():
+        load = _native_start_up_settings
+    else:
         return
     try:
-        allowed = guard.environment_settings().allow_runtime_changes
+        allowed = load().allow_runtime_changes
     except (ValueError, OSError) as exc:  # a broken or unreadable start-up configuration: it blocks all, and stays
         raise ConfigError(f"sockguard: {call} refused: the start-up configuration cannot be read ({exc})") from None
     if not allowed:
@@ -74,6 +78,16 @@ def _change_allowed(call: str) -> None:
             "policy in force is unchanged. To let application code replace it, set allow_runtime_changes = true in "
             "that configuration (SOCKGUARD_ALLOW_RUNTIME_CHANGES=1 before the process starts)"
         )
+
+
+def _native_start_up_settings() -> Settings:
+    """The settings a process guarded only by the native layer started with: its initial ``SOCKGUARD_*`` variables
+    (and the files they name), never ``os.environ`` as the program has changed it, nor a file in a working
+    directory it may have moved to."""
+    from sockguard.config import settings_from_source
+    from sockguard.source import initial_environment, take
+
+    return settings_from_source(take(initial_environment(), "/nonexistent"))
 
 
 def _native_policy_in_force() -> bool:

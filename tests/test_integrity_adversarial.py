@@ -17,6 +17,7 @@ import pytest
 
 from tests.coverage_support import CHILD_PRELUDE, SITE_DIR, run_stepped_child
 from tests.integrity_support import ALLOW, Scene, build_scene, snapshot
+from tests.native_support import preloaded_env, write_policy
 from tests.netlab import Lab
 
 CHILD = r'''
@@ -213,8 +214,28 @@ def public_api(how):
             return tcp(BLOCKED)
         finally:
             sockguard.install()
+    if how == "environ-opt-in":  # the opt-in is the operator's: os.environ after start-up is not
+        os.environ["SOCKGUARD_ALLOW_RUNTIME_CHANGES"] = "1"
+    if how == "chdir-opt-in":  # nor a configuration file in a directory the program moves to
+        os.chdir(opt_in_repository())
+    if how in ("environ-opt-in", "chdir-opt-in"):
+        try:
+            sockguard.uninstall()
+        finally:
+            os.environ.pop("SOCKGUARD_ALLOW_RUNTIME_CHANGES", None)
+            os.chdir(HERE)
+        return tcp(BLOCKED)
     with sockguard.guarded(allow=["203.0.113.10"]):
         return tcp(BLOCKED)
+
+HERE = os.getcwd()
+
+def opt_in_repository():
+    import tempfile
+    directory = tempfile.mkdtemp()
+    with open(os.path.join(directory, "sockguard.toml"), "w") as fh:
+        fh.write('mode = "off"\nallow_runtime_changes = true\n')
+    return directory
 
 def ping(address, connect=False):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as sock:
@@ -354,6 +375,11 @@ SCENARIOS = {
     "api-install-mode-off": lambda: public_api("install-mode-off"),
     "api-install-widen": lambda: public_api("install-widen"),
     "api-guarded-widen": lambda: public_api("guarded"),
+    "api-uninstall-after-environ-opt-in": lambda: public_api("environ-opt-in"),
+    "api-uninstall-after-chdir-opt-in": lambda: public_api("chdir-opt-in"),
+    "child-isolated-mode-uninstall-after-opt-ins": lambda: python_child("-I", prelude=(
+        "import os, sockguard; os.environ['SOCKGUARD_ALLOW_RUNTIME_CHANGES'] = '1'; "
+        f"os.chdir({opt_in_repository()!r}); sockguard.uninstall(); ")),
 }
 
 async def _loop_getaddrinfo():
@@ -436,6 +462,7 @@ ONLY_NATIVE_HOLDS = {
     "child-ignore-environment": "tcp",
     "child-no-site": "tcp",
     "child-isolated-mode-uninstall": "tcp",
+    "child-isolated-mode-uninstall-after-opt-ins": "tcp",
     "child-ctypes-icmp": "icmp",
     "private-handlers-cleared": "tcp",
 }
@@ -542,3 +569,35 @@ def test_allow_runtime_changes_lets_the_application_replace_the_configuration(
         "guarded: connected; restored: blocked; forked child exit 3; uninstalled: connected"
     ), result.stderr
     assert target.accepted == 2
+
+
+NATIVE_ONLY = r"""
+import os, socket, sys, sockguard
+os.environ["SOCKGUARD_ALLOW_RUNTIME_CHANGES"] = "1"  # after start-up: the program's, not the operator's
+os.chdir(sys.argv[1])  # a directory whose sockguard.toml says allow_runtime_changes = true
+try:
+    sockguard.uninstall()
+    print("uninstalled")
+except sockguard.ConfigError as exc:
+    print("refused" if "does not allow run-time changes" in str(exc) else exc)
+try:
+    socket.create_connection(("203.0.113.10", 80), timeout=3)
+    print("connected")
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_python_guarded_only_by_the_native_layer_cannot_opt_itself_in(netlab: Lab, tmp_path: Path) -> None:
+    """A Python the sitecustomize does not activate (``-I``) under a preloaded native policy: the opt-in is read
+    from the environment it was started with, never ``os.environ`` as the program changed it nor a file in a
+    directory it moved to. Before, both let ``sockguard.uninstall()`` switch the native layer off."""
+    target = netlab.tcp("203.0.113.10", 80)
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / "sockguard.toml").write_text('mode = "off"\nallow_runtime_changes = true\n')
+    policy = write_policy(tmp_path / "policy.bin", ALLOW, allow_loopback=False)
+    argv = [sys.executable, "-I", "-c", NATIVE_ONLY, str(repository)]
+    result = subprocess.run(argv, env=preloaded_env(policy), capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["refused", "13"], (result.stdout, result.stderr)  # EACCES from the native layer
+    assert target.accepted == 0
