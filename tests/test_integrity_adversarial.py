@@ -245,6 +245,23 @@ def ping(address, connect=False):
             return sock.send(packet)
         return sock.sendto(packet, address)
 
+def icmp_adopted(cls):
+    """A ping socket made by C (ctypes: the Python layer sees no socket.__new__), adopted by Python."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    if fd < 0:
+        raise PermissionError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    try:
+        sock = cls(socket.AF_INET, socket.SOCK_DGRAM, 0, fileno=fd)  # declared as a plain datagram socket
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        return sock.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"exfiltrated", ("10.0.0.5", 5432))
+    finally:
+        sock.close()
+
 def testing_reset():
     import sockguard.testing
     sockguard.testing.reset()
@@ -341,6 +358,8 @@ SCENARIOS = {
     "icmp-echo-port-scoped-rule": lambda: ping(("10.0.0.5", 5432)),
     "icmp-echo-connected-port-scoped-rule": lambda: ping(("10.0.0.5", 5432), connect=True),
     "icmp-echo-blocked": lambda: ping(("203.0.113.10", 0)),
+    "icmp-adopted": lambda: icmp_adopted(socket.socket),
+    "icmp-adopted-by-_socket": lambda: icmp_adopted(_socket.socket),
     "testing-reset": testing_reset,
     "private-handlers-cleared": private_handlers,
     # TCP Fast Open, ancillary data
@@ -464,6 +483,7 @@ ONLY_NATIVE_HOLDS = {
     "child-isolated-mode-uninstall": "tcp",
     "child-isolated-mode-uninstall-after-opt-ins": "tcp",
     "child-ctypes-icmp": "icmp",
+    "icmp-adopted-by-_socket": "icmp",
     "private-handlers-cleared": "tcp",
 }
 #: C refuses these itself (its own exception, as without the guard); nothing leaves either way.
