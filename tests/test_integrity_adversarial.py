@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.coverage_support import CHILD_PRELUDE, SITE_DIR, run_stepped_child
-from tests.integrity_support import ALLOW, Scene, build_scene, snapshot
+from tests.coverage_support import CHILD_PRELUDE, run_stepped_child
+from tests.integrity_support import ALLOW, Scene, activated, build_scene, per_step, snapshot
 from tests.native_support import preloaded_env, write_policy
 from tests.netlab import Lab
 
@@ -451,20 +451,10 @@ def _run(activation: str, lab: Lab, directory: Path) -> tuple[dict[str, Any], di
         script.write_text(CHILD_PRELUDE + CHILD)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
         env["SOCKGUARD_ALLOW_LOOPBACK"] = "0"
-        program = [sys.executable, str(script)]
-        if activation == "pythonpath":
-            env.update(PYTHONPATH=SITE_DIR, SOCKGUARD_ALLOW=",".join(ALLOW))
-            argv = program
-        else:
-            flags = [arg for rule in ALLOW for arg in ("--allow", rule)]
-            argv = [sys.executable, "-m", "sockguard", "run", *flags, "--", *program]
+        argv = activated(activation, [sys.executable, str(script)], env)
+        baseline = far_side(scene)  # the ICMP counter is the namespace's, since it was made
         results, steps = run_stepped_child("", env, lambda: far_side(scene), 300, argv=argv, cwd=str(directory))
-        counts: dict[str, dict[str, int]] = {}
-        previous: dict[str, int] = {}
-        for name, snap in steps.items():
-            counts[name] = {key: value - previous.get(key, 0) for key, value in snap.items()}
-            previous = snap
-        _runs[activation] = (results, counts)
+        _runs[activation] = (results, per_step(steps, baseline))
     return _runs[activation]
 
 
@@ -577,12 +567,7 @@ def test_allow_runtime_changes_lets_the_application_replace_the_configuration(
     target = netlab.tcp("203.0.113.10", 80)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
     env.update(SOCKGUARD_ALLOW_LOOPBACK="0", SOCKGUARD_ALLOW_RUNTIME_CHANGES="1")
-    program = [sys.executable, "-c", OPT_IN]
-    if activation == "pythonpath":
-        env.update(PYTHONPATH=SITE_DIR, SOCKGUARD_ALLOW=",".join(ALLOW))
-        argv = program
-    else:
-        argv = [sys.executable, "-m", "sockguard", "run", *[a for r in ALLOW for a in ("--allow", r)], "--", *program]
+    argv = activated(activation, [sys.executable, "-c", OPT_IN], env)
     result = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
