@@ -39,6 +39,7 @@ _type_of = _socket.socket.type.__get__
 _SOL_SOCKET = _socket.SOL_SOCKET
 _SO_ERROR = _socket.SO_ERROR
 _SO_TYPE = _socket.SO_TYPE
+_SOCK_STREAM = _socket.SOCK_STREAM
 _SO_DOMAIN = getattr(_socket, "SO_DOMAIN", None)
 _SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", None)
 _NI_NUMERICHOST = _socket.NI_NUMERICHOST
@@ -451,6 +452,8 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
             try:
                 family = original_getsockopt(self, _SOL_SOCKET, _SO_DOMAIN)
                 kind = original_getsockopt(self, _SOL_SOCKET, _SO_TYPE)
+                if kind == _SOCK_STREAM:  # (every accept(): never raw, packet or ICMP, no third system call)
+                    return
                 proto = original_getsockopt(self, _SOL_SOCKET, _SO_PROTOCOL) if _SO_PROTOCOL is not None else -1
             except OSError:
                 return

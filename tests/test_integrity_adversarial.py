@@ -311,6 +311,8 @@ SCENARIOS = {
     "v4-mapped-loopback": lambda: tcp(("::ffff:127.0.0.9", 80), socket.AF_INET6),
     "v4-mapped-expanded": lambda: tcp(("0:0:0:0:0:FFFF:CB00:710A", 80), socket.AF_INET6),
     "nat64-metadata": lambda: tcp(("64:ff9b::a9fe:a9fe", 80), socket.AF_INET6),
+    "6to4-metadata": lambda: tcp(("2002:a9fe:a9fe::1", 80), socket.AF_INET6),
+    "teredo": lambda: tcp(("2001:0:a9fe:a9fe::1", 80), socket.AF_INET6),
     "metadata-v6-zone-name": lambda: tcp(("fd00:ec2::254%lo", 80), socket.AF_INET6),
     "metadata-v6-zone-number": lambda: tcp(("fd00:ec2::254%1", 80), socket.AF_INET6),
     "metadata-v6-upper-long": lambda: tcp(("FD00:0EC2:0:0:0:0:0:254", 80), socket.AF_INET6),
