@@ -168,6 +168,14 @@ def python_child(*flags, env=None, prelude="", code=PYTHON_CONNECT):
         return "connected"
     raise OSError("child: " + (result.stderr.strip().splitlines() or ["no output"])[-1][-280:])
 
+def nested_run(*flags):
+    """`sockguard run` started again from inside the tree, with flags that would widen or switch off the guard."""
+    argv = [sys.executable, "-m", "sockguard", "run", *flags, "--", sys.executable, "-c", PYTHON_CONNECT]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if "connected" in result.stdout:
+        return "connected"
+    raise OSError("child: " + (result.stderr.strip().splitlines() or ["no output"])[-1][-280:])
+
 def posix_spawn_child():
     import tempfile
     with tempfile.TemporaryFile() as errors:
@@ -386,6 +394,10 @@ SCENARIOS = {
     "child-ignore-environment": lambda: python_child("-E"),
     "child-no-site": lambda: python_child("-S"),
     "child-empty-env": lambda: python_child(env={}),
+    "nested-run-widen": lambda: nested_run("--allow", "203.0.113.10:80"),
+    "nested-run-mode-off": lambda: nested_run("--mode", "off"),
+    "nested-run-no-native-config": lambda: nested_run(
+        "--no-native", "--config", opt_in_repository() + "/sockguard.toml"),
     "child-isolated-mode-uninstall": lambda: python_child("-I", prelude="import sockguard; sockguard.uninstall(); "),
     "child-ctypes-icmp": lambda: python_child(code=CTYPES_PING),
     "reload-socket": reload_socket,
@@ -466,9 +478,10 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 #: Not covered, and stated so in the README's threat model: with the PYTHONPATH activation alone these run unguarded
-#: (a Python that ignores PYTHONPATH/site, sockguard's private modules, C code through ctypes) and the far side counts
-#: them; under `sockguard run` the native layer still holds each one.
-ONLY_NATIVE_HOLDS = {
+#: (a Python that ignores PYTHONPATH/site, sockguard's private modules, C code through ctypes, a child whose
+#: configuration the program chose: a nested `sockguard run`) and the far side counts them; under `sockguard run` the
+#: native layer or the pinned configuration still holds each one.
+PYTHONPATH_ALONE_LEAKS = {
     "child-isolated-mode": "tcp",
     "child-ignore-environment": "tcp",
     "child-no-site": "tcp",
@@ -476,6 +489,9 @@ ONLY_NATIVE_HOLDS = {
     "child-isolated-mode-uninstall-after-opt-ins": "tcp",
     "child-ctypes-icmp": "icmp",
     "icmp-adopted-by-_socket": "icmp",
+    "nested-run-widen": "tcp",
+    "nested-run-mode-off": "tcp",
+    "nested-run-no-native-config": "tcp",
     "private-handlers-cleared": "tcp",
 }
 #: C refuses these itself (its own exception, as without the guard); nothing leaves either way.
@@ -507,8 +523,8 @@ def test_every_adversarial_trick_is_refused_with_nothing_on_the_far_side(
     if scenario == "child-empty-env":  # env={} drops PYTHONPATH, SOCKGUARD_PINNED and LD_PRELOAD: not covered
         assert cell["ok"] and leaked == {**nothing, "tcp": 1}, (cell, far)
         return
-    if activation == "pythonpath" and scenario in ONLY_NATIVE_HOLDS:
-        assert cell["ok"] and leaked == {**nothing, ONLY_NATIVE_HOLDS[scenario]: 1}, (cell, far)
+    if activation == "pythonpath" and scenario in PYTHONPATH_ALONE_LEAKS:
+        assert cell["ok"] and leaked == {**nothing, PYTHONPATH_ALONE_LEAKS[scenario]: 1}, (cell, far)
         return
     if scenario == "_socket-connect-name" and activation == "pythonpath":
         # C resolves a hostname handed to _socket before any audit event: its one query leaves, the connect is
