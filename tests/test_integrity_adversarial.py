@@ -312,6 +312,10 @@ SCENARIOS = {
     "name-with-nul": lambda: tcp(("blocked.test\0.allowed.test", 443)),
     "name-with-percent": lambda: tcp(("api.allowed.test%lo", 443), socket.AF_INET6),
     "name-allowed-suffix-trick": lambda: tcp(("api.allowed.test.evil.test", 443)),
+    # glibc reads "\." as a dot inside a label and "\046" as a byte: the wire name would leave allowed.test
+    "dns-escaped-dot": lambda: tcp(("blocked.test\\.allowed.test", 443)),
+    "dns-escaped-decimal": lambda: tcp(("blocked\\046test.allowed.test", 443)),
+    "dns-escaped-dot-_socket-lookup": lambda: _socket.getaddrinfo("blocked.test\\.allowed.test", 443),
     # IPv6 shapes
     "v4-mapped": lambda: tcp(("::ffff:203.0.113.10", 80), socket.AF_INET6),
     "v4-mapped-hex": lambda: tcp(("::ffff:cb00:710a", 80), socket.AF_INET6),
