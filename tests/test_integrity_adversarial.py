@@ -628,3 +628,36 @@ def test_a_python_guarded_only_by_the_native_layer_cannot_opt_itself_in(netlab: 
     result = subprocess.run(argv, env=preloaded_env(policy), capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["refused", "13"], (result.stdout, result.stderr)  # EACCES from the native layer
     assert target.accepted == 0
+
+
+SHADOWED = r"""
+import os, subprocess, sys
+code = "import socket; s = socket.socket(); s.settimeout(3); s.connect(('203.0.113.10', 80)); print('connected')"
+env = {**os.environ, "PYTHONPATH": sys.argv[1] + os.pathsep + os.environ.get("PYTHONPATH", "")}
+result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+print("child:", result.stdout.strip() or result.stderr.strip().splitlines()[-1])
+"""
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_a_child_whose_pythonpath_shadows_the_sitecustomize_is_warned_about(
+    netlab: Lab, tmp_path: Path, activation: str
+) -> None:
+    """A program that puts a directory with its own ``sitecustomize`` before sockguard's on a child's PYTHONPATH: the
+    child imports that one and never activates the Python layer. The parent says so (it said nothing before: the
+    activation entry was there); under the PYTHONPATH activation alone the child connects (README, threat model),
+    under `sockguard run` the native layer holds it."""
+    target = netlab.tcp("203.0.113.10", 80)
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "sitecustomize.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
+    env["SOCKGUARD_ALLOW_LOOPBACK"] = "0"
+    argv = activated(activation, [sys.executable, "-c", SHADOWED, str(shadow)], env)
+    result = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"an earlier PYTHONPATH entry ({shadow}) has a sitecustomize of its own" in result.stderr, result.stderr
+    if activation == "pythonpath":
+        assert result.stdout.strip() == "child: connected" and target.accepted == 1
+    else:
+        assert "Permission denied" in result.stdout and target.accepted == 0, result.stdout
