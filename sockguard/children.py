@@ -41,7 +41,11 @@ def child_warning(argv: Any, env: Any = None, executable: Any = None) -> str | N
     python, why = python_invocation(words)
     if not python:
         return None
-    if why is None and env is not None:
+    if why is None and env is None:  # the child inherits os.environ: its PYTHONPATH may have been changed too
+        entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if sitecustomize_dir() in entries:
+            why = shadowed(entries[: entries.index(sitecustomize_dir())])
+    elif why is None:
         variables = {os.fsdecode(k): os.fsdecode(v) for k, v in dict(env).items()}
         if variables.get("SOCKGUARD_MODE", "").strip().lower() == "off":
             return None  # an explicit opt-out

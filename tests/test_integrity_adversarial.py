@@ -633,15 +633,21 @@ def test_a_python_guarded_only_by_the_native_layer_cannot_opt_itself_in(netlab: 
 SHADOWED = r"""
 import os, subprocess, sys
 code = "import socket; s = socket.socket(); s.settimeout(3); s.connect(('203.0.113.10', 80)); print('connected')"
-env = {**os.environ, "PYTHONPATH": sys.argv[1] + os.pathsep + os.environ.get("PYTHONPATH", "")}
+shadowing = sys.argv[1] + os.pathsep + os.environ.get("PYTHONPATH", "")
+if sys.argv[2] == "env":
+    env = {**os.environ, "PYTHONPATH": shadowing}
+else:  # inherited: os.environ itself changed
+    os.environ["PYTHONPATH"] = shadowing
+    env = None
 result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 print("child:", result.stdout.strip() or result.stderr.strip().splitlines()[-1])
 """
 
 
+@pytest.mark.parametrize("how", ["env", "os.environ"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_a_child_whose_pythonpath_shadows_the_sitecustomize_is_warned_about(
-    netlab: Lab, tmp_path: Path, activation: str
+    netlab: Lab, tmp_path: Path, activation: str, how: str
 ) -> None:
     """A program that puts a directory with its own ``sitecustomize`` before sockguard's on a child's PYTHONPATH: the
     child imports that one and never activates the Python layer. The parent says so (it said nothing before: the
@@ -653,7 +659,7 @@ def test_a_child_whose_pythonpath_shadows_the_sitecustomize_is_warned_about(
     (shadow / "sitecustomize.py").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
     env["SOCKGUARD_ALLOW_LOOPBACK"] = "0"
-    argv = activated(activation, [sys.executable, "-c", SHADOWED, str(shadow)], env)
+    argv = activated(activation, [sys.executable, "-c", SHADOWED, str(shadow), how], env)
     result = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"an earlier PYTHONPATH entry ({shadow}) has a sitecustomize of its own" in result.stderr, result.stderr
