@@ -78,8 +78,9 @@ def _lazy(event: str) -> "Handler":
 
 def _lazy_new(args: "tuple[Any, ...]") -> None:
     """``socket.__new__`` before the policy is loaded: most sockets (asyncio's socketpair, a listening server) need
-    no policy yet; a raw or packet one (SOCK_RAW, Linux's SOCK_PACKET and AF_PACKET) loads it and is decided."""
-    if args[2] & 0xF in (3, 10) or args[1] == 17:
+    no policy yet; a raw, packet or ICMP one (SOCK_RAW, Linux's SOCK_PACKET and AF_PACKET, SOCK_DGRAM with
+    IPPROTO_ICMP/ICMPV6) loads it and is decided."""
+    if args[2] & 0xF in (3, 10) or args[1] == 17 or (args[2] & 0xF == 2 and args[3] in (1, 58)):
         _lazy("socket.__new__")(args)
 
 

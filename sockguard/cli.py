@@ -173,6 +173,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "http_events": {None: "when a sink takes them", True: "on", False: "off"}[settings.http_events],
         "http_log_level": "info" if settings.http_log_level >= 20 else "debug",
         "log_query": settings.log_query,
+        "allow_runtime_changes": settings.allow_runtime_changes,
         "native": _native_summary(),
     }
     log_problem = None

@@ -30,7 +30,7 @@ __all__ = ["MODES", "ConfigError", "Settings", "load_settings", "with_flags"]
 
 #: Keys a config file may hold at top level; tables own their own validation.
 KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "allow_raw", "log", "log_special", "resolver",
-              "breaker", "pytest", "http_events", "http_log_level", "log_query"}  # fmt: skip
+              "breaker", "pytest", "http_events", "http_log_level", "log_query", "allow_runtime_changes"}  # fmt: skip
 #: Boolean keys and their variables.
 _SWITCHES = (
     ("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"),
@@ -39,6 +39,7 @@ _SWITCHES = (
     ("http_events", "SOCKGUARD_HTTP_EVENTS"),
     ("log_query", "SOCKGUARD_LOG_QUERY"),
     ("log_special", "SOCKGUARD_LOG_SPECIAL"),
+    ("allow_runtime_changes", "SOCKGUARD_ALLOW_RUNTIME_CHANGES"),
 )
 PINNED_FORMAT = 1
 
@@ -64,6 +65,7 @@ class Settings:
         http_events: bool | None = None,
         http_log_level: int = 10,
         log_query: bool = False,
+        allow_runtime_changes: bool = False,
         source: str = "defaults",
     ) -> None:
         self.mode = mode
@@ -84,6 +86,9 @@ class Settings:
         self.http_events = http_events
         self.http_log_level = http_log_level
         self.log_query = log_query
+        #: sockguard.install()/uninstall()/guarded() may replace this configuration in a process it guards from
+        #: start-up (sockguard.api): off by default, so application code cannot switch the operator's guard off.
+        self.allow_runtime_changes = allow_runtime_changes
         self.source = source  # where the file part came from, for messages
 
     def __repr__(self) -> str:
@@ -128,6 +133,8 @@ class Settings:
             env["SOCKGUARD_HTTP_LOG_LEVEL"] = "info"
         if self.log_query:
             env["SOCKGUARD_LOG_QUERY"] = "1"
+        if self.allow_runtime_changes:
+            env["SOCKGUARD_ALLOW_RUNTIME_CHANGES"] = "1"
         for key, value in self.breaker.items():
             var = "SOCKGUARD_BREAKER" if key == "enabled" else f"SOCKGUARD_BREAKER_{key.upper()}"
             env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
@@ -154,6 +161,7 @@ class Settings:
             "http_events": self.http_events,
             "http_log_level": "info" if self.http_log_level == 20 else "debug",
             "log_query": self.log_query,
+            "allow_runtime_changes": self.allow_runtime_changes,
         }
 
     @classmethod

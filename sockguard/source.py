@@ -79,6 +79,23 @@ def take(environ: "Mapping[str, str]", cwd: str) -> Source:
     return read(Source(variables, cwd, local))
 
 
+def initial_environment() -> dict[str, str]:
+    """The ``SOCKGUARD_*`` variables this process was started with (``/proc/self/environ``: what ``exec`` gave it,
+    whatever ``os.environ`` says since), for a process the sitecustomize did not activate (a Python started ``-I``
+    under the native layer). Empty when that cannot be read: the defaults, which allow nothing extra."""
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return {}
+    found = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(b"SOCKGUARD_"):
+            found[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    return found
+
+
 def local_file(cwd: str) -> str | None:
     """``./sockguard.toml``, else a ``./pyproject.toml`` that mentions sockguard, else None."""
     path = os.path.join(cwd, "sockguard.toml")

@@ -39,6 +39,7 @@ _type_of = _socket.socket.type.__get__
 _SOL_SOCKET = _socket.SOL_SOCKET
 _SO_ERROR = _socket.SO_ERROR
 _SO_TYPE = _socket.SO_TYPE
+_SOCK_STREAM = _socket.SOCK_STREAM
 _SO_DOMAIN = getattr(_socket, "SO_DOMAIN", None)
 _SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", None)
 _NI_NUMERICHOST = _socket.NI_NUMERICHOST
@@ -229,6 +230,8 @@ def patch_socket_module(module: Any) -> None:
         state = active.in_force or active.current()
         if state.mode == "off":
             return original_gethostbyaddr(host)
+        if issubclass(host.__class__, bytearray):
+            host = memoryview(host).tobytes()  # C copies the buffer as it is now: decide on, and hand on, that copy
         text = _lookup_text(state, host, None)
         if text is None:
             return original_gethostbyaddr(host)
@@ -449,10 +452,12 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
             try:
                 family = original_getsockopt(self, _SOL_SOCKET, _SO_DOMAIN)
                 kind = original_getsockopt(self, _SOL_SOCKET, _SO_TYPE)
+                if kind == _SOCK_STREAM:  # (every accept(): never raw, packet or ICMP, no third system call)
+                    return
+                proto = original_getsockopt(self, _SOL_SOCKET, _SO_PROTOCOL) if _SO_PROTOCOL is not None else -1
             except OSError:
                 return
-            if is_raw(family, kind):
-                proto = original_getsockopt(self, _SOL_SOCKET, _SO_PROTOCOL) if _SO_PROTOCOL is not None else -1
+            if is_raw(family, kind, proto):
                 check_raw(family, kind, proto, depth=2)
 
     for wrapper, original in (
