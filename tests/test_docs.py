@@ -58,11 +58,13 @@ def prose(doc: str) -> str:
     return FENCE.sub("", doc)
 
 
-def fenced(language: str | None = None) -> Iterator[tuple[Path, str]]:
+def fenced(language: str | None = None) -> Iterator[tuple[str, str]]:
+    """("file:line", body) of every fenced block, of one language if given."""
     for path in DOCS:
-        for match in FENCE.finditer(text(path)):
+        doc = text(path)
+        for match in FENCE.finditer(doc):
             if language is None or match.group(1) == language:
-                yield path, match.group(2)
+                yield f"{path.name}:{doc.count(chr(10), 0, match.start()) + 1}", match.group(2)
 
 
 # -- environment variables -----------------------------------------------------------------------------------
@@ -104,13 +106,13 @@ def test_every_documented_variable_is_read_by_the_code() -> None:
 # -- configuration keys --------------------------------------------------------------------------------------
 
 
-def toml_examples() -> list[tuple[Path, dict]]:
+def toml_examples() -> list[tuple[str, dict]]:
     return [(path, tomllib.loads(block)) for path, block in fenced("toml")]
 
 
-@pytest.mark.parametrize("block", [block for _path, block in fenced("toml")])
-def test_every_toml_example_loads(block: str, tmp_path: Path) -> None:
-    (tmp_path / "sockguard.toml").write_text(block)
+@pytest.mark.parametrize("where", [where for where, _block in fenced("toml")])
+def test_every_toml_example_loads(where: str, tmp_path: Path) -> None:
+    (tmp_path / "sockguard.toml").write_text(dict(fenced("toml"))[where])
     settings = config.load_settings({"SOCKGUARD_CONFIG": str(tmp_path / "sockguard.toml")}, str(tmp_path))
     settings.build_policy()
 
@@ -149,7 +151,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
 
 def documented_commands() -> Iterator[tuple[str, str]]:
     """(where, command line) of every whole ``sockguard ...`` command in a shell, console or Dockerfile block."""
-    for path, block in [*fenced("sh"), *fenced("console"), *fenced("dockerfile")]:
+    for where, block in [*fenced("sh"), *fenced("console"), *fenced("dockerfile")]:
         for line in block.splitlines():
             line = re.sub(r"^(\$ |RUN )", "", line.strip())
             if line.startswith(("sockguard ", "python -m sockguard ")):
@@ -158,7 +160,7 @@ def documented_commands() -> Iterator[tuple[str, str]]:
                     if word in ("|", "&&") or word.startswith((">", "2>")):
                         words = words[:i]
                         break
-                yield f"{path.name}: {line}", " ".join(words).removeprefix("python -m ")
+                yield f"{where}: {line}", " ".join(words).removeprefix("python -m ")
 
 
 def test_every_documented_command_parses() -> None:
