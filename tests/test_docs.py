@@ -246,3 +246,26 @@ def test_every_test_the_docs_name_exists() -> None:
                 if name not in defined | OTHER_PROJECTS_TESTS:
                     missing.add(f"{path.name}: {name}")
     none_of(missing)
+
+
+# -- the code layout -----------------------------------------------------------------------------------------
+
+
+def modules() -> list[str]:
+    """Every module and sub-package directly under sockguard/: ``name.py`` or ``name/``."""
+    found = [p.name for p in (ROOT / "sockguard").glob("*.py") if not p.name.startswith("__")]
+    found += [f"{p.name}/" for p in (ROOT / "sockguard").iterdir() if (p / "__init__.py").exists()]
+    return sorted(found)
+
+
+def test_every_module_is_in_the_readme_layout_and_a_contributing_layer() -> None:
+    layout = next(block for _where, block in fenced("") if block.startswith("sockguard/\n"))
+    layers = text(ROOT / "CONTRIBUTING.md").split("## Layers", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for module in modules():
+        if not re.search(rf"(?<![\w/]){re.escape(module)}", layout):
+            missing.append(f"README.md code layout: {module}")
+        spellings = {module, module.removesuffix(".py"), f"sockguard/{module}"}
+        if not spellings & set(INLINE.findall(layers)):
+            missing.append(f"CONTRIBUTING.md layers: {module}")
+    none_of(missing, "name each module in README's code layout and in CONTRIBUTING's layer table:")
