@@ -15,7 +15,7 @@ import errno
 import os
 import sys
 
-from sockguard import breaker_settings, resolver_settings
+from sockguard import breaker_settings
 from sockguard.errors import ConfigError, RuleError
 from sockguard.rules import Rule, compile_rules, split_rules
 from sockguard.source import PINNED, Source, same_file, take
@@ -200,15 +200,25 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _parse_toml(path: str, data: bytes) -> dict[str, Any]:
+    """The file's table. The plain TOML config files are written in is read without ``tomllib`` (importing it
+    costs more than the rest of the guard's first socket use); anything else goes to tomllib (sockguard.toml_subset
+    never reads a document differently: it reads it exactly as tomllib would, or declines)."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
+                          source=path) from None  # fmt: skip
+    from sockguard import toml_subset  # (a config file's first read only)
+
+    table = toml_subset.loads(text)
+    if table is not None:
+        return table
     import tomllib
 
     try:
-        return tomllib.loads(data.decode())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"sockguard: {path} is not valid TOML: {exc}", source=path) from None
-    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the codec's error through
-        raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
-                          source=path) from None  # fmt: skip
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
         raise ConfigError(
             f"sockguard: {path} is not valid TOML for sockguard: nested too deeply", source=path
@@ -310,6 +320,8 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
             log = os.path.join(os.path.dirname(os.path.abspath(base)), log)
         settings.log = log
     if "resolver" in table:
+        from sockguard import resolver_settings  # (only a pinned resolver needs it)
+
         if isinstance(table["resolver"], dict):  # [resolver] servers = [...], timeout = ..., attempts = ...
             settings.resolver, settings.resolver_options = resolver_settings.parse_table(table["resolver"], source)
         else:
@@ -340,10 +352,14 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
     if var_log := get("SOCKGUARD_LOG"):
         settings.log = var_log
     if get("SOCKGUARD_RESOLVER"):
+        from sockguard import resolver_settings  # (only a pinned resolver needs it)
+
         settings.resolver = resolver_settings.normalize_servers(
             get("SOCKGUARD_RESOLVER"), "environment", "SOCKGUARD_RESOLVER"
         )
     if any(var.startswith("SOCKGUARD_RESOLVER_") for var in environ):
+        from sockguard import resolver_settings
+
         settings.resolver_options = {**settings.resolver_options, **resolver_settings.parse_env(environ)}
     if any(var.startswith("SOCKGUARD_BREAKER") for var in environ):  # SOCKGUARD_BREAKER=off, SOCKGUARD_BREAKER_<KEY>
         settings.breaker = {**settings.breaker, **breaker_settings.parse_env(environ)}
@@ -392,16 +408,48 @@ def settings_from_source(found: Source) -> Settings:
 
 def _pinned(path: str, data: bytes) -> tuple[Settings, str | None]:
     """The pinned Settings and the config file they were resolved from (if any)."""
-    import json
-
     try:
-        parsed = json.loads(data)
+        parsed = _json_value(data)
     except ValueError as exc:
         raise ConfigError(
             f"sockguard: {path} (SOCKGUARD_PINNED) is not a pinned configuration: {exc}", source=path
         ) from None
     settings = Settings.from_pinned(parsed, path)
     return settings, parsed.get("file")
+
+
+def _json_value(data: bytes) -> Any:
+    """``json.loads(data)``, without importing ``json`` (and ``re`` with it) when the text is plain UTF-8 JSON: the
+    pinned file of every process of a ``sockguard run`` tree is read at its first socket use. The same C scanner
+    ``json.loads`` uses, with json's own defaults; anything it does not read whole (an error, a BOM, another
+    encoding) goes to ``json.loads``, whose answer or error message it is."""
+    try:
+        import _json
+    except ImportError:  # an interpreter without json's C accelerator
+        _json = None  # type: ignore[assignment]
+    if _json is not None:
+        try:
+            text = data.decode()
+            start = len(text) - len(text.lstrip(" \t\n\r"))
+            value, end = _json.make_scanner(_JsonDefaults)(text, start)  # type: ignore[arg-type]
+            if not text[end:].strip(" \t\n\r"):
+                return value
+        except (ValueError, StopIteration, RecursionError):
+            pass  # json.loads says what is wrong
+    import json
+
+    return json.loads(data)
+
+
+class _JsonDefaults:
+    """What the C scanner reads from its context: ``json.JSONDecoder``'s defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
 _noticed: set[str] = set()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap, resolvconf, reverse
+from sockguard import active, addrmap, resolvconf
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
 from sockguard.errors import InvalidHost
@@ -278,6 +278,10 @@ def _on_getnameinfo(args: tuple[Any, ...]) -> None:
 
 
 def _reverse(address: str, shown: str) -> None:
+    # Loaded at the first reverse lookup, not at every process's first connect (with no descriptor left to read it,
+    # the lookup fails with that OSError: it could not have read /etc/hosts or reached a nameserver either).
+    from sockguard import reverse
+
     state = active.in_force or active.current()
     decision = reverse.decide(state, address)
     if not decision.allowed:

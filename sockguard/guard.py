@@ -13,7 +13,6 @@ import _thread
 import gc
 import os
 import sys
-from contextlib import contextmanager
 
 from sockguard import _hook, active
 from sockguard.active import State
@@ -25,7 +24,7 @@ from sockguard.sinks import Sinks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
     from sockguard.config import Settings
@@ -217,14 +216,22 @@ def restore(previous: State | None) -> None:
     _sync_native(previous)
 
 
-@contextmanager
-def applied(state: State) -> Iterator[State]:
-    """Put ``state`` in force for a ``with`` block, then restore what was there before."""
-    previous = install(state)
-    try:
-        yield state
-    finally:
-        restore(previous)
+class applied:  # (lower case: used like the function it was, ``with guard.applied(state):``)
+    """Put ``state`` in force for a ``with`` block, then restore what was there before. A class, not a
+    ``contextlib.contextmanager``: contextlib is one more module in every guarded process's first socket use."""
+
+    __slots__ = ("previous", "state")
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.previous: State | None = None
+
+    def __enter__(self) -> State:
+        self.previous = install(self.state)
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        restore(self.previous)
 
 
 def _after_fork_in_child() -> None:

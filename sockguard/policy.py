@@ -7,7 +7,7 @@ non-overlapping intervals searched with bisect (O(log n), in C).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from _bisect import bisect_right  # (bisect.py only re-exports it)
 from collections import namedtuple
 
 from sockguard.addresses import (

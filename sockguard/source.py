@@ -17,10 +17,9 @@ It also keeps the one piece of environment the C library reads later on its own:
 (``LOCALDOMAIN``, ``RES_OPTIONS``, ``HOSTALIASES``) as the ``os.putenv`` audit events change them
 (sockguard.resolvconf).
 
-Imports only ``os``: this runs in every Python process at start-up.
+Imports only ``os`` (not ``__future__``: annotations naming checker-only types are strings): this runs in every
+Python process at start-up.
 """
-
-from __future__ import annotations
 
 import os
 
@@ -62,7 +61,7 @@ class Source:
         return not self.pinned and self.environ.get("SOCKGUARD_MODE", "").strip().lower() == "off"
 
 
-def take(environ: Mapping[str, str], cwd: str) -> Source:
+def take(environ: "Mapping[str, str]", cwd: str) -> Source:
     """The source a process with ``environ`` in ``cwd`` would use: cheap (a few ``stat``, one small read)."""
     variables = {key: value for key, value in environ.items() if key.startswith("SOCKGUARD_")}
     pinned = variables.get(PINNED)
