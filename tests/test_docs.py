@@ -28,15 +28,16 @@ TOOLS = [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "scripts").iterdir(), *(
 
 #: Variables that are the product's own business, never a user's: set by the product for itself.
 INTERNAL_VARIABLES = {"SOCKGUARD_DEMO_INSIDE"}  # the demo marks the child it re-executes inside its namespace
-#: Options of other programs that the docs show next to sockguard's (unshare, iptables, ruff, chromium, ...).
+#: Options of other programs that the docs show next to sockguard's (unshare, iptables, ruff, chromium, pytest, ...).
 OTHER_PROGRAMS_OPTIONS = {"--add-host", "--check", "--comment", "--dport", "--dports", "--dump-dom", "--group-id",
                           "--ignore-environment", "--ip-permissions", "--mount", "--net", "--noflush", "--proxy",
-                          "--test"}  # fmt: skip
+                          "--test", "--pdb", "--collect-only"}  # fmt: skip
 #: Test names the docs quote from other projects' suites (README: real client test suites).
 OTHER_PROJECTS_TESTS = {"test_debug_log", "test_http2_probe_blocked_per_thread"}
-#: Slash-separated names that are not files here: a SARIF fingerprint key, a Kubernetes annotation, the note a
-#: failed native build leaves (docs/native.md), a user's test file in an example.
-NOT_FILES = {"sockguard/v1", "sockguard/warnings", "sockguard/native/libsockguard.so.unavailable", "tests/test_x.py"}
+#: Slash-separated names that are not files of the checkout: a SARIF fingerprint key, a Kubernetes annotation, what
+#: the install builds (the native library, or the note a failed build leaves), a user's test file in an example.
+NOT_FILES = {"sockguard/v1", "sockguard/warnings", "sockguard/native/libsockguard.so",
+             "sockguard/native/libsockguard.so.unavailable", "tests/test_x.py"}  # fmt: skip
 
 VARIABLE = re.compile(r"SOCKGUARD_[A-Z0-9_]*[A-Z0-9]")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
