@@ -270,3 +270,18 @@ def test_every_module_is_in_the_readme_layout_and_a_contributing_layer() -> None
         if not spellings & set(INLINE.findall(layers)):
             missing.append(f"CONTRIBUTING.md layers: {module}")
     none_of(missing, "name each module in README's code layout and in CONTRIBUTING's layer table:")
+
+
+def test_contributing_layer_table_matches_the_layers_test_layers_enforces() -> None:
+    from tests import test_layers
+
+    rows = {}
+    for line in text(ROOT / "CONTRIBUTING.md").splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 3 and cells[0] in ("pure core", "configuration", "enforcement", "native layer"):
+            spans = INLINE.findall(cells[1])
+            rows[cells[0]] = {m[1] for s in spans if (m := re.fullmatch(r"(?:sockguard/)?(\w+)(?:\.py|/)", s))}
+    assert rows["pure core"] == test_layers.CORE
+    assert rows["configuration"] == test_layers.CONFIGURATION
+    assert "native" in rows["native layer"]  # sockguard/native/: enforcement's, in a row of its own with the C
+    assert rows["enforcement"] | {"native"} == test_layers.ENFORCEMENT
