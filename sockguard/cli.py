@@ -185,8 +185,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
+        width = max(map(len, data))
         for key, value in data.items():
-            print(f"{key:15s} {value}")
+            print(f"{key:{width}s} {value}")
     if log_problem:
         print(f"sockguard: {log_problem}; decisions would be enforced but not written to the log", file=sys.stderr)
         return EXIT_BLOCKED
