@@ -485,6 +485,8 @@ class _Plugin:
         self.controller = not self.worker and getattr(config.option, "dist", "no") != "no"
         self.runs_tests = not self.controller
         self.force_off = compat is not None and compat.force_enable
+        # (before _session_rules: --allow-hosts with a name resolves it through this cache; issue 13's crash)
+        self._resolved_hosts: dict[str, tuple[str, ...]] = {}
         self.session_rules = None if self.force_off else self._session_rules()
         self.stack: list[_Scope] = []
         self.records: list[Blocked] = []
@@ -498,7 +500,6 @@ class _Plugin:
         self._tmpdir: str | None = None
         self._child_log: str | None = None
         self._child_offset = 0
-        self._resolved_hosts: dict[str, tuple[str, ...]] = {}
         self._collecting: tuple[str, str, str] | None = None
         self._session_scope: _Scope | None = None
         self._env: dict[Rules, dict[str, str]] = {}

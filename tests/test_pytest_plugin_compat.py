@@ -564,3 +564,17 @@ def test_row_failure_names_call_site_and_rule(sg, servers) -> None:
             "*= sockguard: blocked destinations =*",
         ]
     )
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_allow_hosts_with_a_name_runs(sg, servers, plugin) -> None:
+    """Issue 13: --allow-hosts with a host name ended in INTERNALERROR (exit 3)."""
+    sg.makepyfile(
+        test_inner="""
+        def test_probe(probe):
+            assert probe.tcp() == "ok"
+        """
+    )
+    result = run_under(sg, plugin, "--disable-socket", "--allow-hosts=localhost,127.0.0.1")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
