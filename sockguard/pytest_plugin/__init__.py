@@ -1,0 +1,81 @@
+"""pytest plugin: one sockguard allowlist over the whole test run (the ``pytest11`` entry point).
+
+Inactive unless enabled: ``--sockguard`` (or ``--sockguard-mode``), ini ``sockguard = true``,
+``[tool.sockguard.pytest]`` ``enable = true``, a pytest-socket option, or a sockguard / pytest-socket marker or
+fixture on a test. Then collection, fixture set-up and teardown of every scope, the tests themselves and the
+Python processes they start run under an explicit policy built with the runtime engine. Every blocked attempt is
+recorded (even when the code under test swallows the exception): the test's report names the destination, the
+call site and the rule to add, and the session ends with a summary (optionally a JSON file). See
+docs/pytest-plugin.md.
+
+One job per module: ``options`` (inputs), ``scopes`` (policies), ``session`` (the per-config plugin: stack,
+children, recording, reports), ``records``, ``raises``, ``fixture``, ``compat`` (pytest-socket's semantics) and
+``socket_api`` (the ``pytest_socket`` module when pytest-socket is not installed). This module holds only the
+module-level hooks and the ``sockguard`` fixture.
+
+PYTEST_DONT_REWRITE: production code, not tests (the guard may have imported sockguard before pytest started).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sockguard.pytest_plugin import session
+from sockguard.pytest_plugin.fixture import Controller, _SocketFixtures
+from sockguard.pytest_plugin.options import _BadInput, _Compat, _native_options, _pytest_socket_present, add_options
+from sockguard.pytest_plugin.records import Blocked, SockguardWarning
+from sockguard.pytest_plugin.scopes import Rules
+from sockguard.pytest_plugin.session import _PLUGIN, _Plugin
+
+__all__ = ["Blocked", "Controller", "Rules", "SockguardWarning"]
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    add_options(parser, pluginmanager)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sockguard(*allow, allow=[], deny=[], mode=None, allow_loopback=None, allow_unix=None): "
+        "sockguard policy for this test, on top of the session's",
+    )
+    socket_present = _pytest_socket_present(config.pluginmanager)
+    compat = None
+    if not socket_present:
+        config.addinivalue_line("markers", "disable_socket(): block all network access for this test (sockguard)")
+        config.addinivalue_line("markers", "enable_socket(): allow all network access for this test (sockguard)")
+        config.addinivalue_line("markers", "allow_hosts([hosts]): allow only these hosts for this test (sockguard)")
+        compat = _Compat(
+            disable=bool(config.getoption("disable_socket", False)),
+            force_enable=bool(config.getoption("force_enable_socket", False)),
+            allow_hosts=config.getoption("allow_hosts", None),
+            allow_unix_socket=bool(config.getoption("allow_unix_socket", False)),
+        )
+    try:
+        native = _native_options(config)
+        plugin = _Plugin(config, native, compat, socket_present)
+    except _BadInput as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_PLUGIN] = plugin
+    config.pluginmanager.register(plugin, "sockguard-session")
+    if compat is not None:
+        config.pluginmanager.register(_SocketFixtures(), "sockguard-socket-fixtures")
+    session._active_configs += 1
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(_PLUGIN, None)
+    if plugin is None:
+        return
+    session._active_configs -= 1
+    plugin.unconfigure()
+    del config.stash[_PLUGIN]
+
+
+@pytest.fixture(scope="session")
+def sockguard(pytestconfig: pytest.Config) -> Controller:
+    """Relax or tighten sockguard's policy inside a test: ``sockguard.allow("api.test:443")``,
+    ``with sockguard.deny(...)``, ``sockguard.policy(mode="monitor")``, ``sockguard.expect_blocked()``.
+    Requesting it guards the test even when the run is not guarded."""
+    return Controller(pytestconfig.stash[_PLUGIN])
