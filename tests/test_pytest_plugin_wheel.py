@@ -81,7 +81,7 @@ def test_filterwarnings_error_under_the_pythonpath_activation(installed, tmp_pat
     python, activation = installed
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "test_project.py").write_text(TESTS)
-    with socket_server() as (server, port):
+    with socket_server() as (_server, port):
         plain = run_project(python, tmp_path, port, *args)
         guarded = run_project(python, tmp_path, port, *args, PYTHONPATH=str(activation))
     assert plain.returncode == 0, plain.stdout + plain.stderr
