@@ -16,7 +16,10 @@ from sockguard.rules import normalize_host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    from sockguard.errors import EgressBlocked
 
     from sockguard.breaker import Breaker
     from sockguard.policy import Policy
@@ -52,6 +55,7 @@ class State:
         "resolver",
         "settings",
         "sinks",
+        "translate",
     )
 
     def __init__(
@@ -65,6 +69,7 @@ class State:
         settings: Any = None,
         breaker: Breaker | None = None,
         resolver: Resolver | None = None,
+        translate: Callable[[EgressBlocked], EgressBlocked] | None = None,
     ) -> None:
         self.policy = policy
         self.mode = mode
@@ -74,6 +79,9 @@ class State:
         self.settings = settings
         self.breaker = breaker
         self.resolver = resolver  # sockguard.resolver.Resolver in pinned mode, else None (the system resolver)
+        # The exception a refusal raises, in a host's own terms (the pytest plugin: pytest-socket's classes and
+        # pytest's options in the hint); None: sockguard's own (sockguard.refusal).
+        self.translate = translate
         self.names: dict[tuple[Any, Any], tuple[Decision, str | None]] = {}
         self.addrs: dict[Any, dict[Any, Decision]] = {}
         self.answers: dict[tuple[str, str, int | None], Decision] = {}

@@ -18,9 +18,11 @@ PYTEST_DONT_REWRITE: production code, not tests (the guard may have imported soc
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from sockguard.pytest_plugin import session
+from sockguard.pytest_plugin import session, socket_api
 from sockguard.pytest_plugin.fixture import Controller, _SocketFixtures
 from sockguard.pytest_plugin.options import _BadInput, _Compat, _native_options, _pytest_socket_present, add_options
 from sockguard.pytest_plugin.records import Blocked, SockguardWarning
@@ -61,7 +63,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(plugin, "sockguard-session")
     if compat is not None:
         config.pluginmanager.register(_SocketFixtures(), "sockguard-socket-fixtures")
+        socket_api.HANDLERS.append(plugin.socket_functions)
+        _serve_pytest_socket()
     session._active_configs += 1
+
+
+def _serve_pytest_socket() -> None:
+    """``import pytest_socket`` finds sockguard's module for this run: pytest-socket is not installed, or is
+    kept out of the run (``-p no:socket`` hands its names to sockguard). The previous entry comes back at the end."""
+    if sys.modules.get("pytest_socket") is not socket_api:
+        _saved_modules.append(sys.modules.get("pytest_socket"))
+        sys.modules["pytest_socket"] = socket_api
+
+
+_saved_modules: list[object] = []
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -70,6 +85,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     session._active_configs -= 1
     plugin.unconfigure()
+    if plugin.socket_functions in socket_api.HANDLERS:
+        socket_api.HANDLERS.remove(plugin.socket_functions)
+        if not socket_api.HANDLERS and sys.modules.get("pytest_socket") is socket_api and _saved_modules:
+            previous = _saved_modules.pop()
+            if previous is None:
+                del sys.modules["pytest_socket"]
+            else:
+                sys.modules["pytest_socket"] = previous  # type: ignore[assignment]
     del config.stash[_PLUGIN]
 
 

@@ -13,18 +13,21 @@ from sockguard.pytest_plugin.session import _PLUGIN, _Plugin
 
 
 class _SocketFixtures:
-    """pytest-socket's fixtures, registered only when pytest-socket is not there to provide them."""
+    """pytest-socket's fixtures, registered only when pytest-socket is not there to provide them. Their bodies
+    act when they run, as pytest-socket's do (after the markers: a fixture beats a marker)."""
 
     @pytest.fixture
     def socket_disabled(self, request: pytest.FixtureRequest) -> Iterator[None]:
         """Block all network access for this test (pytest-socket compatible)."""
-        request.config.stash[_PLUGIN].requested(request, "socket_disabled")
+        plugin = request.config.stash[_PLUGIN]
+        unix = plugin.compat is not None and plugin.compat.allow_unix_socket
+        plugin.socket_functions[0](unix)
         yield
 
     @pytest.fixture
     def socket_enabled(self, request: pytest.FixtureRequest) -> Iterator[None]:
         """Allow all network access for this test (pytest-socket compatible)."""
-        request.config.stash[_PLUGIN].requested(request, "socket_enabled")
+        request.config.stash[_PLUGIN].socket_functions[1]()
         yield
 
 

@@ -38,6 +38,7 @@ class Blocked:
     expected: bool = False
     count: int = 1
     checked: int = 0  # times a pytest.raises in the test caught it (or an exception chained from it)
+    compat: bool = False  # under pytest-socket's semantics: the advice names its markers and options
 
     @property
     def destination(self) -> str:
@@ -52,6 +53,8 @@ class Blocked:
 
     @property
     def action(self) -> str:
+        if self.reason == "socket-disabled":
+            return f"creation of {self.host}" if self.operation == "socket" else str(self.host)
         verb = {"connect": "connection to", "send": "datagram to", "resolve": "DNS lookup of"}
         return f"{verb.get(self.operation, self.operation)} {self.destination}"
 
@@ -63,11 +66,22 @@ class Blocked:
                 "AF_UNIX is blocked here: drop --sockguard-no-unix / sockguard_allow_unix = false "
                 "(pytest-socket style: --allow-unix-socket)"
             )
+        if self.reason == "socket-disabled":
+            return (
+                "sockets are disabled here: @pytest.mark.enable_socket or the socket_enabled fixture enables them "
+                "(--allow-unix-socket: AF_UNIX)"
+            )
         if self.reason == "config-error":
             return "fix the sockguard configuration"
         if not self.suggestion:
             return "no allow rule can permit it"
         rule = self.suggestion
+        if self.compat:
+            host = self.address or self.host
+            return (
+                f"to allow it, list {host!r} in @pytest.mark.allow_hosts([...]) or --allow-hosts, or use "
+                f"@pytest.mark.enable_socket; sockguard's own rule: @pytest.mark.sockguard(allow=[{rule!r}])"
+            )
         return (
             f"to allow it, add the rule {rule!r}: --sockguard-allow={rule}, a line in the sockguard_allow ini "
             f"option, or @pytest.mark.sockguard(allow=[{rule!r}])"

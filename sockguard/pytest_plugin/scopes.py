@@ -21,6 +21,11 @@ class Rules:
     deny: tuple[str, ...] = ()
     allow_loopback: bool = True
     allow_unix: bool = True
+    # pytest-socket's semantics (sockguard/pytest_plugin/compat.py): socket creation refused (AF_UNIX too unless
+    # allow_unix) during a test's set-up and call, and the allow list as pytest-socket shows it in its errors
+    # (None: no pytest-socket host list in force).
+    block_create: bool = False
+    hosts_shown: tuple[str, ...] | None = None
 
     def refined(
         self,
@@ -32,12 +37,13 @@ class Rules:
         allow_unix: bool | None = None,
     ) -> Rules:
         """These rules plus more allow/deny rules, with the scalars that are given replaced."""
-        return Rules(
-            self.mode if mode is None else mode,
-            self.allow + tuple(r for r in dict.fromkeys(allow) if r not in self.allow),
-            self.deny + tuple(r for r in dict.fromkeys(deny) if r not in self.deny),
-            self.allow_loopback if allow_loopback is None else allow_loopback,
-            self.allow_unix if allow_unix is None else allow_unix,
+        return dataclasses.replace(
+            self,
+            mode=self.mode if mode is None else mode,
+            allow=self.allow + tuple(r for r in dict.fromkeys(allow) if r not in self.allow),
+            deny=self.deny + tuple(r for r in dict.fromkeys(deny) if r not in self.deny),
+            allow_loopback=self.allow_loopback if allow_loopback is None else allow_loopback,
+            allow_unix=self.allow_unix if allow_unix is None else allow_unix,
         )
 
     def settings(self) -> Any:
@@ -59,6 +65,7 @@ class Rules:
             f"{self.mode}; allow: {', '.join(self.allow) or '-'}; deny: {', '.join(self.deny) or '-'}; "
             f"loopback {'allowed' if self.allow_loopback else 'blocked'}; "
             f"AF_UNIX {'allowed' if self.allow_unix else 'blocked'}"
+            + ("; socket creation blocked" if self.block_create else "")
         )
 
 

@@ -7,6 +7,7 @@ top one is installed with ``guard.install`` and mirrored into ``SOCKGUARD_*`` fo
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import fnmatch
 import json
 import os
@@ -14,17 +15,26 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from sockguard.pytest_plugin.compat import (
+    ENABLE_HINT,
+    allowed,
+    creation_allowed,
+    disabled,
+    enabled,
+    parse_hosts,
+    refuse_creation,
+    translator,
+)
 from sockguard.pytest_plugin.options import (
     _apply_marker,
     _BadInput,
     _Compat,
     _Native,
-    _rule_list,
     _socket_options_used,
 )
 from sockguard.pytest_plugin.raises import _watch_pytest_raises
@@ -44,6 +54,13 @@ _ENV_KEYS = (
 )
 _MAX_RECORDS = 10000
 _active_configs = 0  # pytest configs alive in this process (pytester runs nest them)
+
+
+def _compat_base(session: Rules | None) -> Rules | None:
+    """The session's policy without its pytest-socket parts (a test's own markers replace those)."""
+    return None if session is None else dataclasses.replace(session, block_create=False, hosts_shown=None)
+
+
 _ITEM_SCOPE = pytest.StashKey["_Scope | None"]()
 _PLUGIN = pytest.StashKey["_Plugin"]()
 
@@ -81,16 +98,20 @@ class _Plugin:
         self._env_current: dict[str, str] | None = None
         self._watching = False
         self._pythonpath: str | None = None
+        self._running: pytest.Item | None = None  # the test between its set-up and the end of its teardown
+        self._pending: list[Callable[[Rules | None], Rules | None]] = []  # pytest-socket calls before any test
+        self.socket_functions = self._socket_functions()
 
     # -- policies --
 
     def _session_rules(self) -> Rules | None:
         compat, native = self.compat, self.native
         base: Rules | None = None
-        if compat is not None and compat.allow_hosts is not None:
-            base = self._compat_rules(self._allow_hosts(compat.allow_hosts, "--allow-hosts"), None)
-        elif compat is not None and compat.disable:
-            base = self._compat_rules((), None)
+        if compat is not None:
+            unix = compat.allow_unix_socket
+            base = allowed(None, self._hosts(compat.allow_hosts) if compat.allow_hosts else None, unix)
+            if compat.disable and not compat.allow_hosts:
+                base = disabled(base, unix)
         if native.enabled and base is None:
             base = DEFAULT
         if base is None:
@@ -103,35 +124,8 @@ class _Plugin:
             allow_unix=native.allow_unix,
         )
 
-    def _compat_rules(self, allow: tuple[str, ...], session: Rules | None) -> Rules:
-        """pytest-socket's semantics: only ``allow`` (nothing under disable), no implicit loopback, AF_UNIX
-        only with --allow-unix-socket. The session's mode and deny rules still apply."""
-        mode = session.mode if session is not None and session.mode != "off" else "enforce"
-        unix = self.compat is not None and self.compat.allow_unix_socket
-        return Rules(mode, allow, session.deny if session is not None else (), False, unix)
-
-    def _allow_hosts(self, value: object, where: str) -> tuple[str, ...]:
-        """pytest-socket's allow_hosts as sockguard rules: each entry (IP, CIDR, name or any sockguard rule),
-        plus the addresses a plain name resolves to (pytest-socket allows those too), plus ``localhost`` when
-        a loopback address is listed (it resolves from /etc/hosts, never through DNS)."""
-        from sockguard.addresses import is_loopback, parse_address
-
-        if isinstance(value, str):
-            entries = [e.strip() for e in value.split(",")]
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            entries = [e.strip() for e in value]
-        else:
-            raise _BadInput(f"sockguard: {where} must be a list of hosts or a comma-separated string, got {value!r}")
-        entries = [e for e in entries if e]
-        allow = list(_rule_list(entries, where))
-        for entry in entries:
-            address = parse_address(entry.strip("[]"))
-            if address is not None:
-                if is_loopback(address) and "localhost" not in allow:
-                    allow.append("localhost")
-            elif "/" not in entry and ":" not in entry and not entry.startswith("*."):
-                allow.extend(ip for ip in self._resolve(entry) if ip not in allow)
-        return tuple(allow)
+    def _hosts(self, value: object) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        return parse_hosts(value, self._resolve)
 
     def _resolve(self, name: str) -> tuple[str, ...]:
         """The addresses of an allow_hosts name, resolved once per session like pytest-socket does."""
@@ -142,9 +136,9 @@ class _Plugin:
             from sockguard import guard
 
             try:
-                with guard.applied(guard.off()):
+                with guard.applied(guard.off()), creation_allowed():
                     infos = socket.getaddrinfo(name, None)
-                found = tuple(dict.fromkeys(str(info[4][0]).partition("%")[0] for info in infos))
+                found = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
             except OSError:
                 found = ()
             self._resolved_hosts[name] = found
@@ -152,22 +146,29 @@ class _Plugin:
 
     def rules_for(self, node: Any, names: tuple[str, ...]) -> Rules | None:
         """The policy for a test (or a fixture's scope node) requesting ``names``; None when sockguard leaves
-        it alone. Precedence: --force-enable-socket > enable_socket / socket_enabled > disable_socket /
-        socket_disabled > allow_hosts marker > session; then @pytest.mark.sockguard, module to function."""
-        if self.force_off:
-            return None
+        it alone. pytest-socket's order: --force-enable-socket, enable_socket / socket_enabled, then
+        disable_socket / socket_disabled, then the allow_hosts marker over --allow-hosts, then --disable-socket
+        when no host list is given (the fixtures' bodies apply again when they run: see socket_change); then
+        @pytest.mark.sockguard, module to function."""
         rules = self.session_rules
         where = node.nodeid or "the session"
-        if self.compat is not None:
-            if node.get_closest_marker("enable_socket") is not None or "socket_enabled" in names:
-                rules = OFF
+        compat = self.compat
+        if compat is not None:
+            unix = compat.allow_unix_socket
+            if self.force_off or node.get_closest_marker("enable_socket") is not None or "socket_enabled" in names:
+                rules = None if self.force_off else OFF
             elif node.get_closest_marker("disable_socket") is not None or "socket_disabled" in names:
-                rules = self._compat_rules((), self.session_rules)
+                rules = disabled(_compat_base(self.session_rules), unix)
             elif (mark := node.get_closest_marker("allow_hosts")) is not None:
                 if not mark.args:
                     raise _BadInput(f"sockguard: {where}: @pytest.mark.allow_hosts needs a list of hosts")
-                allow = self._allow_hosts(mark.args[0], f"{where}: @pytest.mark.allow_hosts")
-                rules = self._compat_rules(allow, self.session_rules)
+                hosts = mark.args[0]
+                parsed = self._hosts(hosts)  # None: not a list or a string, which pytest-socket ignores
+                rules = OFF if parsed is None else allowed(_compat_base(self.session_rules), parsed, unix)
+                if compat.disable and not hosts:
+                    rules = disabled(rules, unix)
+        elif self.force_off:
+            return None
         marks = list(node.iter_markers("sockguard"))
         if marks or "sockguard" in names:
             rules = DEFAULT if rules is None else rules
@@ -200,7 +201,7 @@ class _Plugin:
                 if event.get("event") == "decision" and event.get("decision") in ("block", "would-block"):
                     self.record(event, holder[0] if holder else None)
 
-            state = guard.state_from_settings(settings, observer=observe)
+            state = guard.state_from_settings(settings, observer=observe, translate=translator(rules))
             holder.append(state)
             self._states[rules] = state
         return state
@@ -224,12 +225,17 @@ class _Plugin:
         from sockguard import guard
 
         if not self.stack:
+            refuse_creation(None)
             if self._installed is not None:
                 self._restore_env()
                 guard.restore(self._previous)
                 self._installed = self._previous = None
             return
-        rules = self.stack[-1].effective()
+        top = self.stack[-1]
+        rules = top.effective()
+        # Socket creation is refused where pytest-socket refuses it: a test's set-up and call.
+        creating = rules.block_create and rules.mode == "enforce" and top.when in ("setup", "call")
+        refuse_creation((rules.allow_unix, self._creation_refused) if creating else None)
         state = self._state(rules)
         if state is not self._installed:
             previous = guard.install(state)
@@ -237,6 +243,63 @@ class _Plugin:
                 self._previous = previous
             self._installed = state
         self._set_env(rules)
+
+    def _creation_refused(self, what: str, operation: str) -> str:
+        """Record a socket creation (or lookup) refused while sockets are disabled; sockguard's explanation."""
+        from sockguard.caller import find_caller
+
+        caller = find_caller(3)
+        nodeid, _, where = self._context()
+        self.record(
+            {"op": operation, "proto": "tcp" if operation == "socket" else "dns", "host": what, "port": None,
+             "address": None, "decision": "block", "reason": "socket-disabled", "rule": None, "caller": caller,
+             "explanation": "sockets are disabled here"},
+            None,
+        )  # fmt: skip
+        return (
+            f"sockguard blocked {what}: sockets are disabled during {where} of {nodeid or 'the session'} "
+            f"(--disable-socket, the disable_socket marker, the socket_disabled fixture or disable_socket()); "
+            f"called from {caller or 'unknown code'}. To allow it: {ENABLE_HINT}"
+            + ("; --allow-unix-socket allows AF_UNIX." if "AF_UNIX" in what else ".")
+        )
+
+    # -- pytest-socket's fixtures and functions --
+
+    def socket_change(self, item: Any, change: Callable[[Rules | None], Rules | None]) -> None:
+        """``disable_socket()`` / ``enable_socket()`` / ``socket_allow_hosts()`` (the functions or the fixtures'
+        bodies): change the policy of ``item`` (the test in progress) until its end; with no test in progress
+        (a conftest at import time), of the next test."""
+        if item is None:
+            self._pending.append(change)
+            return
+        scope = item.stash.get(_ITEM_SCOPE, None)
+        if scope is None:
+            scope = _Scope(OFF, item.nodeid, "setup", "setup")
+            scope.static = tuple(getattr(item, "fixturenames", ()))
+            scope.swallowed = self._swallowed_for(item, scope.static)
+            item.stash[_ITEM_SCOPE] = scope
+        scope.changes.append(lambda rules: change(rules) or OFF)
+        if scope in self.stack:
+            self._apply()
+        elif self._running is item:
+            self.push(scope)
+
+    def _socket_functions(self) -> tuple[Callable[[bool], None], Callable[[], None], Callable[[object, bool], None]]:
+        def disable(unix: bool) -> None:
+            self.socket_change(self._running, lambda rules: disabled(rules, unix))
+
+        def enable() -> None:
+            self.socket_change(self._running, enabled)
+
+        def allow_hosts(hosts: object, unix: bool) -> None:
+            parsed = self._hosts(hosts)
+            self.socket_change(self._running, lambda rules: allowed(rules, parsed, unix))
+
+        return disable, enable, allow_hosts
+
+    def _compat_in_force(self) -> bool:
+        rules = self.current_rules()
+        return rules is not None and (rules.block_create or rules.hosts_shown is not None)
 
     def current_rules(self) -> Rules | None:
         return self.stack[-1].effective() if self.stack else None
@@ -346,12 +409,14 @@ class _Plugin:
             decision=str(event.get("decision")),
             reason=str(event.get("reason")),
             rule=event.get("rule"),
-            explanation=_explain(str(event.get("reason")), event.get("rule"), event.get("detail")),
+            explanation=event.get("explanation")
+            or _explain(str(event.get("reason")), event.get("rule"), event.get("detail")),
             caller=event.get("caller"),
             suggestion=_suggest(state, event),
             pid=int(event.get("pid") or os.getpid()),
             child=child,
             expected=expected,
+            compat=self._compat_in_force(),
         )
         self._index[key] = record
         self.records.append(record)
@@ -468,6 +533,8 @@ class _Plugin:
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        if self.runs_tests:
+            self._running = item
         if self.runs_tests and not self.force_off:
             self.by_node.pop(item.nodeid, None)  # a re-run starts afresh (the summary keeps every record)
             names = tuple(getattr(item, "fixturenames", ()))
@@ -481,6 +548,9 @@ class _Plugin:
                 scope.static = names
                 scope.swallowed = self._swallowed_for(item, names)
             item.stash[_ITEM_SCOPE] = scope
+        pending, self._pending = self._pending, []
+        for change in pending:  # pytest-socket functions called before this test (a conftest at import time)
+            self.socket_change(item, change)
         return (yield from self._phase(item, "setup"))
 
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -489,11 +559,14 @@ class _Plugin:
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-        return (yield from self._phase(item, "teardown"))
+        try:
+            return (yield from self._phase(item, "teardown"))
+        finally:
+            self._running = None
 
     def _phase(self, item: pytest.Item, when: str) -> Iterator[None]:
         scope = item.stash.get(_ITEM_SCOPE, None)
-        if scope is not None:
+        if scope is not None and scope not in self.stack:
             scope.when = scope.where = when
             self.push(scope)
         try:
@@ -502,28 +575,6 @@ class _Plugin:
             scope = item.stash.get(_ITEM_SCOPE, None)
             if scope is not None and scope in self.stack:
                 self.pop(scope)
-
-    def requested(self, request: pytest.FixtureRequest, name: str) -> None:
-        """A pytest-socket fixture was requested at run time (getfixturevalue): recompute the test's policy."""
-        item = request.node
-        if not isinstance(item, pytest.Item) or self.force_off:
-            return
-        scope = item.stash.get(_ITEM_SCOPE, None)
-        static = scope.static if scope is not None else tuple(getattr(item, "fixturenames", ()))
-        if name in static:
-            return  # already part of the test's policy
-        rules = self.rules_for(item, (*static, name))
-        if rules is None:
-            return
-        if scope is None:
-            scope = _Scope(rules, item.nodeid, "setup", "setup")
-            scope.swallowed = self._swallowed_for(item, static)
-            item.stash[_ITEM_SCOPE] = scope
-        scope.static, scope.rules = (*static, name), rules
-        if scope in self.stack:
-            self._apply()
-        else:
-            self.push(scope)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
