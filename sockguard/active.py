@@ -19,9 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from sockguard.errors import EgressBlocked
-
     from sockguard.breaker import Breaker
+    from sockguard.errors import EgressBlocked
     from sockguard.policy import Policy
     from sockguard.resolver import Resolver
     from sockguard.sinks import Sinks

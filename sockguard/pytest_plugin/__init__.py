@@ -34,6 +34,8 @@ __all__ = ["Blocked", "Controller", "Rules", "SockguardWarning"]
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     add_options(parser, pluginmanager)
+    if not _pytest_socket_present(pluginmanager):
+        _serve_pytest_socket()  # now: a root conftest.py imports pytest_socket before pytest_configure
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,7 +66,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if compat is not None:
         config.pluginmanager.register(_SocketFixtures(), "sockguard-socket-fixtures")
         socket_api.HANDLERS.append(plugin.socket_functions)
-        _serve_pytest_socket()
     session._active_configs += 1
 
 
@@ -81,19 +82,18 @@ _saved_modules: list[object] = []
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.stash.get(_PLUGIN, None)
-    if plugin is None:
-        return
-    session._active_configs -= 1
-    plugin.unconfigure()
-    if plugin.socket_functions in socket_api.HANDLERS:
-        socket_api.HANDLERS.remove(plugin.socket_functions)
-        if not socket_api.HANDLERS and sys.modules.get("pytest_socket") is socket_api and _saved_modules:
-            previous = _saved_modules.pop()
-            if previous is None:
-                del sys.modules["pytest_socket"]
-            else:
-                sys.modules["pytest_socket"] = previous  # type: ignore[assignment]
-    del config.stash[_PLUGIN]
+    if plugin is not None:
+        session._active_configs -= 1
+        plugin.unconfigure()
+        if plugin.socket_functions in socket_api.HANDLERS:
+            socket_api.HANDLERS.remove(plugin.socket_functions)
+        del config.stash[_PLUGIN]
+    if not socket_api.HANDLERS and sys.modules.get("pytest_socket") is socket_api and _saved_modules:
+        previous = _saved_modules.pop()
+        if previous is None:
+            del sys.modules["pytest_socket"]
+        else:
+            sys.modules["pytest_socket"] = previous  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="session")

@@ -233,8 +233,9 @@ class _Plugin:
             return
         top = self.stack[-1]
         rules = top.effective()
-        # Socket creation is refused where pytest-socket refuses it: a test's set-up and call.
-        creating = rules.block_create and rules.mode == "enforce" and top.when in ("setup", "call")
+        # Socket creation is refused where pytest-socket refuses it: a test's own set-up and call. A fixture of a
+        # higher scope (a server it starts) is judged by its scope's policy at connect time only.
+        creating = rules.block_create and rules.mode == "enforce" and top.where in ("setup", "call")
         refuse_creation((rules.allow_unix, self._creation_refused) if creating else None)
         state = self._state(rules)
         if state is not self._installed:
@@ -610,7 +611,7 @@ class _Plugin:
                     "`with sockguard.expect_blocked():` (the sockguard fixture) or run with --sockguard-swallowed=warn."
                 )
                 return
-            if item is not None:
+            if item is not None and not all(r.compat for r in failing):  # (those warned as pytest-socket does)
                 try:
                     item.warn(SockguardWarning(f"{head}\n{text}"))
                 except Warning:  # warnings are errors in this run

@@ -56,19 +56,39 @@ class SocketConnectBlockedError(EgressBlocked):
 
 
 class LookupSocketBlockedError(SocketBlockedError, LookupBlocked):  # type: ignore[misc]
-    """A lookup while sockets are disabled: also a ``socket.gaierror``."""
+    """A lookup while sockets are disabled: also a ``socket.gaierror``. Named ``SocketBlockedError`` in
+    tracebacks, as pytest-socket's; pickled through :func:`_rebuild_lookup` (its name is not its attribute)."""
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_lookup, ("blocked", self.strerror, self.__dict__.copy()))
 
 
 class LookupSocketConnectBlockedError(SocketConnectBlockedError, LookupBlocked):  # type: ignore[misc]
     """A lookup of a name outside the allowed hosts (refused before DNS): also a ``socket.gaierror``."""
 
+    def __reduce__(self) -> Any:
+        return (_rebuild_lookup, ("connect", self.strerror, self.__dict__.copy()))
+
+
+LookupSocketBlockedError.__name__ = LookupSocketBlockedError.__qualname__ = "SocketBlockedError"
+LookupSocketConnectBlockedError.__name__ = LookupSocketConnectBlockedError.__qualname__ = "SocketConnectBlockedError"
+
+
+def _rebuild_lookup(kind: str, message: str, attrs: dict[str, Any]) -> EgressBlocked:
+    cls = LookupSocketBlockedError if kind == "blocked" else LookupSocketConnectBlockedError
+    exc = cls.__new__(cls)
+    EgressBlocked.__init__(exc, message)
+    exc.__dict__.update(attrs)
+    return exc
+
 
 def from_guard(cls: type[EgressBlocked], first: str, detail: str, attrs: dict[str, Any]) -> EgressBlocked:
-    """``cls`` with pytest-socket's ``first`` line, then sockguard's ``detail``; warns like pytest-socket."""
+    """``cls`` with pytest-socket's ``first`` line, then sockguard's ``detail``; warns like pytest-socket (the
+    same two parts: its first line is pytest-socket's, so its ``filterwarnings`` patterns still match)."""
     exc = cls.__new__(cls)
     EgressBlocked.__init__(exc, f"{first}\n{detail}")
     exc.__dict__.update(attrs)
-    warnings.warn(first, stacklevel=3)
+    warnings.warn(f"{first}\n{detail}", stacklevel=3)
     return exc
 
 
