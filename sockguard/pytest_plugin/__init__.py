@@ -69,6 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
     session._active_configs += 1
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """After the conftests' own ``pytest_runtest_setup`` (this module is registered before them), before the
+    fixtures: the moment pytest-socket applies its per-test decision."""
+    plugin = item.config.stash.get(_PLUGIN, None)
+    if plugin is not None and plugin.compat is not None:
+        plugin.settle(item)
+
+
 def _serve_pytest_socket() -> None:
     """``import pytest_socket`` finds sockguard's module for this run: pytest-socket is not installed, or is
     kept out of the run (``-p no:socket`` hands its names to sockguard). The previous entry comes back at the end."""

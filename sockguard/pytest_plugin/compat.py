@@ -49,7 +49,7 @@ def disabled(rules: Rules | None, unix: bool) -> Rules:
         mode="enforce" if base.mode == "off" else base.mode,
         allow=base.allow if base.hosts_shown is not None else (),
         allow_loopback=False,
-        allow_unix=unix,
+        allow_unix=unix and (base.allow_unix or not base.block_create),  # a second disable never relaxes the first
         block_create=True,
     )
 
@@ -104,6 +104,8 @@ def parse_hosts(
             else:
                 rules.append(str(network))
                 shown.append(str(network))
+                if network.is_loopback or network.overlaps(ipaddress.ip_network("127.0.0.0/8")):
+                    rules.append("localhost")  # resolved from /etc/hosts: the lookup create_connection makes first
                 continue
         try:
             ipaddress.ip_address(entry)
@@ -154,7 +156,7 @@ def translator(rules: Rules) -> Callable[[EgressBlocked], EgressBlocked]:
             attrs.update(_allowed=list(rules.hosts_shown), _host=host)
             return socket_api.from_guard(cls, socket_api.connect_text(rules.hosts_shown, host), detail, attrs)
         if rules.block_create:
-            first = "A test tried to use socket.getaddrinfo." if lookup else socket_api.CREATE
+            first = f"A test tried to use socket.{_lookup_function()}." if lookup else socket_api.CREATE
             cls = socket_api.LookupSocketBlockedError if lookup else socket_api.SocketBlockedError
             return socket_api.from_guard(cls, first, detail, attrs)
         if detail == str(exc):
@@ -165,6 +167,18 @@ def translator(rules: Rules) -> Callable[[EgressBlocked], EgressBlocked]:
         return new
 
     return translate
+
+
+def _lookup_function() -> str:
+    """Which socket-module function the refused lookup came through (pytest-socket names it): the nearest
+    ``gethostbyname`` or ``getaddrinfo`` frame of the socket module or sockguard's wrappers."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_name
+        if name in ("gethostbyname", "gethostbyname_ex", "getaddrinfo"):
+            return "gethostbyname" if name.startswith("gethostbyname") else "getaddrinfo"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "getaddrinfo"
 
 
 # --- socket creation (and lookups) refused while sockets are disabled --------------------------------------

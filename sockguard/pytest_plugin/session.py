@@ -62,6 +62,7 @@ def _compat_base(session: Rules | None) -> Rules | None:
 
 
 _ITEM_SCOPE = pytest.StashKey["_Scope | None"]()
+_ENABLED = pytest.StashKey[bool]()  # pytest-socket enables sockets for this test (option, marker or fixture)
 _PLUGIN = pytest.StashKey["_Plugin"]()
 
 
@@ -101,6 +102,7 @@ class _Plugin:
         self._running: pytest.Item | None = None  # the test between its set-up and the end of its teardown
         self._pending: list[Callable[[Rules | None], Rules | None]] = []  # pytest-socket calls before any test
         self.socket_functions = self._socket_functions()
+        self._socket_changes: dict[str, list[Callable[[Rules], Rules]]] = {}
 
     # -- policies --
 
@@ -279,11 +281,34 @@ class _Plugin:
             scope.static = tuple(getattr(item, "fixturenames", ()))
             scope.swallowed = self._swallowed_for(item, scope.static)
             item.stash[_ITEM_SCOPE] = scope
-        scope.changes.append(lambda rules: change(rules) or OFF)
+
+        def apply(rules: Rules) -> Rules:
+            return change(rules) or OFF
+
+        scope.changes.append(apply)
+        self._socket_changes.setdefault(item.nodeid, []).append(apply)
         if scope in self.stack:
             self._apply()
         elif self._running is item:
             self.push(scope)
+
+    def settle(self, item: pytest.Item) -> None:
+        """After every other ``pytest_runtest_setup`` hook (a conftest's), before the fixtures: where pytest-socket
+        enables sockets for the test (--force-enable-socket, the marker, the fixture), it undoes what those hooks
+        did with its functions; so does sockguard."""
+        changes = self._socket_changes.pop(item.nodeid, [])
+        if not item.stash.get(_ENABLED, False) or not changes:
+            return
+        scope = item.stash.get(_ITEM_SCOPE, None)
+        if scope is None:
+            return
+        scope.changes = [c for c in scope.changes if c not in changes]
+        if self.force_off and not scope.changes and scope.rules is OFF:
+            item.stash[_ITEM_SCOPE] = None
+            if scope in self.stack:
+                self.pop(scope)
+        elif scope in self.stack:
+            self._apply()
 
     def _socket_functions(self) -> tuple[Callable[[bool], None], Callable[[], None], Callable[[object, bool], None]]:
         def disable(unix: bool) -> None:
@@ -549,6 +574,10 @@ class _Plugin:
                 scope.static = names
                 scope.swallowed = self._swallowed_for(item, names)
             item.stash[_ITEM_SCOPE] = scope
+        if self.compat is not None:
+            names = tuple(getattr(item, "fixturenames", ()))
+            enabled = self.force_off or item.get_closest_marker("enable_socket") is not None
+            item.stash[_ENABLED] = enabled or "socket_enabled" in names
         pending, self._pending = self._pending, []
         for change in pending:  # pytest-socket functions called before this test (a conftest at import time)
             self.socket_change(item, change)
