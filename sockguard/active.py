@@ -68,7 +68,7 @@ class State:
         settings: Any = None,
         breaker: Breaker | None = None,
         resolver: Resolver | None = None,
-        translate: Callable[[EgressBlocked], EgressBlocked] | None = None,
+        translate: Callable[[EgressBlocked, Any], EgressBlocked] | None = None,
     ) -> None:
         self.policy = policy
         self.mode = mode

@@ -141,12 +141,12 @@ def state_from_settings(
     settings: Settings,
     *,
     observer: Callable[[dict[str, Any]], None] | None = None,
-    translate: Callable[[EgressBlocked], EgressBlocked] | None = None,
+    translate: Callable[[EgressBlocked, Any], EgressBlocked] | None = None,
 ) -> State:
     """The one constructor of a State from :class:`~sockguard.config.Settings` (runtime, API and pytest plugin
     alike). ``observer`` is called with every event this State emits (the pytest plugin records blocks so).
-    ``translate`` turns the exception a refusal would raise into the one to raise (the pytest plugin: the same
-    refusal in pytest-socket's classes, the hint naming pytest's options); it decides nothing.
+    ``translate(error, sock)`` turns the exception a refusal would raise into the one to raise (the pytest plugin:
+    the same refusal in pytest-socket's classes, the hint naming pytest's options); it decides nothing.
     No I/O: the decision log opens when the State is put in force (``Sinks.start``) or at its first line."""
     sinks = Sinks(settings.log, observer, log_special=settings.log_special)
     policy = settings.build_policy()

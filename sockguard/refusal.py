@@ -171,7 +171,7 @@ def refuse(
         caller=caller,
         suggestion=hint,
     )
-    return error if state.translate is None else state.translate(error)
+    return error if state.translate is None else state.translate(error, sock)
 
 
 def _error_class(operation: str, decision: Decision, replaces: int | None) -> type[EgressBlocked]:

@@ -47,9 +47,10 @@ def pytest_configure(config: pytest.Config) -> None:
     socket_present = _pytest_socket_present(config.pluginmanager)
     compat = None
     if not socket_present:
-        config.addinivalue_line("markers", "disable_socket(): block all network access for this test (sockguard)")
-        config.addinivalue_line("markers", "enable_socket(): allow all network access for this test (sockguard)")
-        config.addinivalue_line("markers", "allow_hosts([hosts]): allow only these hosts for this test (sockguard)")
+        # pytest-socket's own descriptions: suites check them (sockguard serves these markers in its place)
+        config.addinivalue_line("markers", "disable_socket(): Disable socket connections for a specific test")
+        config.addinivalue_line("markers", "enable_socket(): Enable socket connections for a specific test")
+        config.addinivalue_line("markers", "allow_hosts([hosts]): Restrict socket connection to defined list of hosts")
         compat = _Compat(
             disable=bool(config.getoption("disable_socket", False)),
             force_enable=bool(config.getoption("force_enable_socket", False)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,11 +141,21 @@ def pytest_hint(message: str, rules: Rules) -> str:
     return f"{head} To allow it, list the host in @pytest.mark.allow_hosts([...]) or --allow-hosts; {ENABLE_HINT}."
 
 
-def translator(rules: Rules) -> Callable[[EgressBlocked], EgressBlocked]:
+def translator(rules: Rules) -> Callable[[EgressBlocked, Any], EgressBlocked]:
     """The exception for a refusal under ``rules``: pytest-socket's class and first line when its semantics are
     in force, else sockguard's own; the hint names pytest's options either way (guard.state_from_settings)."""
 
-    def translate(exc: EgressBlocked) -> EgressBlocked:
+    def translate(exc: EgressBlocked, sock: Any) -> EgressBlocked:
+        try:
+            return _translate(exc)
+        except Warning:
+            # filterwarnings = error made pytest-socket's warning an exception, which no ``except OSError`` cleanup
+            # catches (socket.create_connection's): close the socket first, as pytest-socket does.
+            if isinstance(sock, socket.socket):
+                sock.close()
+            raise
+
+    def _translate(exc: EgressBlocked) -> EgressBlocked:
         detail = pytest_hint(str(exc), rules)
         attrs = exc.__dict__.copy()
         lookup = exc.operation == "resolve"
@@ -204,8 +215,6 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if creating is None:
         return
     if event == "socket.__new__":
-        import socket
-
         family = args[1]
         if creating[0] and family == getattr(socket, "AF_UNIX", None):
             return

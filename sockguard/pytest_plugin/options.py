@@ -123,12 +123,14 @@ def _pytest_socket_present(pluginmanager: pytest.PytestPluginManager) -> bool:
         return False
     if pluginmanager.has_plugin("socket") or pluginmanager.has_plugin("pytest_socket"):
         return True
-    import importlib.util
+    import sys
+    from importlib.machinery import PathFinder
 
-    try:
-        return importlib.util.find_spec("pytest_socket") is not None
-    except (ImportError, ValueError):
-        return False
+    loaded = sys.modules.get("pytest_socket")
+    if loaded is not None and not getattr(loaded, "__name__", "").startswith("sockguard."):
+        return True  # the real one, imported already
+    # Installed? Looked up on sys.path itself: sys.modules may hold sockguard's stand-in (socket_api).
+    return PathFinder.find_spec("pytest_socket") is not None
 
 
 def add_options(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
@@ -166,27 +168,31 @@ def add_options(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager
     parser.addini("sockguard_swallowed", "fail or warn when a block was swallowed.", default=None)
     if _pytest_socket_present(pluginmanager):
         return
+    # pytest-socket's option texts: they describe the interface sockguard serves in its place (suites check them)
     socket_group = parser.getgroup("socket")
     socket_group.addoption(
-        "--disable-socket", action="store_true", default=False, help="Block all network access (sockguard)."
+        "--disable-socket",
+        action="store_true",
+        default=False,
+        help="Disable socket.socket by default to block network calls.",
     )
     socket_group.addoption(
         "--force-enable-socket",
         action="store_true",
         default=False,
-        help="Allow all network access, overriding every other option and marker (sockguard).",
+        help="Force enable socket.socket network calls (override --disable-socket).",
     )
     socket_group.addoption(
         "--allow-hosts",
         metavar="ALLOWED_HOSTS_CSV",
         default=None,
-        help="Allow only these hosts, IPs or CIDR ranges (sockguard; any sockguard rule works).",
+        help="Only allow specified hosts through socket.socket.connect((host, port)).",
     )
     socket_group.addoption(
         "--allow-unix-socket",
         action="store_true",
         default=False,
-        help="Allow AF_UNIX sockets under --disable-socket / --allow-hosts (sockguard).",
+        help="Allow calls if they are to Unix domain sockets",
     )
 
 
