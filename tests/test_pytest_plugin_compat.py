@@ -11,7 +11,9 @@ import gc
 
 import pytest
 
-from tests.test_pytest_plugin_helpers import BASE_INI, run, text
+from tests.test_pytest_plugin_helpers import BASE_INI, PROBE, Counter, run, text
+
+PROBE_CONFTEST = PROBE
 
 pytest_plugins = ["pytester", "tests.test_pytest_plugin_helpers"]
 
@@ -608,3 +610,149 @@ def test_allow_hosts_with_a_name_runs(sg, servers, plugin) -> None:
     result = run_under(sg, plugin, "--disable-socket", "--allow-hosts=localhost,127.0.0.1")
     result.assert_outcomes(passed=1)
     assert result.ret == 0
+
+
+# --- issue 13: every --allow-hosts spelling, lenient parsing, the errors, the pytest_socket module ----------
+
+SPELLINGS = """
+def test_probe(probe):
+    assert (probe.tcp(), probe.tcp(host="127.0.0.2", env="SG_PORT_B")) == {expect!r}
+"""
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize(
+    ("args", "ini", "expect"),
+    [
+        (["--allow-hosts=127.0.0.1"], "", ("ok", "blocked")),
+        (["--allow-hosts=localhost"], "", ("ok", "blocked")),
+        (["--allow-hosts=127.0.0.0/8"], "", ("ok", "ok")),
+        (["--allow-hosts=127.0.0.1/8"], "", ("ok", "ok")),  # host bits masked, as pytest-socket does
+        (["--allow-hosts=127.0.0.2,::1"], "", ("blocked", "ok")),
+        (["--allow-hosts= 127.0.0.2 , localhost "], "", ("ok", "ok")),
+        (["--allow-hosts=10.0.0.0/notanumber"], "", ("blocked", "blocked")),  # a host name that never matches
+        (["--allow-hosts=127.0.0.1", "--allow-hosts=127.0.0.2"], "", ("blocked", "ok")),  # the last one counts
+        ([], "--allow-hosts=127.0.0.2", ("blocked", "ok")),
+        ([], "--disable-socket --allow-hosts=localhost,127.0.0.2", ("ok", "ok")),
+    ],
+    ids=["ip", "localhost", "cidr", "cidr-host-bits", "mixed", "spaces", "bad-cidr", "repeated", "ini", "ini-disable"],
+)
+def test_allow_hosts_spellings(sg, servers, plugin, args, ini, expect, monkeypatch) -> None:
+    second = Counter("127.0.0.2")
+    monkeypatch.setenv("SG_PORT_B", str(second.port))
+    try:
+        if ini:  # the flags in the ini file's addopts
+            sg.makeini(BASE_INI.replace("addopts = -p no:cacheprovider", f"addopts = -p no:cacheprovider {ini}"))
+        sg.makepyfile(test_inner=SPELLINGS.format(expect=expect))
+        result = run_under(sg, plugin, *args)
+        result.assert_outcomes(passed=1)
+        assert result.ret == 0
+        assert (servers["tcp"].count(), second.count()) == tuple(int(e == "ok") for e in expect)
+    finally:
+        second.close()
+
+
+ERRORS_SUITE = """
+import os, pickle, socket, warnings
+
+import pytest
+from pytest_socket import SocketBlockedError, SocketConnectBlockedError
+
+PORT = int(os.environ["SG_PORT"])
+
+
+@pytest.mark.disable_socket
+def test_creation_is_refused_with_pytest_socket_text():
+    with pytest.raises(SocketBlockedError) as info:
+        socket.socket()
+    assert str(info.value).splitlines()[0] == "A test tried to use socket.socket."
+
+
+@pytest.mark.allow_hosts(["127.0.0.2"])
+def test_connect_is_refused_with_pytest_socket_text():
+    with pytest.raises(SocketConnectBlockedError) as info:
+        socket.create_connection(("127.0.0.1", PORT), timeout=5)
+    assert str(info.value).splitlines()[0] == (
+        'A test tried to use socket.socket.connect() with host "127.0.0.1" (allowed: "127.0.0.2").'
+    )
+
+
+@pytest.mark.disable_socket
+def test_a_block_warns():
+    with pytest.warns(UserWarning, match="A test tried to use socket.socket."):
+        with pytest.raises(SocketBlockedError):
+            socket.socket()
+
+
+def test_constructors_and_pickling():
+    assert str(SocketBlockedError()) == "A test tried to use socket.socket."
+    error = SocketConnectBlockedError(["a", "b"], "h")
+    assert str(error) == 'A test tried to use socket.socket.connect() with host "h" (allowed: "a,b").'
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is SocketConnectBlockedError and str(again) == str(error)
+"""
+
+
+def test_errors_are_pytest_socket_s_and_egress_blocked(sg, servers) -> None:
+    sg.makepyfile(test_errors=ERRORS_SUITE)
+    run_under(sg, "pytest-socket").assert_outcomes(passed=4)
+    sg.makepyfile(
+        test_oserror="""
+        import os, socket
+        import pytest
+        from pytest_socket import SocketBlockedError, SocketConnectBlockedError
+        from sockguard import EgressBlocked
+
+        @pytest.mark.disable_socket
+        def test_also_an_oserror_and_egress_blocked():
+            with pytest.raises(OSError) as info:
+                socket.socket()
+            assert isinstance(info.value, EgressBlocked) and isinstance(info.value, SocketBlockedError)
+            assert "sockguard blocked a socket (AF_INET)" in str(info.value).splitlines()[1]
+
+        @pytest.mark.disable_socket
+        def test_a_lookup_is_also_a_gaierror():
+            with pytest.raises(socket.gaierror) as info:
+                socket.getaddrinfo("127.0.0.1", 80)
+            assert str(info.value).splitlines()[0] == "A test tried to use socket.getaddrinfo."
+            assert isinstance(info.value, SocketBlockedError)
+        """
+    )
+    run_under(sg, "sockguard").assert_outcomes(passed=6)
+    assert servers["tcp"].count() == 0
+
+
+def test_pytest_socket_functions_from_a_conftest(sg, servers) -> None:
+    """The README's pattern: a conftest calling pytest_socket.disable_socket() for every test."""
+    sg.makeconftest(
+        PROBE_CONFTEST
+        + """
+import pytest_socket
+
+def pytest_runtest_setup(item):
+    pytest_socket.disable_socket(allow_unix_socket=True)
+"""
+    )
+    sg.makepyfile(
+        test_inner="""
+        import socket
+        import pytest
+        import pytest_socket
+
+        def test_disabled(probe):
+            assert probe.tcp() == "blocked"
+            socket.socket(socket.AF_UNIX).close()
+
+        @pytest.mark.enable_socket
+        def test_marker_wins_over_the_conftest(probe):
+            assert probe.tcp() == "ok"
+
+        def test_enable_then_allow(probe):
+            pytest_socket.enable_socket()
+            pytest_socket.socket_allow_hosts(["127.0.0.1"])
+            assert probe.tcp() == "ok"
+        """
+    )
+    for plugin in PLUGINS:
+        run_under(sg, plugin).assert_outcomes(passed=3)
+    assert servers["tcp"].count() == 4

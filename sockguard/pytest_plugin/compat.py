@@ -29,8 +29,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from sockguard.errors import EgressBlocked
-from sockguard.pytest_plugin import socket_api
 from sockguard.pytest_plugin.scopes import OFF, Rules
+from sockguard.pytest_plugin.socket_api import (
+    CREATE,
+    LookupSocketBlockedError,
+    LookupSocketConnectBlockedError,
+    SocketBlockedError,
+    SocketConnectBlockedError,
+    connect_text,
+    from_guard,
+)
 from sockguard.refusal import ALLOW_WHERE
 
 #: Where a rule goes in a pytest run (replaces the runtime's SOCKGUARD_ALLOW / --allow in block messages).
@@ -161,15 +169,13 @@ def translator(rules: Rules) -> Callable[[EgressBlocked, Any], EgressBlocked]:
         lookup = exc.operation == "resolve"
         if rules.hosts_shown is not None:
             host = None if exc.reason == "unix-socket" else (exc.host if lookup else exc.address or exc.host)
-            cls: type[EgressBlocked] = (
-                socket_api.LookupSocketConnectBlockedError if lookup else socket_api.SocketConnectBlockedError
-            )
+            cls: type[EgressBlocked] = LookupSocketConnectBlockedError if lookup else SocketConnectBlockedError
             attrs.update(_allowed=list(rules.hosts_shown), _host=host)
-            return socket_api.from_guard(cls, socket_api.connect_text(rules.hosts_shown, host), detail, attrs)
+            return from_guard(cls, connect_text(rules.hosts_shown, host), detail, attrs)
         if rules.block_create:
-            first = f"A test tried to use socket.{_lookup_function()}." if lookup else socket_api.CREATE
-            cls = socket_api.LookupSocketBlockedError if lookup else socket_api.SocketBlockedError
-            return socket_api.from_guard(cls, first, detail, attrs)
+            first = f"A test tried to use socket.{_lookup_function()}." if lookup else CREATE
+            cls = LookupSocketBlockedError if lookup else SocketBlockedError
+            return from_guard(cls, first, detail, attrs)
         if detail == str(exc):
             return exc
         new = type(exc).__new__(type(exc))
@@ -222,14 +228,14 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         what = f"a socket ({getattr(name, 'name', family)})"
         detail = creating[1](what, "socket")
         attrs = {"operation": "socket", "host": what, "reason": "socket-disabled"}
-        raise socket_api.from_guard(socket_api.SocketBlockedError, socket_api.CREATE, detail, attrs)
+        raise from_guard(SocketBlockedError, CREATE, detail, attrs)
     if event in ("socket.getaddrinfo", "socket.gethostbyname"):
         first = f"A test tried to use {event}."
         host = args[0]
         what = f"a lookup of {host.decode(errors='replace') if isinstance(host, bytes) else host}"
         detail = creating[1](what, "resolve")
         attrs = {"operation": "resolve", "host": what, "reason": "socket-disabled"}
-        raise socket_api.from_guard(socket_api.LookupSocketBlockedError, first, detail, attrs)
+        raise from_guard(LookupSocketBlockedError, first, detail, attrs)
 
 
 @contextmanager
