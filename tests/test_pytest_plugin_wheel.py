@@ -6,8 +6,8 @@ imported ``sockguard`` before pytest starts, and pytest's "Module already import
 warning aborted any project with ``filterwarnings = error`` before it ran a test.
 
 The wheel goes into a fresh virtual environment that borrows this one's packages (pytest, dnspython) through a
-``.pth`` path: the editable install's import hook is a ``.pth`` file of this environment's own, which a borrowed
-path does not run, so ``sockguard`` is the wheel's.
+``.pth`` path, all but pytest-socket and the editable sockguard: ``sockguard`` is the wheel's, and pytest-socket
+is not installed at all, the case sockguard stands in for it (issue 13).
 """
 
 from __future__ import annotations
@@ -60,7 +60,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             capture_output=True, text=True, check=True, timeout=60,
         ).stdout.strip()
     )  # fmt: skip
-    (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # This environment's packages, minus pytest-socket (sockguard must stand in for it) and the editable sockguard.
+    borrowed = root / "borrowed"
+    borrowed.mkdir()
+    own = Path(sysconfig.get_paths()["purelib"])
+    for entry in own.iterdir():
+        if not entry.name.lower().startswith(("pytest_socket", "sockguard", "__editable__", "_sockguard")):
+            (borrowed / entry.name).symlink_to(entry)
+    (site / "borrowed.pth").write_text(f"{borrowed}\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
         check=True, timeout=300,
@@ -101,3 +108,56 @@ class socket_server:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+MIGRATED = {
+    "conftest.py": """
+import pytest_socket
+
+
+def pytest_runtest_setup(item):
+    if "conftest" in item.name:
+        pytest_socket.disable_socket()
+""",
+    "test_migrated.py": """
+import os
+import socket
+
+import pytest
+from pytest_socket import SocketBlockedError, SocketConnectBlockedError
+
+
+def test_creation_refused():
+    with pytest.raises(SocketBlockedError):
+        socket.socket()
+
+
+@pytest.mark.enable_socket
+def test_enabled():
+    socket.create_connection(("127.0.0.1", int(os.environ["SG_PORT"])), timeout=5).close()
+
+
+@pytest.mark.allow_hosts(["127.0.0.2"])
+def test_host_list():
+    with pytest.raises(SocketConnectBlockedError):
+        socket.create_connection(("127.0.0.1", int(os.environ["SG_PORT"])), timeout=5)
+
+
+def test_conftest_disables(socket_enabled):
+    socket.socket().close()  # the fixture's body runs after the conftest's hook: it wins, as in pytest-socket
+""",
+}
+
+
+def test_pytest_socket_uninstalled_sockguard_in_its_place(installed, tmp_path) -> None:
+    """A pytest-socket suite, unchanged, with pytest-socket uninstalled: its flags, markers, fixtures and the
+    ``pytest_socket`` module (imported by a conftest before any hook runs) are sockguard's."""
+    python, _ = installed
+    (tmp_path / "pytest.ini").write_text(INI.replace("addopts = -p no:cacheprovider", "addopts = -p no:cacheprovider "
+                                                     "--disable-socket -W ignore::UserWarning"))  # fmt: skip
+    for name, text in MIGRATED.items():
+        (tmp_path / name).write_text(text)
+    with socket_server() as (_server, port):
+        result = run_project(python, tmp_path, port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
