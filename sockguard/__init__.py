@@ -6,6 +6,11 @@ connects outside Python's socket module, and ``sockguard.testing`` holds resets 
 Import-light on purpose (the activation imports this package in every guarded process, before its program
 runs): every name below loads its module on first use, the exceptions too (``sockguard.errors`` is not needed
 to start); the ``TYPE_CHECKING`` block shows them to static tools.
+
+PYTEST_DONT_REWRITE: sockguard is also a pytest plugin (entry point), so pytest marks this package for assertion
+rewriting; under the activation (sitecustomize, ``sockguard run``) it was imported before pytest started, and
+pytest would warn "Module already imported so cannot be rewritten", an error under ``filterwarnings = error``
+(issue 11). It is production code: nothing here is to be rewritten.
 """
 
 import sys

@@ -136,9 +136,16 @@ def _not_loaded(exc: BaseException) -> State:
     return State(Policy(allow_loopback=False), "enforce", Sinks(None), error=detail, error_reason=CONFIG_UNAVAILABLE)
 
 
-def state_from_settings(settings: Settings, *, observer: Callable[[dict[str, Any]], None] | None = None) -> State:
+def state_from_settings(
+    settings: Settings,
+    *,
+    observer: Callable[[dict[str, Any]], None] | None = None,
+    translate: Callable[[EgressBlocked, Any], EgressBlocked] | None = None,
+) -> State:
     """The one constructor of a State from :class:`~sockguard.config.Settings` (runtime, API and pytest plugin
     alike). ``observer`` is called with every event this State emits (the pytest plugin records blocks so).
+    ``translate(error, sock)`` turns the exception a refusal would raise into the one to raise (the pytest plugin:
+    the same refusal in pytest-socket's classes, the hint naming pytest's options); it decides nothing.
     No I/O: the decision log opens when the State is put in force (``Sinks.start``) or at its first line."""
     sinks = Sinks(settings.log, observer, log_special=settings.log_special)
     policy = settings.build_policy()
@@ -154,7 +161,9 @@ def state_from_settings(settings: Settings, *, observer: Callable[[dict[str, Any
         from sockguard.resolver import Resolver
 
         resolver = Resolver.from_settings(settings, sinks)
-    return State(policy, settings.mode, sinks, settings=settings, breaker=breaker, resolver=resolver)
+    return State(
+        policy, settings.mode, sinks, settings=settings, breaker=breaker, resolver=resolver, translate=translate
+    )
 
 
 def fail_closed(message: str) -> State:

@@ -150,6 +150,14 @@ def patch_socket_module(module: Any) -> None:
         # someone holding the originals (pytest-socket does, per test).
         guard_socket_class(module.socket, module.getaddrinfo)
         return
+    if getattr(module.getaddrinfo, "__module__", module.__name__) != module.__name__:
+        # Someone else's stand-in (pytest-socket's, a test's mock) is in place for now: wrapping it would keep it
+        # reachable after its owner puts the function back (that owner checks identity, and would find ours). The
+        # audit hook still decides whatever reaches C; the wrappers go on at the next patch after it is restored.
+        ours = _our_getaddrinfo.get(module.__name__)
+        if ours is not None:
+            guard_socket_class(module.socket, ours)
+        return
     original_getaddrinfo = module.getaddrinfo
     original_gethostbyname = module.gethostbyname
     original_gethostbyname_ex = module.gethostbyname_ex
@@ -259,7 +267,12 @@ def patch_socket_module(module: Any) -> None:
         (getnameinfo, original_getnameinfo),
     ):
         install_wrapper(module, wrapper, original)
+    _our_getaddrinfo[module.__name__] = getaddrinfo
     guard_socket_class(module.socket, getaddrinfo)
+
+
+#: The getaddrinfo wrapper last put on each socket module (by name), for the socket class while a stand-in is there.
+_our_getaddrinfo: dict[str, Any] = {}
 
 
 def _connect_outcome(sock: Any, address: Any, outcome: Any) -> None:
