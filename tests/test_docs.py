@@ -33,7 +33,16 @@ OTHER_PROGRAMS_OPTIONS = {"--add-host", "--check", "--comment", "--dport", "--dp
                           "--ignore-environment", "--ip-permissions", "--mount", "--net", "--noflush", "--proxy",
                           "--test", "--pdb", "--collect-only"}  # fmt: skip
 #: Test names the docs quote from other projects' suites (README: real client test suites).
-OTHER_PROJECTS_TESTS = {"test_debug_log", "test_http2_probe_blocked_per_thread"}
+#: Tests of urllib3's and httpx's own suites that README's "Real client test suites" section names.
+OTHER_PROJECTS_TESTS = {
+    "test_debug_log",
+    "test_http2_probe_blocked_per_thread",
+    "test_invalid_tunnel_host",
+    "test_logging_redirect_chain",
+    "test_logging_request",
+    "test_removes_duplicate_host_header",
+    "test_wrong_sni_hint",
+}
 #: Slash-separated names that are not files of the checkout: a SARIF fingerprint key, a Kubernetes annotation, what
 #: the install builds (the native library, or the note a failed build leaves), a user's test file in an example.
 NOT_FILES = {"sockguard/v1", "sockguard/warnings", "sockguard/native/libsockguard.so",
