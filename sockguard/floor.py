@@ -18,11 +18,11 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap, resolvconf, reverse
+from sockguard import _hook, active, addrmap, resolvconf, reverse
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
 from sockguard.errors import InvalidHost
-from sockguard.events import emit, host_text, make_event, record_allowed
+from sockguard.events import ALLOWED_LEVEL, emit, host_text, make_event, record_allowed
 from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, SEARCH_LIST, UNIX, UNVERIFIED, Decision
 from sockguard.rawsockets import check_raw, is_raw
 from sockguard.refusal import refuse
@@ -374,3 +374,16 @@ HANDLERS: dict[str, Handler] = {
     "os.posix_spawn": lambda args: _on_child(args[1], args[2], args[0]),  # (path, argv, env)
     "os.system": lambda args: _on_child(args[0], None, None),  # (command,)
 }
+
+
+def _accelerate() -> None:
+    """Let the C floor (native/sg_accel.c) answer what the hot path of :func:`_check_socket` answers: a connect or
+    sendto of a plain ``(str, int)`` address whose cached decision in the State in force is allowed (a healthy
+    destination, for a connect with the breaker on) while no sink wants allow events. It reads these same objects
+    at every event; anything else comes here."""
+    fast = _hook.accelerator()
+    if fast is not None and not fast.status()["fast_path"]:
+        fast.fast_path(active, active.State, Decision, _on_connect, _on_sendto, _socket.socket, ALLOWED_LEVEL)
+
+
+_accelerate()

@@ -1,0 +1,448 @@
+/* sockguard._accel: the optional C accelerator of the audit-hook floor (issue 16).
+ *
+ * The one CPython extension of the package (the rest of native/ is the LD_PRELOAD library, which has no
+ * libpython). Two jobs, both with a pure-Python equivalent that behaves identically (sockguard/_hook.py's
+ * ``_audit`` and sockguard/floor.py's ``_check_socket``):
+ *
+ *  1. The floor itself, added with PySys_AddAuditHook: every audited event of the process (open, import,
+ *     exec, compile, ...) reaches this C function, and only the events sockguard watches (the names given
+ *     to install()) look up a handler in sockguard._hook.handlers and call it. The others return without
+ *     entering Python. A hook added this way cannot be removed, and nothing here can switch it off: it is
+ *     installed once, it keeps the handler table it was given, and there is no setting to change later.
+ *     Emptying that table (what the guard does to turn itself off) is the only "off", as with the Python hook.
+ *
+ *  2. The fast path of ``socket.connect`` / ``socket.sendto``: an address that is a plain tuple of an exact
+ *     str host and an exact int port (what the socket wrappers hand C, sockguard.canonical), on an AF_INET or
+ *     AF_INET6 socket, whose decision in the State in force is cached as *allowed* (and, for a connect with
+ *     the breaker on, is one of the breaker's healthy destinations), while no sink wants allow events, returns
+ *     here. It reads the live Python objects every time (sockguard.active.in_force, its caches, the breaker's
+ *     set, the sinks' memo), exactly as floor._check_socket does, so there is nothing to keep in sync and
+ *     nothing to go stale when a State is swapped. Anything it cannot answer (another shape, an object of an
+ *     unexpected type, a miss, an error) goes to the Python handler, which decides in full: the fast path can
+ *     only ever skip work the handler would have found nothing to do for.
+ *
+ * Caller objects never key anything here: a tuple subclass, a str subclass, a bytes host or an int subclass
+ * (whose __hash__/__eq__/__index__ could be forged) fails the exact-type tests and goes to Python. No Python
+ * code runs on the fast path (exact str/int/tuple hashing and comparison only), so under the GIL it is atomic.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define MAX_EVENTS 32
+
+enum { KIND_OTHER = 0, KIND_CONNECT, KIND_SENDTO };
+
+/* Set once by install(); never changed afterwards. */
+static PyInterpreterState *hook_interp;
+static PyObject *handlers;                 /* sockguard._hook.handlers (a dict, updated in place by Python) */
+static int n_events;
+static char *event_names[MAX_EVENTS];      /* owned copies */
+static PyObject *event_keys[MAX_EVENTS];   /* interned str, the handler table's keys */
+static int event_kind[MAX_EVENTS];
+static unsigned char first_two[65536 / 8]; /* bitmap of (c0, c1) of the watched names: most events stop here */
+
+/* Set once by fast_path(); until then every watched event goes to its Python handler. */
+static int fast_ready;
+static PyObject *active_dict;    /* sockguard.active.__dict__ */
+static PyTypeObject *state_type; /* sockguard.active.State */
+static PyTypeObject *decision_type;
+static PyObject *on_connect;     /* floor._on_connect: the fast path answers only for the real handlers */
+static PyObject *on_sendto;
+static PyTypeObject *socket_type; /* _socket.socket */
+static PyObject *family_getter;   /* _socket.socket.__dict__["family"]: the C getter, no enum */
+static PyObject *allowed_level;   /* events.ALLOWED_LEVEL */
+static PyObject *s_in_force, *s_breaker, *s_healthy, *s_addrs, *s_sinks, *s_file, *s_levels, *s_logger,
+    *s_disabled, *s_logging, *s_modules;
+
+/* Counters for the differential tests (how often the fast path answered); not an input to any decision. */
+static unsigned long long fast_answers;
+
+static inline int
+pair_bit(unsigned char c0, unsigned char c1)
+{
+    unsigned int i = ((unsigned int)c0 << 8) | c1;
+    return (first_two[i >> 3] >> (i & 7)) & 1;
+}
+
+/* --- the fast path -------------------------------------------------------------------------------------- */
+
+/* 1: no sink wants an allow event (sinks.Sinks.wants_allow() is False, read from the same memo);
+ * 0: it may, or this cannot tell: the Python handler decides. */
+static int
+no_allow_events(PyObject *sinks)
+{
+    int result = 0;
+    PyObject *file = NULL, *levels = NULL, *logger = NULL, *disabled = NULL;
+    file = PyObject_GetAttr(sinks, s_file);
+    if (file == NULL || file != Py_None)
+        goto done;
+    levels = PyObject_GetAttr(sinks, s_levels);
+    if (levels == NULL)
+        goto done;
+    if (PyDict_CheckExact(levels)) {
+        PyObject *enabled = PyDict_GetItemWithError(levels, allowed_level); /* borrowed; int key: no Python */
+        if (enabled == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+        }
+        else {
+            if (enabled != Py_False)
+                goto done; /* True (or anything else): the handler logs it */
+            logger = PyObject_GetAttr(sinks, s_logger);
+            if (logger == NULL || logger == Py_None)
+                goto done;
+            disabled = PyObject_GetAttr(logger, s_disabled);
+            if (disabled == Py_False)
+                result = 1;
+            goto done; /* a disabled logger: the handler asks logging itself */
+        }
+    }
+    else if (levels != Py_None) {
+        goto done;
+    }
+    {
+        /* No memo yet: nothing can be configured to show DEBUG while logging is not imported. */
+        PyObject *modules = PySys_GetObject("modules"); /* borrowed; what ``sys.modules`` names */
+        if (modules == NULL || !PyDict_CheckExact(modules))
+            goto done;
+        PyObject *found = PyDict_GetItemWithError(modules, s_logging);
+        if (found == NULL && !PyErr_Occurred())
+            result = 1;
+    }
+done:
+    Py_XDECREF(file);
+    Py_XDECREF(levels);
+    Py_XDECREF(logger);
+    Py_XDECREF(disabled);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return result;
+}
+
+static int
+inet_socket(PyObject *sock)
+{
+    if (!PyObject_TypeCheck(sock, socket_type))
+        return 0;
+    descrgetfunc get = Py_TYPE(family_getter)->tp_descr_get;
+    if (get == NULL)
+        return 0;
+    PyObject *family = get(family_getter, sock, (PyObject *)Py_TYPE(sock));
+    if (family == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int inet = 0;
+    if (PyLong_CheckExact(family)) {
+        long value = PyLong_AsLong(family);
+        if (value == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        else
+            inet = value == AF_INET || value == AF_INET6;
+    }
+    Py_DECREF(family);
+    return inet;
+}
+
+/* 1: the event is allowed and nothing else would happen in the Python handler; 0: ask the handler.
+ * Never sets an exception. */
+static int
+answer_fast(PyObject *args, int connect)
+{
+    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 2)
+        return 0;
+    PyObject *sock = PyTuple_GET_ITEM(args, 0);
+    PyObject *address = PyTuple_GET_ITEM(args, 1);
+    if (!PyTuple_CheckExact(address))
+        return 0;
+    Py_ssize_t size = PyTuple_GET_SIZE(address);
+    if (size < 2 || size > 4)
+        return 0;
+    PyObject *host = PyTuple_GET_ITEM(address, 0);
+    PyObject *port = PyTuple_GET_ITEM(address, 1);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(port))
+        return 0;
+
+    int result = 0;
+    PyObject *state = NULL, *breaker = NULL, *healthy = NULL, *addrs = NULL, *sinks = NULL, *key = NULL;
+    state = PyDict_GetItemWithError(active_dict, s_in_force); /* borrowed */
+    if (state == NULL || Py_TYPE(state) != state_type)
+        goto done;
+    Py_INCREF(state);
+    if (!inet_socket(sock))
+        goto done;
+    breaker = PyObject_GetAttr(state, s_breaker);
+    if (breaker == NULL)
+        goto done;
+    if (connect && breaker != Py_None) {
+        healthy = PyObject_GetAttr(breaker, s_healthy);
+        if (healthy == NULL || !PySet_CheckExact(healthy))
+            goto done;
+    }
+    if (!(healthy != NULL && size == 2)) {
+        /* floor._check_socket's State.address cache hit: state.addrs[host][port] */
+        addrs = PyObject_GetAttr(state, s_addrs);
+        if (addrs == NULL || !PyDict_CheckExact(addrs))
+            goto done;
+        PyObject *ports = PyDict_GetItemWithError(addrs, host);
+        if (ports == NULL || !PyDict_CheckExact(ports))
+            goto done;
+        PyObject *decision = PyDict_GetItemWithError(ports, port);
+        if (decision == NULL || Py_TYPE(decision) != decision_type || PyTuple_GET_SIZE(decision) < 1 ||
+            PyTuple_GET_ITEM(decision, 0) != Py_True)
+            goto done;
+    }
+    if (healthy != NULL) {
+        /* With the breaker on, a connect is left alone only for a healthy destination (Breaker.healthy). */
+        if (size == 2) {
+            key = address;
+            Py_INCREF(key);
+        }
+        else {
+            key = PyTuple_Pack(2, host, port);
+            if (key == NULL)
+                goto done;
+        }
+        if (PySet_Contains(healthy, key) != 1)
+            goto done;
+    }
+    sinks = PyObject_GetAttr(state, s_sinks);
+    if (sinks == NULL)
+        goto done;
+    result = no_allow_events(sinks);
+done:
+    Py_XDECREF(state);
+    Py_XDECREF(breaker);
+    Py_XDECREF(healthy);
+    Py_XDECREF(addrs);
+    Py_XDECREF(sinks);
+    Py_XDECREF(key);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return result;
+}
+
+/* --- the hook ------------------------------------------------------------------------------------------- */
+
+static int
+audit_hook(const char *event, PyObject *args, void *userdata)
+{
+    (void)userdata;
+    if (event[0] == '\0' || !pair_bit((unsigned char)event[0], (unsigned char)event[1]))
+        return 0;
+    int index = -1;
+    for (int i = 0; i < n_events; i++) {
+        if (strcmp(event, event_names[i]) == 0) {
+            index = i;
+            break;
+        }
+    }
+    if (index < 0)
+        return 0;
+    if (PyInterpreterState_Get() != hook_interp)
+        return 0; /* another interpreter: its own hooks, as with a Python hook (sys.addaudithook is per interpreter) */
+    PyObject *handler = PyDict_GetItemWithError(handlers, event_keys[index]); /* borrowed */
+    if (handler == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(handler);
+    if (fast_ready) {
+        int kind = event_kind[index];
+        if ((kind == KIND_CONNECT && handler == on_connect) || (kind == KIND_SENDTO && handler == on_sendto)) {
+            if (answer_fast(args, kind == KIND_CONNECT)) {
+                fast_answers++;
+                Py_DECREF(handler);
+                return 0;
+            }
+        }
+    }
+    PyObject *result = PyObject_CallOneArg(handler, args);
+    Py_DECREF(handler);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+/* --- module functions ----------------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(install_doc,
+             "install(handlers, events)\n--\n\n"
+             "Add the C audit hook, once per process: ``events`` (str) are dispatched to ``handlers[event]``\n"
+             "(looked up at each event; a missing key is a no-op). A second call raises RuntimeError.");
+
+static PyObject *
+accel_install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "install(handlers, events) takes 2 arguments");
+        return NULL;
+    }
+    if (handlers != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the sockguard audit hook is installed already");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "handlers must be a dict");
+        return NULL;
+    }
+    PyObject *events = PySequence_Fast(args[1], "events must be a sequence of str");
+    if (events == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(events);
+    if (count > MAX_EVENTS) {
+        Py_DECREF(events);
+        PyErr_SetString(PyExc_ValueError, "too many events");
+        return NULL;
+    }
+    char *names[MAX_EVENTS] = {0};
+    PyObject *keys[MAX_EVENTS] = {0};
+    int kinds[MAX_EVENTS] = {0};
+    Py_ssize_t i;
+    for (i = 0; i < count; i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(events, i);
+        if (!PyUnicode_CheckExact(name)) {
+            PyErr_SetString(PyExc_TypeError, "event names must be str");
+            goto fail;
+        }
+        Py_ssize_t length;
+        const char *text = PyUnicode_AsUTF8AndSize(name, &length);
+        if (text == NULL)
+            goto fail;
+        if (length < 2 || (Py_ssize_t)strlen(text) != length) {
+            PyErr_SetString(PyExc_ValueError, "event names must be at least 2 characters, no NUL");
+            goto fail;
+        }
+        names[i] = strdup(text);
+        if (names[i] == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        keys[i] = PyUnicode_FromStringAndSize(text, length);
+        if (keys[i] == NULL)
+            goto fail;
+        PyUnicode_InternInPlace(&keys[i]);
+        kinds[i] = strcmp(text, "socket.connect") == 0  ? KIND_CONNECT
+                   : strcmp(text, "socket.sendto") == 0 ? KIND_SENDTO
+                                                        : KIND_OTHER;
+    }
+    /* Everything the hook reads is in place before it is added (it may run at once: sys.addaudithook event). */
+    for (i = 0; i < count; i++) {
+        event_names[i] = names[i];
+        event_keys[i] = keys[i];
+        event_kind[i] = kinds[i];
+        unsigned int bit = ((unsigned int)(unsigned char)names[i][0] << 8) | (unsigned char)names[i][1];
+        first_two[bit >> 3] |= (unsigned char)(1u << (bit & 7));
+    }
+    n_events = (int)count;
+    Py_DECREF(events);
+    Py_INCREF(args[0]);
+    handlers = args[0];
+    hook_interp = PyInterpreterState_Get();
+    if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+        /* Refused by an existing hook (it raised on sys.addaudithook): not installed, the caller says so. */
+        n_events = 0;
+        Py_CLEAR(handlers);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t j = 0; j < count; j++) {
+        free(names[j]);
+        Py_XDECREF(keys[j]);
+    }
+    Py_DECREF(events);
+    return NULL;
+}
+
+PyDoc_STRVAR(fast_path_doc,
+             "fast_path(active, State, Decision, on_connect, on_sendto, socket_type, allowed_level)\n--\n\n"
+             "Let the hook answer an allowed, cached connect/sendto itself (see the module's source). Once per\n"
+             "process; a second call raises RuntimeError.");
+
+static PyObject *
+accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "fast_path() takes 7 arguments");
+        return NULL;
+    }
+    if (fast_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the fast path is set up already");
+        return NULL;
+    }
+    PyObject *active = args[0];
+    if (!PyModule_Check(active) || !PyType_Check(args[1]) || !PyType_Check(args[2]) || !PyType_Check(args[5]) ||
+        !PyLong_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "fast_path(): arguments of the wrong type");
+        return NULL;
+    }
+    PyObject *descr = PyDict_GetItemString(((PyTypeObject *)args[5])->tp_dict, "family"); /* borrowed */
+    if (descr == NULL || Py_TYPE(descr)->tp_descr_get == NULL) {
+        PyErr_SetString(PyExc_TypeError, "fast_path(): the socket type has no family getter");
+        return NULL;
+    }
+    static const char *names[] = {"in_force", "breaker", "healthy", "addrs",    "sinks",  "_file",
+                                  "_levels",  "_logger", "disabled", "logging", "modules"};
+    PyObject **slots[] = {&s_in_force, &s_breaker, &s_healthy, &s_addrs,   &s_sinks,  &s_file,
+                          &s_levels,   &s_logger,  &s_disabled, &s_logging, &s_modules};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*slots[i] == NULL) {
+            *slots[i] = PyUnicode_InternFromString(names[i]);
+            if (*slots[i] == NULL)
+                return NULL;
+        }
+    }
+    active_dict = PyModule_GetDict(active);
+    Py_INCREF(active_dict);
+    state_type = (PyTypeObject *)Py_NewRef(args[1]);
+    decision_type = (PyTypeObject *)Py_NewRef(args[2]);
+    on_connect = Py_NewRef(args[3]);
+    on_sendto = Py_NewRef(args[4]);
+    socket_type = (PyTypeObject *)Py_NewRef(args[5]);
+    family_getter = Py_NewRef(descr);
+    allowed_level = Py_NewRef(args[6]);
+    fast_ready = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(status_doc, "status() -> dict\n--\n\nWhether the hook is installed, the fast path ready, and how "
+                         "many events it answered (tests).");
+
+static PyObject *
+accel_status(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("{s:O,s:O,s:K}", "hook", handlers != NULL ? Py_True : Py_False, "fast_path",
+                         fast_ready ? Py_True : Py_False, "fast_answers", fast_answers);
+}
+
+static PyMethodDef methods[] = {
+    {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL, install_doc},
+    {"fast_path", (PyCFunction)(void (*)(void))accel_fast_path, METH_FASTCALL, fast_path_doc},
+    {"status", accel_status, METH_NOARGS, status_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "sockguard._accel",
+    "The C accelerator of sockguard's audit-hook floor (native/sg_accel.c).",
+    -1, /* one per process: the hook it adds is process-wide */
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__accel(void)
+{
+    return PyModule_Create(&module_def);
+}
