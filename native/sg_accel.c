@@ -28,6 +28,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -54,6 +55,9 @@ static PyObject *on_sendto;
 static PyTypeObject *socket_type; /* _socket.socket */
 static PyObject *family_getter;   /* _socket.socket.__dict__["family"]: the C getter, no enum */
 static PyObject *allowed_level;   /* events.ALLOWED_LEVEL */
+static PyObject *sys_dict;        /* sys.__dict__: ``sys.modules`` is read from it, as Python code reads it */
+/* Where State's slots are (State has __slots__ and the fast path takes only an exact State). */
+static Py_ssize_t off_breaker, off_addrs, off_sinks;
 static PyObject *s_in_force, *s_breaker, *s_healthy, *s_addrs, *s_sinks, *s_file, *s_levels, *s_logger,
     *s_disabled, *s_logging, *s_modules;
 
@@ -68,6 +72,30 @@ pair_bit(unsigned char c0, unsigned char c1)
 }
 
 /* --- the fast path -------------------------------------------------------------------------------------- */
+
+/* A slot of an exact State (borrowed; NULL while unset). */
+static inline PyObject *
+slot(PyObject *object, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)object + offset);
+}
+
+static int
+slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
+{
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
+        PyErr_Format(PyExc_TypeError, "fast_path(): %s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX || member->offset <= 0 || (size_t)member->offset >= (size_t)type->tp_basicsize) {
+        PyErr_Format(PyExc_TypeError, "fast_path(): %s.%s is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    *offset = member->offset;
+    return 0;
+}
 
 /* 1: no sink wants an allow event (sinks.Sinks.wants_allow() is False, read from the same memo);
  * 0: it may, or this cannot tell: the Python handler decides. */
@@ -105,7 +133,7 @@ no_allow_events(PyObject *sinks)
     }
     {
         /* No memo yet: nothing can be configured to show DEBUG while logging is not imported. */
-        PyObject *modules = PySys_GetObject("modules"); /* borrowed; what ``sys.modules`` names */
+        PyObject *modules = PyDict_GetItemWithError(sys_dict, s_modules); /* borrowed */
         if (modules == NULL || !PyDict_CheckExact(modules))
             goto done;
         PyObject *found = PyDict_GetItemWithError(modules, s_logging);
@@ -174,9 +202,10 @@ answer_fast(PyObject *args, int connect)
     Py_INCREF(state);
     if (!inet_socket(sock))
         goto done;
-    breaker = PyObject_GetAttr(state, s_breaker);
+    breaker = slot(state, off_breaker);
     if (breaker == NULL)
         goto done;
+    Py_INCREF(breaker);
     if (connect && breaker != Py_None) {
         healthy = PyObject_GetAttr(breaker, s_healthy);
         if (healthy == NULL || !PySet_CheckExact(healthy))
@@ -184,9 +213,10 @@ answer_fast(PyObject *args, int connect)
     }
     if (!(healthy != NULL && size == 2)) {
         /* floor._check_socket's State.address cache hit: state.addrs[host][port] */
-        addrs = PyObject_GetAttr(state, s_addrs);
+        addrs = slot(state, off_addrs);
         if (addrs == NULL || !PyDict_CheckExact(addrs))
             goto done;
+        Py_INCREF(addrs);
         PyObject *ports = PyDict_GetItemWithError(addrs, host);
         if (ports == NULL || !PyDict_CheckExact(ports))
             goto done;
@@ -209,9 +239,10 @@ answer_fast(PyObject *args, int connect)
         if (PySet_Contains(healthy, key) != 1)
             goto done;
     }
-    sinks = PyObject_GetAttr(state, s_sinks);
+    sinks = slot(state, off_sinks);
     if (sinks == NULL)
         goto done;
+    Py_INCREF(sinks);
     result = no_allow_events(sinks);
 done:
     Py_XDECREF(state);
@@ -265,6 +296,221 @@ audit_hook(const char *event, PyObject *args, void *userdata)
     Py_DECREF(result);
     return 0;
 }
+
+/* --- the socket wrappers' fast path ------------------------------------------------------------------------
+ *
+ * sockguard.wrappers' ``connect`` and ``sendto`` (the Python functions, kept as the slow path) first make the
+ * address what C will get (sockguard.canonical) unless it already is: a plain ``(str, int)`` pair whose host is
+ * a known canonical IP literal (``canonical.numeric_hosts``). A Wrapper does that test in C and calls the
+ * original method itself; anything else is handed, unchanged, to the Python wrapper. After a connect it tells
+ * the breaker what happened exactly as the Python wrapper does (``_connect_outcome`` on an OSError that is not
+ * EgressBlocked; ``after_connect`` on success when the breaker watches destinations). It is a method descriptor,
+ * so ``sock.connect(address)`` calls it with ``sock`` first, without a bound method. */
+
+enum { WRAP_CONNECT = 1, WRAP_SENDTO = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    int kind;
+    PyObject *original;   /* _socket.socket.connect / .sendto */
+    PyObject *slow;       /* the Python wrapper */
+    PyObject *numeric;    /* canonical.numeric_hosts (a set, emptied in place, never replaced) */
+    PyObject *active;     /* sockguard.active.__dict__ (connect) */
+    PyObject *outcome;    /* wrappers._connect_outcome (connect) */
+    PyObject *blocked;    /* errors.EgressBlocked (connect) */
+} Wrapper;
+
+static PyObject *s_watched, *s_after_connect;
+
+static int
+canonical_pair(Wrapper *self, PyObject *address)
+{
+    if (!PyTuple_CheckExact(address) || PyTuple_GET_SIZE(address) != 2)
+        return 0;
+    PyObject *host = PyTuple_GET_ITEM(address, 0);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(PyTuple_GET_ITEM(address, 1)))
+        return 0;
+    int found = PySet_Contains(self->numeric, host); /* exact str: no Python code runs */
+    if (found < 0)
+        PyErr_Clear();
+    return found == 1;
+}
+
+/* The Python wrapper's ``except OSError as exc: _connect_outcome(self, address, exc); raise`` (EgressBlocked
+ * re-raised first), and on success ``breaker.after_connect(self, address, 0)`` when ``breaker.watched``. */
+static PyObject *
+connect_done(Wrapper *self, PyObject *sock, PyObject *address, PyObject *result)
+{
+    if (result == NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (type == NULL || PyErr_GivenExceptionMatches(type, self->blocked) ||
+            !PyErr_GivenExceptionMatches(type, PyExc_OSError)) {
+            PyErr_Restore(type, value, traceback);
+            return NULL;
+        }
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        PyObject *args[3] = {sock, address, value};
+        PyObject *done = PyObject_Vectorcall(self->outcome, args, 3, NULL);
+        if (done == NULL) {
+            /* As in Python: the outcome's exception propagates, with the connect's as its context. */
+            PyObject *type2, *value2, *traceback2;
+            PyErr_Fetch(&type2, &value2, &traceback2);
+            PyErr_NormalizeException(&type2, &value2, &traceback2);
+            PyException_SetContext(value2, value); /* steals value */
+            value = NULL;
+            PyErr_Restore(type2, value2, traceback2);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            return NULL;
+        }
+        Py_DECREF(done);
+        PyErr_Restore(type, value, traceback);
+        return NULL;
+    }
+    PyObject *state = PyDict_GetItemWithError(self->active, s_in_force); /* borrowed */
+    if (state == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        return result;
+    }
+    if (state == Py_None)
+        return result;
+    Py_INCREF(state);
+    PyObject *breaker = PyObject_GetAttr(state, s_breaker);
+    Py_DECREF(state);
+    if (breaker == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    if (breaker == Py_None) {
+        Py_DECREF(breaker);
+        return result;
+    }
+    PyObject *watched = PyObject_GetAttr(breaker, s_watched);
+    int busy = watched == NULL ? -1 : PyObject_IsTrue(watched);
+    Py_XDECREF(watched);
+    if (busy == 1) {
+        PyObject *zero = PyLong_FromLong(0);
+        PyObject *done = zero == NULL ? NULL : PyObject_CallMethodObjArgs(breaker, s_after_connect, sock, address, zero, NULL);
+        Py_XDECREF(zero);
+        Py_XDECREF(done);
+        busy = done == NULL ? -1 : 0;
+    }
+    Py_DECREF(breaker);
+    if (busy < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+static PyObject *
+wrapper_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Wrapper *self = (Wrapper *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
+        if (self->kind == WRAP_CONNECT && nargs == 2 && canonical_pair(self, args[1])) {
+            PyObject *sock = args[0], *address = args[1];
+            Py_INCREF(sock);
+            Py_INCREF(address);
+            PyObject *result = connect_done(self, sock, address, PyObject_Vectorcall(self->original, args, 2, NULL));
+            Py_DECREF(sock);
+            Py_DECREF(address);
+            return result;
+        }
+        if (self->kind == WRAP_SENDTO && (nargs == 3 || nargs == 4) && canonical_pair(self, args[nargs - 1]))
+            return PyObject_Vectorcall(self->original, args, nargs, NULL);
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static PyObject *
+wrapper_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    (void)type;
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static int
+wrapper_traverse(Wrapper *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->original);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->numeric);
+    Py_VISIT(self->active);
+    Py_VISIT(self->outcome);
+    Py_VISIT(self->blocked);
+    return 0;
+}
+
+static int
+wrapper_clear(Wrapper *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->numeric);
+    Py_CLEAR(self->active);
+    Py_CLEAR(self->outcome);
+    Py_CLEAR(self->blocked);
+    return 0;
+}
+
+static void
+wrapper_dealloc(Wrapper *self)
+{
+    PyObject_GC_UnTrack(self);
+    wrapper_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+wrapper_repr(Wrapper *self)
+{
+    return PyUnicode_FromFormat("<sockguard accelerated wrapper of %R>", self->slow);
+}
+
+static PyMemberDef wrapper_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(Wrapper, dict), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Wrapper, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef wrapper_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WrapperType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sockguard._accel.Wrapper",
+    .tp_basicsize = sizeof(Wrapper),
+    .tp_dealloc = (destructor)wrapper_dealloc,
+    .tp_vectorcall_offset = offsetof(Wrapper, vectorcall),
+    .tp_repr = (reprfunc)wrapper_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "A socket method's wrapper whose canonical-address fast path runs in C (native/sg_accel.c).",
+    .tp_traverse = (traverseproc)wrapper_traverse,
+    .tp_clear = (inquiry)wrapper_clear,
+    .tp_members = wrapper_members,
+    .tp_getset = wrapper_getset,
+    .tp_descr_get = wrapper_get,
+    .tp_dictoffset = offsetof(Wrapper, dict),
+};
 
 /* --- module functions ----------------------------------------------------------------------------------- */
 
@@ -397,6 +643,15 @@ accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
         }
     }
+    PyTypeObject *state = (PyTypeObject *)args[1];
+    if (slot_offset(state, "breaker", &off_breaker) < 0 || slot_offset(state, "addrs", &off_addrs) < 0 ||
+        slot_offset(state, "sinks", &off_sinks) < 0)
+        return NULL;
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (sys == NULL)
+        return NULL;
+    sys_dict = Py_NewRef(PyModule_GetDict(sys));
+    Py_DECREF(sys);
     active_dict = PyModule_GetDict(active);
     Py_INCREF(active_dict);
     state_type = (PyTypeObject *)Py_NewRef(args[1]);
@@ -408,6 +663,66 @@ accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     allowed_level = Py_NewRef(args[6]);
     fast_ready = 1;
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(wrap_doc,
+             "wrap(kind, original, slow, numeric_hosts, active, outcome, EgressBlocked)\n--\n\n"
+             "A method wrapping ``original`` (kind 'connect' or 'sendto') whose canonical-address fast path runs in\n"
+             "C; every other call goes to ``slow``, the Python wrapper. ``__name__`` is ``slow``'s.");
+
+static PyObject *
+accel_wrap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "wrap() takes 7 arguments");
+        return NULL;
+    }
+    int kind;
+    if (PyUnicode_Check(args[0]) && PyUnicode_CompareWithASCIIString(args[0], "connect") == 0)
+        kind = WRAP_CONNECT;
+    else if (PyUnicode_Check(args[0]) && PyUnicode_CompareWithASCIIString(args[0], "sendto") == 0)
+        kind = WRAP_SENDTO;
+    else {
+        PyErr_SetString(PyExc_ValueError, "wrap(): kind must be 'connect' or 'sendto'");
+        return NULL;
+    }
+    if (!PyAnySet_CheckExact(args[3]) || !PyModule_Check(args[4]) || !PyExceptionClass_Check(args[6]) ||
+        !PyCallable_Check(args[1]) || !PyCallable_Check(args[2]) || !PyCallable_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "wrap(): arguments of the wrong type");
+        return NULL;
+    }
+    if (s_watched == NULL) {
+        s_watched = PyUnicode_InternFromString("watched");
+        s_after_connect = PyUnicode_InternFromString("after_connect");
+        if (s_in_force == NULL)
+            s_in_force = PyUnicode_InternFromString("in_force");
+        if (s_breaker == NULL)
+            s_breaker = PyUnicode_InternFromString("breaker");
+        if (s_watched == NULL || s_after_connect == NULL || s_in_force == NULL || s_breaker == NULL)
+            return NULL;
+    }
+    Wrapper *self = PyObject_GC_New(Wrapper, &WrapperType);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = wrapper_vectorcall;
+    self->dict = NULL;
+    self->kind = kind;
+    self->original = Py_NewRef(args[1]);
+    self->slow = Py_NewRef(args[2]);
+    self->numeric = Py_NewRef(args[3]);
+    self->active = Py_NewRef(PyModule_GetDict(args[4]));
+    self->outcome = Py_NewRef(args[5]);
+    self->blocked = Py_NewRef(args[6]);
+    PyObject_GC_Track(self);
+    PyObject *name = PyObject_GetAttrString(args[2], "__name__");
+    if (name == NULL || PyObject_SetAttrString((PyObject *)self, "__name__", name) < 0) {
+        Py_XDECREF(name);
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_DECREF(name);
+    return (PyObject *)self;
 }
 
 PyDoc_STRVAR(status_doc, "status() -> dict\n--\n\nWhether the hook is installed, the fast path ready, and how "
@@ -426,6 +741,7 @@ static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL, install_doc},
     {"fast_path", (PyCFunction)(void (*)(void))accel_fast_path, METH_FASTCALL, fast_path_doc},
     {"status", accel_status, METH_NOARGS, status_doc},
+    {"wrap", (PyCFunction)(void (*)(void))accel_wrap, METH_FASTCALL, wrap_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -444,5 +760,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__accel(void)
 {
+    if (PyType_Ready(&WrapperType) < 0)
+        return NULL;
     return PyModule_Create(&module_def);
 }

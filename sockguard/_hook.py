@@ -65,6 +65,8 @@ def install_audit_hook() -> None:
     global _installed
     if not _installed:
         _installed = True
+        from sockguard.accelerator import accelerator
+
         fast = accelerator()
         if fast is not None:
             fast.install(handlers, WATCHED_EVENTS)
@@ -76,35 +78,6 @@ def install_audit_hook() -> None:
 
 #: Every event the floor dispatches (the handler table may hold only these).
 WATCHED_EVENTS = (*SOCKET_EVENTS, "socket.__new__", *CHILD_EVENTS, "os.putenv", "os.unsetenv")
-_ACCELERATOR: list[Any] = []  # [module or None, why it is off], decided once per process
-_OFF_VALUES = ("0", "false", "no", "off")
-
-
-def accelerator() -> Any:
-    """The ``sockguard._accel`` module, or None when it was not built or ``SOCKGUARD_ACCELERATOR`` is off (decided
-    once, at the first call: changing the variable later changes nothing in this process)."""
-    if not _ACCELERATOR:
-        import os
-
-        setting = os.environ.get("SOCKGUARD_ACCELERATOR", "").strip().lower()
-        module: Any = None
-        if setting in _OFF_VALUES:
-            why = f"off (SOCKGUARD_ACCELERATOR={setting})"
-        else:
-            try:
-                from sockguard import _accel as module
-            except ImportError as exc:
-                why = f"not available ({exc})"
-            else:
-                why = "on"
-        _ACCELERATOR[:] = [module, why]
-    return _ACCELERATOR[0]
-
-
-def accelerator_status() -> str:
-    """``on``, or why the accelerator is off (``sockguard status``)."""
-    accelerator()
-    return str(_ACCELERATOR[1])
 
 
 def _lazy(event: str) -> Handler:
