@@ -725,6 +725,27 @@ accel_wrap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)self;
 }
 
+PyDoc_STRVAR(answers_doc,
+             "answers(args, connect) -> bool\n--\n\n"
+             "Whether the hook would answer this socket.connect (``connect`` true) or socket.sendto event itself,\n"
+             "without the Python handler (the differential tests compare it with the handler). Changes nothing.");
+
+static PyObject *
+accel_answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "answers(args, connect) takes 2 arguments");
+        return NULL;
+    }
+    int connect = PyObject_IsTrue(args[1]);
+    if (connect < 0)
+        return NULL;
+    if (!fast_ready)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(answer_fast(args[0], connect));
+}
+
 PyDoc_STRVAR(status_doc, "status() -> dict\n--\n\nWhether the hook is installed, the fast path ready, and how "
                          "many events it answered (tests).");
 
@@ -741,6 +762,7 @@ static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL, install_doc},
     {"fast_path", (PyCFunction)(void (*)(void))accel_fast_path, METH_FASTCALL, fast_path_doc},
     {"status", accel_status, METH_NOARGS, status_doc},
+    {"answers", (PyCFunction)(void (*)(void))accel_answers, METH_FASTCALL, answers_doc},
     {"wrap", (PyCFunction)(void (*)(void))accel_wrap, METH_FASTCALL, wrap_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -145,6 +145,13 @@ def _native_summary() -> str:
     return f"available ({path})" if path else f"native layer unavailable: {unavailable_reason()}"
 
 
+def _accelerator_summary() -> str:
+    """Whether a guarded Python process (with this environment) runs the C floor and fast path (issue 16)."""
+    from sockguard.accelerator import status
+
+    return status()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sockguard.config import load_settings
     from sockguard.errors import ConfigError
@@ -174,6 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "http_log_level": "info" if settings.http_log_level >= 20 else "debug",
         "log_query": settings.log_query,
         "native": _native_summary(),
+        "accelerator": _accelerator_summary(),
     }
     log_problem = None
     if settings.log:
