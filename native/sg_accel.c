@@ -58,6 +58,8 @@ static PyObject *allowed_level;   /* events.ALLOWED_LEVEL */
 static PyObject *sys_dict;        /* sys.__dict__: ``sys.modules`` is read from it, as Python code reads it */
 /* Where State's slots are (State has __slots__ and the fast path takes only an exact State). */
 static Py_ssize_t off_breaker, off_addrs, off_sinks;
+static PyObject *s_level;
+static long allowed_value;
 static PyObject *s_in_force, *s_breaker, *s_healthy, *s_addrs, *s_sinks, *s_file, *s_levels, *s_logger,
     *s_disabled, *s_logging, *s_modules;
 
@@ -137,8 +139,23 @@ no_allow_events(PyObject *sinks)
         if (modules == NULL || !PyDict_CheckExact(modules))
             goto done;
         PyObject *found = PyDict_GetItemWithError(modules, s_logging);
-        if (found == NULL && !PyErr_Occurred())
-            result = 1;
+        if (found == NULL) {
+            if (!PyErr_Occurred())
+                result = 1;
+            goto done;
+        }
+        /* Sinks._logger_wants(DEBUG): allowed traffic reaches the logger only when the ``sockguard`` logger's
+         * own level is set, at DEBUG or below. */
+        logger = PyObject_GetAttr(sinks, s_logger);
+        if (logger == NULL || logger == Py_None)
+            goto done; /* Sinks.logger() would create it: the handler does */
+        PyObject *own = PyObject_GetAttr(logger, s_level);
+        if (own != NULL && PyLong_CheckExact(own)) {
+            long value = PyLong_AsLong(own);
+            if (!(value == -1 && PyErr_Occurred()) && !(0 < value && value <= allowed_value))
+                result = 1;
+        }
+        Py_XDECREF(own);
     }
 done:
     Py_XDECREF(file);
@@ -661,6 +678,11 @@ accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     socket_type = (PyTypeObject *)Py_NewRef(args[5]);
     family_getter = Py_NewRef(descr);
     allowed_level = Py_NewRef(args[6]);
+    allowed_value = PyLong_AsLong(allowed_level);
+    if (allowed_value == -1 && PyErr_Occurred())
+        return NULL;
+    if (s_level == NULL && (s_level = PyUnicode_InternFromString("level")) == NULL)
+        return NULL;
     fast_ready = 1;
     Py_RETURN_NONE;
 }
