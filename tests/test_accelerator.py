@@ -35,8 +35,6 @@ from sockguard.accelerator import accelerator
 from sockguard.config import Settings
 from tests.native_support import SANITIZER_ENV, asan_runtime, c_compiler
 
-pytestmark = pytest.mark.enforcement
-
 ROOT = Path(__file__).resolve().parent.parent
 fast = accelerator()
 needs_accelerator = pytest.mark.skipif(fast is None, reason="the accelerator is off or not built in this run")
