@@ -28,11 +28,11 @@ def accelerator() -> Any:
             why = f"off (SOCKGUARD_ACCELERATOR={setting})"
         else:
             try:
-                from sockguard import _accel as module
+                from sockguard import _accel
             except ImportError as exc:
                 why = f"not available: {_unavailable() or exc}"
             else:
-                why = "on"
+                module, why = _accel, "on"
         _decided[:] = [module, why]
     return _decided[0]
 

@@ -182,7 +182,8 @@ def _on_bind(args: tuple[Any, ...]) -> None:
     decision = _UNKNOWN_SHAPE if host is None else active.C_RESOLVED
     if host is not None:
         _wrappers_bypassed(host)
-    error = refuse(state, decision, "bind", sock, host if host is not None else repr(address), None, None, depth=2 + _AUDIT)
+    shown = host if host is not None else repr(address)
+    error = refuse(state, decision, "bind", sock, shown, None, None, depth=2 + _AUDIT)
     if error is not None:
         raise error
 

@@ -485,8 +485,9 @@ def _accelerated(connect: Any, original_connect: Any, sendto: Any, original_send
     fast = accelerator()
     if fast is None:
         return connect, sendto
+    shared = (numeric_hosts, active, _connect_outcome, EgressBlocked)
     if original_connect is _C_CONNECT:
-        connect = fast.wrap("connect", original_connect, connect, numeric_hosts, active, _connect_outcome, EgressBlocked)
+        connect = fast.wrap("connect", original_connect, connect, *shared)
     if original_sendto is _C_SENDTO:
-        sendto = fast.wrap("sendto", original_sendto, sendto, numeric_hosts, active, _connect_outcome, EgressBlocked)
+        sendto = fast.wrap("sendto", original_sendto, sendto, *shared)
     return connect, sendto
