@@ -147,9 +147,12 @@ def test_the_c_hook_answers_only_what_the_python_handler_has_nothing_to_do_for(t
 def _compare(state: guard.State, events: list[dict], logged: bool, label: str, port: int) -> int:
     assert fast is not None
     answered = 0
-    with guard.applied(state), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4, socket.socket(
-        socket.AF_INET6, socket.SOCK_DGRAM
-    ) as v6, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
+    with (
+        guard.applied(state),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix,
+    ):
         allowed = ("127.0.0.1", port)
         assert not fast.answers((v4, allowed), True)  # a cold cache: the handler decides
         for _ in range(2):  # decided, then (breaker on) healthy
