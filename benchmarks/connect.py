@@ -241,7 +241,7 @@ def _row(
         added=added,
         ratio=ratio,
     )
-    accelerator_off(row, samples)
+    accelerator_off(row, samples, scale=US)
     if pytest_socket and "pytest-socket" in samples:
         row.pytest_socket = paired(samples["pytest-socket"], samples["bare"], US)[0]
     if judged and limit is not None:
@@ -290,7 +290,7 @@ def run_blocked(ctx: Context) -> list[Row]:
                 f"{counts['bare']['blocked_accepted'] + counts['bare']['blocked_received']})"
             )
             if variant == "guard-quiet":
-                accelerator_off(row, {"guard-quiet-python": samples["guard-quiet-python"], "bare": samples["bare"]})
+                accelerator_off(row, {"guard-quiet-python": samples["guard-quiet-python"], "bare": samples["bare"]}, US)
             row.verdict = verdict(arrived == 0 and (guarded.median <= 3.0 if judged else True))
             rows.append(row)
     return rows

@@ -33,14 +33,17 @@
 #include <sys/socket.h>
 
 #define MAX_EVENTS 32
+#define AF_PACKET_FAMILY 17 /* Linux's AF_PACKET, as sockguard.rawsockets names it */
+#define SOCK_PACKET_TYPE 10 /* Linux's SOCK_PACKET */
 
-enum { KIND_OTHER = 0, KIND_CONNECT, KIND_SENDTO };
+enum { KIND_OTHER = 0, KIND_CONNECT, KIND_SENDTO, KIND_NEW };
 
 /* Set once by install(); never changed afterwards. */
 static PyInterpreterState *hook_interp;
 static PyObject *handlers;                 /* sockguard._hook.handlers (a dict, updated in place by Python) */
 static int n_events;
 static char *event_names[MAX_EVENTS];      /* owned copies */
+static size_t event_lengths[MAX_EVENTS];
 static PyObject *event_keys[MAX_EVENTS];   /* interned str, the handler table's keys */
 static int event_kind[MAX_EVENTS];
 static unsigned char first_two[65536 / 8]; /* bitmap of (c0, c1) of the watched names: most events stop here */
@@ -52,6 +55,7 @@ static PyTypeObject *state_type; /* sockguard.active.State */
 static PyTypeObject *decision_type;
 static PyObject *on_connect;     /* floor._on_connect: the fast path answers only for the real handlers */
 static PyObject *on_sendto;
+static PyObject *on_new;         /* floor._on_new: acts only on raw and packet sockets */
 static PyTypeObject *socket_type; /* _socket.socket */
 static PyObject *family_getter;   /* _socket.socket.__dict__["family"]: the C getter, no enum */
 static PyObject *allowed_level;   /* events.ALLOWED_LEVEL */
@@ -74,6 +78,51 @@ pair_bit(unsigned char c0, unsigned char c1)
 }
 
 /* --- the fast path -------------------------------------------------------------------------------------- */
+
+/* An attribute read, as PyObject_GetAttr reads it, that takes a slot straight from the object when the type's
+ * attribute of that name is a slot (a member descriptor: a data descriptor, so it wins over everything else
+ * GenericGetAttr would look at). Remembered per call site for one type at one version tag: any change to the
+ * type (or its bases) gives it a new tag, and the next read looks again. Returns a new reference, or NULL with
+ * an exception set. */
+typedef struct {
+    PyTypeObject *type; /* compared, never dereferenced while stale: a tag is never reused */
+    unsigned int version;
+    Py_ssize_t offset; /* 0: the type has no such slot, read with PyObject_GetAttr */
+} AttrCache;
+
+static PyObject *
+read_attr(PyObject *object, PyObject *name, AttrCache *cache)
+{
+    PyTypeObject *type = Py_TYPE(object);
+    if (cache->type == type && cache->version == type->tp_version_tag &&
+        (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        if (cache->offset > 0) {
+            PyObject *value = *(PyObject **)((char *)object + cache->offset);
+            if (value != NULL)
+                return Py_NewRef(value);
+        }
+        return PyObject_GetAttr(object, name);
+    }
+    cache->type = NULL;
+    if (type->tp_getattro == PyObject_GenericGetAttr) {
+        PyObject *descr = _PyType_Lookup(type, name); /* borrowed; gives the type a version tag */
+        if (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
+            Py_ssize_t offset = 0;
+            if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+                PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+                if (member->type == T_OBJECT_EX && member->offset > 0 &&
+                    PyType_IsSubtype(type, PyDescr_TYPE(descr)))
+                    offset = member->offset;
+            }
+            cache->version = type->tp_version_tag;
+            cache->offset = offset;
+            cache->type = type;
+        }
+    }
+    return PyObject_GetAttr(object, name);
+}
+
+static AttrCache cache_healthy, cache_file, cache_levels, cache_logger, cache_disabled, cache_level;
 
 /* A slot of an exact State (borrowed; NULL while unset). */
 static inline PyObject *
@@ -106,10 +155,10 @@ no_allow_events(PyObject *sinks)
 {
     int result = 0;
     PyObject *file = NULL, *levels = NULL, *logger = NULL, *disabled = NULL;
-    file = PyObject_GetAttr(sinks, s_file);
+    file = read_attr(sinks, s_file, &cache_file);
     if (file == NULL || file != Py_None)
         goto done;
-    levels = PyObject_GetAttr(sinks, s_levels);
+    levels = read_attr(sinks, s_levels, &cache_levels);
     if (levels == NULL)
         goto done;
     if (PyDict_CheckExact(levels)) {
@@ -121,10 +170,10 @@ no_allow_events(PyObject *sinks)
         else {
             if (enabled != Py_False)
                 goto done; /* True (or anything else): the handler logs it */
-            logger = PyObject_GetAttr(sinks, s_logger);
+            logger = read_attr(sinks, s_logger, &cache_logger);
             if (logger == NULL || logger == Py_None)
                 goto done;
-            disabled = PyObject_GetAttr(logger, s_disabled);
+            disabled = read_attr(logger, s_disabled, &cache_disabled);
             if (disabled == Py_False)
                 result = 1;
             goto done; /* a disabled logger: the handler asks logging itself */
@@ -146,10 +195,10 @@ no_allow_events(PyObject *sinks)
         }
         /* Sinks._logger_wants(DEBUG): allowed traffic reaches the logger only when the ``sockguard`` logger's
          * own level is set, at DEBUG or below. */
-        logger = PyObject_GetAttr(sinks, s_logger);
+        logger = read_attr(sinks, s_logger, &cache_logger);
         if (logger == NULL || logger == Py_None)
             goto done; /* Sinks.logger() would create it: the handler does */
-        PyObject *own = PyObject_GetAttr(logger, s_level);
+        PyObject *own = read_attr(logger, s_level, &cache_level);
         if (own != NULL && PyLong_CheckExact(own)) {
             long value = PyLong_AsLong(own);
             if (!(value == -1 && PyErr_Occurred()) && !(0 < value && value <= allowed_value))
@@ -224,7 +273,7 @@ answer_fast(PyObject *args, int connect)
         goto done;
     Py_INCREF(breaker);
     if (connect && breaker != Py_None) {
-        healthy = PyObject_GetAttr(breaker, s_healthy);
+        healthy = read_attr(breaker, s_healthy, &cache_healthy);
         if (healthy == NULL || !PySet_CheckExact(healthy))
             goto done;
     }
@@ -275,6 +324,25 @@ done:
 
 /* --- the hook ------------------------------------------------------------------------------------------- */
 
+/* ``socket.__new__`` (sock, family, type, proto): 1 when floor._on_new has nothing to do, that is when
+ * rawsockets.is_raw(family, type) is false for certain: not AF_PACKET, and a type that is neither SOCK_RAW nor
+ * SOCK_PACKET whatever the family. Anything else (or another shape) goes to the handler. */
+static int
+not_raw(PyObject *args)
+{
+    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 4)
+        return 0;
+    PyObject *family = PyTuple_GET_ITEM(args, 1), *type = PyTuple_GET_ITEM(args, 2);
+    if (!PyLong_CheckExact(family) || !PyLong_CheckExact(type))
+        return 0;
+    long f = PyLong_AsLong(family), t = PyLong_AsLong(type);
+    if ((f == -1 || t == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return f != AF_PACKET_FAMILY && (t & 0xF) != SOCK_RAW && (t & 0xF) != SOCK_PACKET_TYPE;
+}
+
 static int
 audit_hook(const char *event, PyObject *args, void *userdata)
 {
@@ -282,8 +350,9 @@ audit_hook(const char *event, PyObject *args, void *userdata)
     if (event[0] == '\0' || !pair_bit((unsigned char)event[0], (unsigned char)event[1]))
         return 0;
     int index = -1;
+    size_t length = strlen(event);
     for (int i = 0; i < n_events; i++) {
-        if (strcmp(event, event_names[i]) == 0) {
+        if (event_lengths[i] == length && memcmp(event, event_names[i], length) == 0) {
             index = i;
             break;
         }
@@ -298,6 +367,10 @@ audit_hook(const char *event, PyObject *args, void *userdata)
     Py_INCREF(handler);
     if (fast_ready) {
         int kind = event_kind[index];
+        if (kind == KIND_NEW && handler == on_new && not_raw(args)) {
+            Py_DECREF(handler);
+            return 0;
+        }
         if ((kind == KIND_CONNECT && handler == on_connect) || (kind == KIND_SENDTO && handler == on_sendto)) {
             if (answer_fast(args, kind == KIND_CONNECT)) {
                 fast_answers++;
@@ -340,6 +413,7 @@ typedef struct {
 } Wrapper;
 
 static PyObject *s_watched, *s_after_connect;
+static AttrCache cache_state_breaker, cache_watched;
 
 static int
 canonical_pair(Wrapper *self, PyObject *address)
@@ -400,7 +474,7 @@ connect_done(Wrapper *self, PyObject *sock, PyObject *address, PyObject *result)
     if (state == Py_None)
         return result;
     Py_INCREF(state);
-    PyObject *breaker = PyObject_GetAttr(state, s_breaker);
+    PyObject *breaker = read_attr(state, s_breaker, &cache_state_breaker);
     Py_DECREF(state);
     if (breaker == NULL) {
         Py_DECREF(result);
@@ -410,7 +484,7 @@ connect_done(Wrapper *self, PyObject *sock, PyObject *address, PyObject *result)
         Py_DECREF(breaker);
         return result;
     }
-    PyObject *watched = PyObject_GetAttr(breaker, s_watched);
+    PyObject *watched = read_attr(breaker, s_watched, &cache_watched);
     int busy = watched == NULL ? -1 : PyObject_IsTrue(watched);
     Py_XDECREF(watched);
     if (busy == 1) {
@@ -588,13 +662,15 @@ accel_install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (keys[i] == NULL)
             goto fail;
         PyUnicode_InternInPlace(&keys[i]);
-        kinds[i] = strcmp(text, "socket.connect") == 0  ? KIND_CONNECT
-                   : strcmp(text, "socket.sendto") == 0 ? KIND_SENDTO
-                                                        : KIND_OTHER;
+        kinds[i] = strcmp(text, "socket.connect") == 0   ? KIND_CONNECT
+                   : strcmp(text, "socket.sendto") == 0  ? KIND_SENDTO
+                   : strcmp(text, "socket.__new__") == 0 ? KIND_NEW
+                                                         : KIND_OTHER;
     }
     /* Everything the hook reads is in place before it is added (it may run at once: sys.addaudithook event). */
     for (i = 0; i < count; i++) {
         event_names[i] = names[i];
+        event_lengths[i] = strlen(names[i]);
         event_keys[i] = keys[i];
         event_kind[i] = kinds[i];
         unsigned int bit = ((unsigned int)(unsigned char)names[i][0] << 8) | (unsigned char)names[i][1];
@@ -622,7 +698,7 @@ fail:
 }
 
 PyDoc_STRVAR(fast_path_doc,
-             "fast_path(active, State, Decision, on_connect, on_sendto, socket_type, allowed_level)\n--\n\n"
+             "fast_path(active, State, Decision, on_connect, on_sendto, socket_type, allowed_level, on_new)\n--\n\n"
              "Let the hook answer an allowed, cached connect/sendto itself (see the module's source). Once per\n"
              "process; a second call raises RuntimeError.");
 
@@ -630,8 +706,8 @@ static PyObject *
 accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "fast_path() takes 7 arguments");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "fast_path() takes 8 arguments");
         return NULL;
     }
     if (fast_ready) {
@@ -678,6 +754,7 @@ accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     socket_type = (PyTypeObject *)Py_NewRef(args[5]);
     family_getter = Py_NewRef(descr);
     allowed_level = Py_NewRef(args[6]);
+    on_new = Py_NewRef(args[7]);
     allowed_value = PyLong_AsLong(allowed_level);
     if (allowed_value == -1 && PyErr_Occurred())
         return NULL;

@@ -385,11 +385,12 @@ HANDLERS: dict[str, Handler] = {
 def _accelerate() -> None:
     """Let the C floor (native/sg_accel.c) answer what the hot path of :func:`_check_socket` answers: a connect or
     sendto of a plain ``(str, int)`` address whose cached decision in the State in force is allowed (a healthy
-    destination, for a connect with the breaker on) while no sink wants allow events. It reads these same objects
-    at every event; anything else comes here."""
+    destination, for a connect with the breaker on) while no sink wants allow events; and a ``socket.__new__``
+    that is neither a raw nor a packet socket (:func:`_on_new` has nothing to do). It reads these same objects at
+    every event; anything else comes here."""
     fast = accelerator()
     if fast is not None and not fast.status()["fast_path"]:
-        fast.fast_path(active, active.State, Decision, _on_connect, _on_sendto, _socket.socket, ALLOWED_LEVEL)
+        fast.fast_path(active, active.State, Decision, _on_connect, _on_sendto, _socket.socket, ALLOWED_LEVEL, _on_new)
 
 
 _accelerate()
