@@ -290,7 +290,9 @@ def run_blocked(ctx: Context) -> list[Row]:
                 f"{counts['bare']['blocked_accepted'] + counts['bare']['blocked_received']})"
             )
             if variant == "guard-quiet":
-                accelerator_off(row, {"guard-quiet-python": samples["guard-quiet-python"], "bare": samples["bare"]}, US)
+                accelerator_off(
+                    row, {"guard-quiet-python": samples["guard-quiet-python"], "bare": samples["bare"]}, scale=US
+                )
             row.verdict = verdict(arrived == 0 and (guarded.median <= 3.0 if judged else True))
             rows.append(row)
     return rows
