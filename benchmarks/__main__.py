@@ -96,8 +96,8 @@ def markdown(machine: dict[str, str], rows: list[Row], quick: bool, seconds: flo
         "Baseline and guarded: median (min-max) of the per-batch means; added and ratio: median of the per-round "
         "guarded - baseline differences and ratios (batches interleaved). Accelerator off: the guard's added cost "
         "and ratio with SOCKGUARD_ACCELERATOR=0 (the pure-Python floor), same run. pytest-socket: its added cost. "
-        "Times are the measuring process's CPU time, except the HTTP and start-up rows (wall clock); "
-        "see docs/performance.md.",
+        "Times are the measuring process's CPU time, except the HTTP rows (wall clock) and the start-up rows (the "
+        "child process's CPU time); see docs/performance.md.",
         "",
         "| scenario | target | unit | baseline | guarded | added | ratio | accelerator off | pytest-socket | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -325,22 +325,32 @@ done:
 /* --- the hook ------------------------------------------------------------------------------------------- */
 
 /* ``socket.__new__`` (sock, family, type, proto): 1 when floor._on_new has nothing to do, that is when
- * rawsockets.is_raw(family, type) is false for certain: not AF_PACKET, and a type that is neither SOCK_RAW nor
- * SOCK_PACKET whatever the family. Anything else (or another shape) goes to the handler. */
+ * rawsockets.is_raw(family, type, proto) is false: not AF_PACKET, and either not AF_INET/AF_INET6, or a type that
+ * is neither SOCK_RAW nor SOCK_PACKET and not an ICMP/ICMPv6 datagram (ping) socket. Anything else, or another
+ * shape, goes to the handler. */
 static int
 not_raw(PyObject *args)
 {
     if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 4)
         return 0;
-    PyObject *family = PyTuple_GET_ITEM(args, 1), *type = PyTuple_GET_ITEM(args, 2);
-    if (!PyLong_CheckExact(family) || !PyLong_CheckExact(type))
+    PyObject *family = PyTuple_GET_ITEM(args, 1), *type = PyTuple_GET_ITEM(args, 2), *proto = PyTuple_GET_ITEM(args, 3);
+    if (!PyLong_CheckExact(family) || !PyLong_CheckExact(type) || !PyLong_CheckExact(proto))
         return 0;
-    long f = PyLong_AsLong(family), t = PyLong_AsLong(type);
-    if ((f == -1 || t == -1) && PyErr_Occurred()) {
+    long f = PyLong_AsLong(family), t = PyLong_AsLong(type), p = PyLong_AsLong(proto);
+    if ((f == -1 || t == -1 || p == -1) && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
     }
-    return f != AF_PACKET_FAMILY && (t & 0xF) != SOCK_RAW && (t & 0xF) != SOCK_PACKET_TYPE;
+    if (f == AF_PACKET_FAMILY)
+        return 0;
+    if (f != AF_INET && f != AF_INET6)
+        return 1;
+    long kind = t & 0xF;
+    if (kind == SOCK_RAW || kind == SOCK_PACKET_TYPE)
+        return 0;
+    if (kind == SOCK_DGRAM && (p == 1 || p == 58)) /* IPPROTO_ICMP, IPPROTO_ICMPV6 */
+        return 0;
+    return 1;
 }
 
 static int

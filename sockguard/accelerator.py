@@ -4,10 +4,8 @@ The accelerator is optional: the package installs without it when it cannot be b
 why), and ``SOCKGUARD_ACCELERATOR=0`` (or false/no/off) turns it off. Either way the pure-Python floor and wrappers
 decide exactly the same; only the cost differs. Decided once per process, at the first call (the audit hook is
 installed then): changing the variable later changes nothing here, and a child decides for itself. Imports only
-``os``: this runs on the start-up path.
+``os`` (and no ``__future__``: annotations are strings): this runs on the start-up path.
 """
-
-from __future__ import annotations
 
 import os
 
@@ -16,10 +14,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 _OFF_VALUES = ("0", "false", "no", "off")
-_decided: list[Any] = []  # [module or None, why it is off]
+_decided: "list[Any]" = []  # [module or None, why it is off]
 
 
-def accelerator() -> Any:
+def accelerator() -> "Any":
     """The ``sockguard._accel`` module, or None when it is off or was not built."""
     if not _decided:
         setting = os.environ.get("SOCKGUARD_ACCELERATOR", "").strip().lower()
@@ -43,7 +41,7 @@ def status() -> str:
     return str(_decided[1])
 
 
-def _unavailable() -> str | None:
+def _unavailable() -> "str | None":
     """What the build left in ``_accel.unavailable`` when it could not build the extension."""
     try:
         with open(os.path.join(os.path.dirname(__file__), "_accel.unavailable"), encoding="utf-8") as f:

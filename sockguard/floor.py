@@ -18,7 +18,7 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap, resolvconf, reverse
+from sockguard import active, addrmap, resolvconf
 from sockguard.accelerator import accelerator
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
@@ -189,10 +189,10 @@ def _on_bind(args: tuple[Any, ...]) -> None:
 
 
 def _on_new(args: tuple[Any, ...]) -> None:
-    """``socket.__new__`` fires before the socket() system call: raw IP and packet sockets are refused unless
+    """``socket.__new__`` fires before the socket() system call: raw IP, packet and ICMP sockets are refused unless
     ``allow_raw`` is set (sockguard.rawsockets). A descriptor wrapped with ``socket.socket(fileno=...)`` shows -1
     here; the socket class wrapper asks the descriptor what it really is (sockguard.wrappers)."""
-    if is_raw(args[1], args[2]):
+    if is_raw(args[1], args[2], args[3]):
         check_raw(args[1], args[2], args[3], depth=3 + _AUDIT)
 
 
@@ -255,9 +255,10 @@ def _on_gethostbyaddr(args: tuple[Any, ...]) -> None:
     host = args[0]
     # A *name* here is resolved forwards first (and checked like any other lookup); an address is a PTR query.
     text = host if host.__class__ is str else None
-    if text is None and issubclass(host.__class__, bytes):
+    if text is None and issubclass(host.__class__, (bytes, bytearray)):
+        # C copied the buffer before this event (its "et" format): what it holds now is what C will look up.
         try:
-            text = bytes.decode(host, "ascii")
+            text = memoryview(host).tobytes().decode("ascii")
         except UnicodeDecodeError:
             text = None
     numeric = canonical_numeric(text) if text is not None else None
@@ -284,6 +285,10 @@ def _on_getnameinfo(args: tuple[Any, ...]) -> None:
 
 
 def _reverse(address: str, shown: str) -> None:
+    # Loaded at the first reverse lookup, not at every process's first connect (with no descriptor left to read it,
+    # the lookup fails with that OSError: it could not have read /etc/hosts or reached a nameserver either).
+    from sockguard import reverse
+
     state = active.in_force or active.current()
     decision = reverse.decide(state, address)
     if not decision.allowed:

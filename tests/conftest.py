@@ -6,7 +6,9 @@ with the reason when the namespace could not be created (not root, no unshare).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +82,16 @@ def netlab(netlab_session: _netlab.Lab) -> _netlab.Lab:
     """The lab, reset for this test: no TCP/UDP servers, empty zone and query log, default resolv.conf."""
     netlab_session.reset()
     return netlab_session
+
+
+@pytest.fixture
+def unconfigured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with no configuration: ``tmp_path`` as the current directory and no ``SOCKGUARD_*``
+    variable (from the developer's shell or the suite's own), so a test's configuration is only what it writes."""
+    for name in [name for name in os.environ if name.startswith("SOCKGUARD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(autouse=True)
