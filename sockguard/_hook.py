@@ -50,18 +50,34 @@ def _audit(event: str, args: "tuple[Any, ...]", _handler_for=handlers.get) -> No
 def set_handlers(table: "dict[str, Handler]") -> None:
     """Replace the handler table in place; keys are overwritten one by one, so
     an event never finds its key missing while switching between two policies."""
+    for event in table:
+        if event not in WATCHED_EVENTS:  # the C floor dispatches only these: so does the Python one
+            raise ValueError(f"sockguard's audit hook does not watch {event!r}")
     handlers.update(table)
     for event in [e for e in handlers if e not in table]:
         del handlers[event]
 
 
 def install_audit_hook() -> None:
-    """Add the floor once. No Python API can remove it; the guard turns it into
-    a no-op by emptying ``handlers``."""
+    """Add the floor once: the C accelerator's hook when it is available, else :func:`_audit`. Neither can be
+    removed (no Python API removes an audit hook); the guard turns the floor into a no-op by emptying
+    ``handlers``."""
     global _installed
     if not _installed:
         _installed = True
-        sys.addaudithook(_audit)
+        from sockguard.accelerator import accelerator
+
+        fast = accelerator()
+        if fast is not None:
+            fast.install(handlers, WATCHED_EVENTS)
+        else:
+            sys.addaudithook(_audit)
+
+
+# --- the C accelerator (issue 16; native/sg_accel.c) ------------------------------------------------------
+
+#: Every event the floor dispatches (the handler table may hold only these).
+WATCHED_EVENTS = (*SOCKET_EVENTS, "socket.__new__", *CHILD_EVENTS, "os.putenv", "os.unsetenv")
 
 
 def _lazy(event: str) -> "Handler":

@@ -147,6 +147,42 @@ class Breaker:
     asked again at most once a sweep period, so an address added or removed is known within a minute).
     """
 
+    # Slots: the C accelerator reads ``healthy`` on every allowed connect and ``watched`` after it.
+    __slots__ = (
+        "__weakref__",
+        "_addresses",
+        "_block_until",
+        "_fanout",
+        "_keep",
+        "_local",
+        "_lock",
+        "_next_sweep",
+        "_own",
+        "_ports",
+        "_scan_firing",
+        "burst",
+        "clock",
+        "cooldown",
+        "dests",
+        "fanout_action",
+        "fanout_addresses",
+        "fanout_cooldown",
+        "fanout_ports",
+        "fanout_window",
+        "healthy",
+        "loopback",
+        "max_cooldown",
+        "mode",
+        "names",
+        "own_addresses",
+        "pending",
+        "rate",
+        "sinks",
+        "threshold",
+        "watched",
+        "window",
+    )
+
     def __init__(
         self,
         *,

@@ -145,6 +145,13 @@ def _native_summary() -> str:
     return f"available ({path})" if path else f"native layer unavailable: {unavailable_reason()}"
 
 
+def _accelerator_summary() -> str:
+    """Whether a guarded Python process (with this environment) runs the C floor and fast path (issue 16)."""
+    from sockguard.accelerator import status
+
+    return status()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sockguard.config import load_settings
     from sockguard.errors import ConfigError
@@ -175,6 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "log_query": settings.log_query,
         "allow_runtime_changes": settings.allow_runtime_changes,
         "native": _native_summary(),
+        "accelerator": _accelerator_summary(),
     }
     log_problem = None
     if settings.log:

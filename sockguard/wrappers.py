@@ -19,6 +19,7 @@ import _thread
 import operator
 
 from sockguard import active, resolvconf
+from sockguard.accelerator import accelerator
 from sockguard.admission import admit
 from sockguard.canonical import c_address, c_host, canonical_numeric, numeric_hosts, remember_numeric
 from sockguard.errors import EgressBlocked, InvalidHost
@@ -473,11 +474,12 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
             if is_raw(family, kind, proto):
                 check_raw(family, kind, proto, depth=2)
 
+    fast_connect, fast_sendto = _accelerated(connect, original_connect, sendto, original_sendto)
     for wrapper, original in (
         (__init__, original_init),
-        (connect, original_connect),
+        (fast_connect, original_connect),
         (connect_ex, original_connect_ex),
-        (sendto, original_sendto),
+        (fast_sendto, original_sendto),
         (sendmsg, original_sendmsg),
         (bind, original_bind),
         (setsockopt, original_setsockopt),
@@ -488,3 +490,22 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
         if original is None or getattr(original, "__sockguard__", False):
             continue
         install_wrapper(cls, wrapper, original)
+
+
+_C_CONNECT = _socket.socket.connect
+_C_SENDTO = _socket.socket.sendto
+
+
+def _accelerated(connect: Any, original_connect: Any, sendto: Any, original_sendto: Any) -> tuple[Any, Any]:
+    """``connect`` and ``sendto`` with their fast path (a plain ``(str, int)`` pair whose host is a known canonical IP
+    literal goes to C as it is) run by the C accelerator, when it is on and the originals are ``_socket.socket``'s
+    own methods; the Python functions stay the path for everything else (native/sg_accel.c)."""
+    fast = accelerator()
+    if fast is None:
+        return connect, sendto
+    shared = (numeric_hosts, active, _connect_outcome, EgressBlocked)
+    if original_connect is _C_CONNECT:
+        connect = fast.wrap("connect", original_connect, connect, *shared)
+    if original_sendto is _C_SENDTO:
+        sendto = fast.wrap("sendto", original_sendto, sendto, *shared)
+    return connect, sendto

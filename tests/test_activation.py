@@ -205,6 +205,7 @@ def test_sitecustomize_chains_to_the_next_one(tmp_path):
 #: What the activation adds to a process that never touches the network: nothing else (not sockguard.errors, not
 #: ``__future__``: every guarded Python process pays for each module here).
 STARTUP_MODULES = {"sitecustomize", "sockguard", "sockguard._hook", "sockguard.source"}
+STARTUP_MODULES |= {"sockguard.accelerator", "sockguard._accel"}  # the C floor (issue 16): one small module, one .so
 #: What the first connect of a guarded process adds (the guard: policy, floor, wrappers, breaker, sinks, the
 #: configuration). A module that joins this path must be added here on purpose: each costs every process.
 FIRST_CONNECT_MODULES = STARTUP_MODULES | {
