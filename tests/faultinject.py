@@ -75,7 +75,7 @@ class Injector:
             hit = _ours(frame)
         else:
             hit = False
-        if not hit:
+        if not hit or _in_finalizer(frame):
             return
         if self.count == self.k:
             self.off = True
@@ -84,6 +84,18 @@ class Injector:
             self.count += 1
             raise self.exc
         self.count += 1
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Inside a ``__del__`` that the garbage collector ran wherever it happened to run: an exception raised there
+    is unraisable by Python's rules (printed, never propagated), whoever raised it, so it is no point of the code
+    under test. Whether such a finaliser runs inside the sweep depends on the collector's timing (it did when this
+    test ran alone)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager
