@@ -49,6 +49,19 @@ _request_fixed = operator.itemgetter(*REQUEST_FIXED)
 _request_tail = operator.itemgetter(*REQUEST_TAIL)
 
 
+def _ts_text(us: int) -> str:
+    """``repr(us / 1e6)``, the ``ts`` of an event, from its integer microseconds (a float's repr is the costliest
+    part of a line): between 2001 and 2223 every microsecond is a distinct double whose shortest repr is its six
+    decimals without trailing zeros. Any other value: repr."""
+    if not 1_000_000_000_000_000 <= us < 8_000_000_000_000_000:
+        return repr(us / 1e6)
+    text = str(us)
+    fraction = text[10:]
+    if fraction[5] == "0":
+        fraction = fraction.rstrip("0") or "0"
+    return f"{text[:10]}.{fraction}"
+
+
 def _value(chunks: Any, value: Any) -> str:
     return "null" if value is None else "".join(chunks(value, 0))
 
@@ -138,6 +151,12 @@ class Sinks:
             return True
         if "logging" not in sys.modules:  # nothing configured: WARNING and above go to the console writer
             return level >= 30
+        if level < 20:  # (_logger_wants's first test, inlined: the answer for the default configuration)
+            logger = self._logger
+            if logger is None:
+                logger = self.logger()
+            if not 0 < logger.level <= level:
+                return False
         return self._logger_wants(level)
 
     def wants(self, level: int) -> bool:
@@ -288,7 +307,7 @@ class Sinks:
 
     def write_request_ok(
         self,
-        ts: float,
+        us: int,
         fixed: tuple[Any, ...],
         address: Any,
         rule: Any,
@@ -298,9 +317,10 @@ class Sinks:
         cid: Any,
     ) -> None:
         """:meth:`write_request` for the common event: a response came (no error, no redirect hop). ``fixed``: the
-        first seven ``REQUEST_FIXED`` values. All but the two numbers the request measured (``ts``, ``duration``)
-        repeat for every request from one place in the code to one path: that text is cached, so a line is four
-        pieces joined. ``ts`` and ``duration`` are the hook's own finite floats (their repr is their JSON)."""
+        first seven ``REQUEST_FIXED`` values; ``us``: ``ts`` in integer microseconds. All but the two numbers the
+        request measured (``ts``, ``duration``) repeat for every request from one place in the code to one path:
+        that text is cached, so a line is four pieces joined. ``duration`` is the hook's own finite float (its repr
+        is its JSON)."""
         file = self._file
         if file is None:
             return
@@ -314,10 +334,10 @@ class Sinks:
         if parts is None:
             parts = self._request_parts_for(key, fixed, address, rule, status, caller, cid)
             if parts is None:
-                values = ("request", ts, pid[0], *fixed, address, rule, status, None, None, duration, 0, None, caller, cid)
-                self.write(dict(zip(REQUEST_FIELDS, values, strict=True)))
+                tail = (status, None, None, duration, 0, None, caller, cid)
+                self.write_request(us / 1e6, (*fixed, address, rule), tail)
                 return
-        file.write(f'{{"event":"request","ts":{ts!r}{parts[0]}{duration!r}{parts[1]}'.encode(), _time_ns())
+        file.write(f'{{"event":"request","ts":{_ts_text(us)}{parts[0]}{duration!r}{parts[1]}'.encode(), _time_ns())
 
     def _request_parts_for(
         self, key: Any, fixed: tuple[Any, ...], address: Any, rule: Any, status: Any, caller: Any, cid: Any

@@ -43,10 +43,10 @@ class Request:
     every request to one path (``client, method, scheme, host, port, path, proxy``): the JSON-lines sink encodes
     them once."""
 
-    __slots__ = ("caller", "cid", "fixed", "hop", "level", "outer", "peer", "previous", "start", "state", "ts")
+    __slots__ = ("caller", "cid", "fixed", "hop", "level", "outer", "peer", "previous", "start", "state", "us")
 
     def __init__(self, state: State, level: int, fixed: tuple[Any, ...], caller: str | None) -> None:
-        self.ts = _time_ns() // 1000 / 1e6
+        self.us = _time_ns() // 1000  # the event's ts, in integer microseconds
         self.start = _perf_counter_ns()
         self.state = state
         self.level = level
@@ -57,6 +57,10 @@ class Request:
         self.previous: str | None = None
         self.outer = False  # made by an outer layer (urllib3 over http.client): the inner hooks leave it alone
         self.peer: tuple[str, int] | None = None  # (address, port) of the connection that carried it
+
+    @property
+    def ts(self) -> float:
+        return self.us / 1e6
 
     @property
     def url(self) -> str:
@@ -79,7 +83,7 @@ def wanted(state: State) -> int:
         return 0
     else:
         level = settings.http_log_level
-    if _emitting.active or not state.sinks.wants_requests(level):
+    if not state.sinks.wants_requests(level) or _emitting.active:
         return 0  # (emitting: a log handler's own request is checked, never logged again)
     return level
 
@@ -189,7 +193,7 @@ def _end(record: Request, status: int | None, error: BaseException | None, locat
         if status in REDIRECT_STATUSES and location:
             _remember_redirect(record, location)
         elif record.hop == 0 and not sinks.beyond_file(level):  # the common case: the JSON-lines file alone
-            sinks.write_request_ok(record.ts, record.fixed, address, rule, status, duration, record.caller, record.cid)
+            sinks.write_request_ok(record.us, record.fixed, address, rule, status, duration, record.caller, record.cid)
             return
         reason = error_name = None
     else:
