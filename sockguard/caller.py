@@ -140,10 +140,21 @@ def _frames() -> Any:
         yield own.f_back
 
 
-_frame_source = _frames()
-next(_frame_source)
-_frame_source.send(_frame_source.gi_frame)
-_resume = _frame_source.__next__
+def _start_frames() -> Any:
+    """A new frame generator's ``__next__`` (at import, and again if an exception a signal handler raised inside
+    the generator ended it)."""
+    source = _frames()
+    next(source)
+    source.send(source.gi_frame)
+    return source.__next__
+
+
+_resume = _start_frames()
+
+
+def _restart() -> None:
+    global _resume
+    _resume = _start_frames()
 
 
 #: module name -> 0 (application code), 1 (plumbing), 2 (plumbing where the work began: see _BOUNDARIES)
@@ -180,6 +191,9 @@ def find_caller(depth: int = 2) -> str | None:
     try:
         frame: Any = _resume().f_back  # (_resume gives this function's own frame): depth 1
     except ValueError:  # "generator already executing": another thread or a signal handler is inside it
+        frame = sys._getframe(1)
+    except StopIteration:  # ended by an exception raised inside it (a signal handler's): a new one next time
+        _restart()
         frame = sys._getframe(1)
     while depth > 1 and frame is not None:
         frame = frame.f_back
