@@ -123,3 +123,19 @@ def test_write_request_ok_writes_the_generic_encoding(
                                       duration, 0, None, caller, "req-1"), strict=True))  # fmt: skip
     generic = json.dumps(event, ensure_ascii=True, separators=(",", ":"), default=str) + "\n"
     assert log.read_text() == generic * 2
+
+
+def test_find_caller_survives_an_exception_inside_its_frame_generator() -> None:
+    """find_caller reads frames through a generator (no sys._getframe audit event); an exception a signal handler
+    raises while it runs ends that generator. The next search still finds the caller (and a new generator)."""
+    from sockguard import caller
+
+    def app() -> str | None:
+        return caller.find_caller(1)
+
+    assert app() == f"{__name__}:app:{app.__code__.co_firstlineno + 1}"
+    try:
+        caller._resume.__self__.throw(KeyboardInterrupt)  # type: ignore[attr-defined]
+    except KeyboardInterrupt:
+        pass
+    assert app() == app() == f"{__name__}:app:{app.__code__.co_firstlineno + 1}"
