@@ -149,9 +149,15 @@ class Sinks:
         logging handler may use the network; a file write cannot)."""
         if self.observer is not None:
             return True
-        if "logging" not in sys.modules:  # nothing configured: WARNING and above go to the console writer
+        return self._shown(level)
+
+    def _shown(self, level: int) -> bool:
+        """Whether the logger shows an event at ``level`` (or, with logging never imported, the console writer:
+        WARNING and above). The default configuration's answer for DEBUG (the ``sockguard`` logger's own level
+        unset) without a call."""
+        if "logging" not in sys.modules:
             return level >= 30
-        if level < 20:  # (_logger_wants's first test, inlined: the answer for the default configuration)
+        if level < 20:  # (_logger_wants's first test)
             logger = self._logger
             if logger is None:
                 logger = self.logger()
@@ -172,15 +178,7 @@ class Sinks:
         records decisions, not requests, so it does not count). Asked once per request: a dict read."""
         if self._file is not None:
             return True
-        if "logging" not in sys.modules:
-            return level >= 30
-        if level < 20:  # (_logger_wants's first test, inlined: the answer for the default configuration)
-            logger = self._logger
-            if logger is None:
-                logger = self.logger()
-            if not 0 < logger.level <= level:
-                return False
-        return self._logger_wants(level)
+        return self._shown(level)
 
     def emit(self, event: dict[str, Any], message: str, level: int) -> None:
         if self.observer is not None:
