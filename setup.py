@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sysconfig
 
-from setuptools import Distribution, setup
+from setuptools import Distribution, Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -45,6 +45,15 @@ NATIVE_TARGETS = [
 ]
 
 
+# The audit-hook floor's C accelerator (docs/performance.md): a CPython extension, optional like the preload
+# library; sockguard runs the same checks in Python without it (or with SOCKGUARD_ACCELERATOR=0).
+ACCELERATOR = Extension(
+    "sockguard._accel",
+    ["native/sg_accel.c"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-std=gnu11"],
+)
+
+
 class BinaryDistribution(Distribution):
     """The wheel carries a shared object: tag it for this platform, never py3-none-any."""
 
@@ -53,6 +62,24 @@ class BinaryDistribution(Distribution):
 
 
 class BuildExt(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        """An extension that fails to build leaves ``<module>.unavailable`` where it would be, and the install goes on
+        (``sockguard status`` says why the accelerator is off)."""
+        note = self.extension_note(ext)
+        os.makedirs(os.path.dirname(note) or ".", exist_ok=True)
+        if os.path.exists(note):
+            os.unlink(note)
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # CompileError, LinkError, a missing compiler: all optional
+            with open(note, "w", encoding="utf-8") as f:
+                f.write(f"{ext.name} not built: {type(exc).__name__}: {str(exc).strip()[-2000:]}\n")
+            print(f"warning: {ext.name} not built; sockguard installs without it: {exc}")
+
+    def extension_note(self, ext: Extension) -> str:
+        output = self.get_ext_fullpath(ext.name)
+        return os.path.join(os.path.dirname(output), ext.name.rpartition(".")[2] + ".unavailable")
+
     def run(self) -> None:
         super().run()  # CPython extensions, if any
         for target in NATIVE_TARGETS:
@@ -107,11 +134,15 @@ class BuildExt(build_ext):
             print(f"warning: {target.filename} not built; sockguard installs without it: {why}")
 
     def get_outputs(self) -> list[str]:
-        outputs = list(super().get_outputs())
+        outputs = [path for path in super().get_outputs() if os.path.exists(path)]
+        for ext in self.extensions:
+            note = self.extension_note(ext)
+            if os.path.exists(note):
+                outputs.append(note)
         for target in NATIVE_TARGETS:
             output = self.native_output(target)
             outputs.append(output if os.path.exists(output) else output + ".unavailable")
         return outputs
 
 
-setup(distclass=BinaryDistribution, cmdclass={"build_ext": BuildExt})
+setup(distclass=BinaryDistribution, cmdclass={"build_ext": BuildExt}, ext_modules=[ACCELERATOR])

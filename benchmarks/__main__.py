@@ -94,12 +94,13 @@ def markdown(machine: dict[str, str], rows: list[Row], quick: bool, seconds: flo
         "(`.venv/bin/python -m benchmarks`).",
         "",
         "Baseline and guarded: median (min-max) of the per-batch means; added and ratio: median of the per-round "
-        "guarded - baseline differences and ratios (batches interleaved). pytest-socket: its added cost, same unit. "
-        "Times are the measuring process's CPU time, except the HTTP and start-up rows (wall clock); "
-        "see docs/performance.md.",
+        "guarded - baseline differences and ratios (batches interleaved). Accelerator off: the guard's added cost "
+        "and ratio with SOCKGUARD_ACCELERATOR=0 (the pure-Python floor), same run. pytest-socket: its added cost. "
+        "Times are the measuring process's CPU time, except the HTTP rows (wall clock) and the start-up rows (the "
+        "child process's CPU time); see docs/performance.md.",
         "",
-        "| scenario | target | unit | baseline | guarded | added | ratio | pytest-socket | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scenario | target | unit | baseline | guarded | added | ratio | accelerator off | pytest-socket | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         digits = 3 if row.unit == "µs" else 2
@@ -111,6 +112,7 @@ def markdown(machine: dict[str, str], rows: list[Row], quick: bool, seconds: flo
             row.guarded.text(digits) if row.guarded else "-",
             _cell(row.added, digits),
             "-" if row.ratio is None else f"{row.ratio:.3f}x",
+            "-" if row.accel_off is None else f"{_cell(row.accel_off, digits)} ({row.accel_off_ratio:.3f}x)",
             _cell(row.pytest_socket, digits),
             f"**{row.verdict}**" if row.verdict == "MISS" else row.verdict,
         ]

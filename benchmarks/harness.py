@@ -224,12 +224,22 @@ class Row:
     added: float | None = None
     ratio: float | None = None
     pytest_socket: float | None = None  # pytest-socket's own added cost, same unit, where it applies
+    accel_off: float | None = None  # the guard's added cost with SOCKGUARD_ACCELERATOR=0 (pure Python), same unit
+    accel_off_ratio: float | None = None
     verdict: str = "info"  # "pass", "MISS", "info", "skipped"
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def accelerator_off(row: Row, samples: dict[str, list[float]], baseline: str = "bare", scale: float = 1.0) -> None:
+    """Fill ``row``'s accelerator-off column from the ``<variant>-python`` samples, paired with ``baseline``."""
+    for name, values in samples.items():
+        if name.endswith("-python"):
+            row.accel_off, row.accel_off_ratio = paired(values, samples[baseline], scale)
+            return
 
 
 def verdict(ok: bool) -> str:

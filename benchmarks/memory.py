@@ -1,7 +1,8 @@
 """Memory: RSS added by activation, and the address-to-name map after a million distinct lookups.
 
 Activation: the same small program (``import socket`` and one UDP connect to loopback, which sends nothing) runs
-plain and with the sitecustomize plus a 20-rule config, alternating; VmRSS is read at its end.
+plain and with the sitecustomize plus a 20-rule config, alternating, on a regular install (benchmarks/startup.py);
+VmRSS is read at its end.
 
 Address map: in a guarded worker, a million ``socket.getaddrinfo`` calls for distinct allowed names go through
 the guard's wrapper and audit handler, with the C resolver stubbed to answer each with a distinct address
@@ -19,8 +20,8 @@ import time
 from typing import Any
 
 from benchmarks import variants
-from benchmarks.harness import SITE_DIR, Context, Row, Stats, Workers, clean_env, verdict
-from benchmarks.startup import _config
+from benchmarks.harness import Context, Row, Stats, Workers, clean_env, verdict
+from benchmarks.startup import _config, regular_install
 from benchmarks.worker import Bench, rss_kib
 
 PROGRAM = (
@@ -87,15 +88,14 @@ def setup(variant: str) -> Bench:
 
 
 def _activation(ctx: Context, rounds: int) -> dict[str, list[float]]:
-    envs = {
-        "bare": {k: v for k, v in clean_env().items() if k != "PYTHONPATH"},
-        "guard": clean_env(PYTHONPATH=SITE_DIR, SOCKGUARD_CONFIG=_config(ctx)),
-    }
+    python, site = regular_install(ctx)  # (an editable install's finder would add its own modules to both)
+    bare = {k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "PYTHONPYCACHEPREFIX")}
+    envs = {"bare": bare, "guard": {**bare, "PYTHONPATH": site, "SOCKGUARD_CONFIG": _config(ctx)}}
     samples: dict[str, list[float]] = {"bare": [], "guard": []}
     for _ in range(rounds):
         for name, env in envs.items():
             out = subprocess.run(
-                [sys.executable, "-c", PROGRAM], env=env, cwd=ctx.tmp, capture_output=True, text=True, check=True
+                [python, "-c", PROGRAM], env=env, cwd=ctx.tmp, capture_output=True, text=True, check=True
             )
             samples[name].append(int(out.stdout.split()[-1]) / 1024)
     return samples

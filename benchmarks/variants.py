@@ -7,14 +7,18 @@
 ``guard-log``      the same with the JSON-lines decision log enabled.
 ``guard-nobreaker`` the guard with the circuit breaker off: what the breaker's check costs per connect.
 ``guard-quiet``    breaker off and the ``sockguard`` logger silenced: the decision alone (blocked connects).
+``<guard variant>-python``  the same with ``SOCKGUARD_ACCELERATOR=0``: the pure-Python floor and wrappers (the
+                   "accelerator off" column; issue 16).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
-VARIANTS = ("bare", "hook", "pytest-socket", "guard", "guard-log", "guard-nobreaker", "guard-quiet")
+BASE_VARIANTS = ("bare", "hook", "pytest-socket", "guard", "guard-log", "guard-nobreaker", "guard-quiet")
+VARIANTS = BASE_VARIANTS + tuple(f"{v}-python" for v in BASE_VARIANTS if v.startswith("guard"))
 
 
 def _noop_hook(event: str, args: tuple[Any, ...]) -> None:
@@ -25,6 +29,9 @@ def apply(variant: str, allow: list[str], *, pytest_socket_allow: list[str] | No
     """Put ``variant`` in force; returns the guard's State for guard variants, else None."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+    if variant.endswith("-python"):  # before sockguard is imported: the accelerator is decided once per process
+        os.environ["SOCKGUARD_ACCELERATOR"] = "0"
+        variant = variant.removesuffix("-python")
     if variant == "hook":
         sys.addaudithook(_noop_hook)
     elif variant == "pytest-socket":

@@ -1346,9 +1346,14 @@ EXPORT int close(int fd) {
 }
 
 EXPORT int socket(int domain, int type, int protocol) {
-    int raw = ((domain == AF_INET || domain == AF_INET6) && (type & 0xF) == SOCK_RAW) || domain == AF_PACKET;
+    /* raw IP, packet (AF_PACKET, and Linux's obsolete AF_INET SOCK_PACKET) and ICMP datagram ("ping") sockets: the
+     * port of an ICMP echo's address means nothing, so no port-scoped rule can hold one (sockguard/rawsockets.py) */
+    int inet = domain == AF_INET || domain == AF_INET6;
+    int raw = (inet && ((type & 0xF) == SOCK_RAW || (type & 0xF) == SOCK_PACKET ||
+                        ((type & 0xF) == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6)))) ||
+              domain == AF_PACKET;
     if (UNLIKELY(raw) && active() && state == ST_OK && !(policy.flags & SG_FLAG_RAW)) {
-        static const char why[] = "raw and packet sockets are disabled (allow_raw = false)";
+        static const char why[] = "raw, packet and ICMP sockets are disabled (allow_raw = false)";
         sg_decision d = {.allowed = 0, .reason = SG_FAMILY, .detail = why, .detail_len = sizeof why - 1};
         if (refuse(&d, "socket", -1, NULL, -1, NULL) < 0) return -1;
     }

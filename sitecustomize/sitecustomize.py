@@ -5,9 +5,10 @@ pythonpath`` prints the directory). It then runs the next ``sitecustomize``
 further down ``sys.path``, so it never hides one a distribution or venv ships.
 """
 
+import os  # (loaded already: site imports it)
+
 
 def _sockguard_activate() -> None:
-    import os
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -26,14 +27,21 @@ def _sockguard_activate() -> None:
     _hook.activate()
 
 
+def _is_here(entry: str, here: os.stat_result) -> bool:
+    # One stat() an entry (realpath would lstat every component of every entry, in every process).
+    try:
+        return os.path.samestat(os.stat(entry or "."), here)
+    except (OSError, ValueError):
+        return False
+
+
 def _chain_next_sitecustomize() -> None:
-    import os
     import sys
 
-    here = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    here = os.stat(os.path.dirname(os.path.abspath(__file__)))
     ours = sys.modules.get("sitecustomize")
     saved_path = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != here]
+    sys.path[:] = [p for p in sys.path if not _is_here(p, here)]
     sys.modules.pop("sitecustomize", None)
     try:
         import sitecustomize  # noqa: F401  (the next one, if any)

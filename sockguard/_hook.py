@@ -1,11 +1,11 @@
 """The start-up path: the audit-hook floor and post-import hooks.
 
 This module loads in every guarded Python process (via sitecustomize), so it
-imports nothing but ``sys``. The policy is compiled lazily, at the first socket
-event; the ``socket`` module is patched when (and if) it is imported.
+imports nothing but ``sys``: not even ``__future__`` (one more module to load in
+every process), so annotations naming types imported for the checker only are
+strings. The policy is compiled lazily, at the first socket event; the
+``socket`` module is patched when (and if) it is imported.
 """
-
-from __future__ import annotations
 
 import sys
 
@@ -32,14 +32,14 @@ CHILD_EVENTS = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.system")
 
 # Event name -> handler. Updated in place, key by key (each store is atomic), so
 # the hook can bind ``handlers.get`` once; an empty table makes the hook a no-op.
-handlers: dict[str, Handler] = {}
+handlers: "dict[str, Handler]" = {}
 _installed = False
 activated_at_startup = False  # set by activate() (sitecustomize / sockguard run)
 #: Where this process's configuration comes from, fixed by activate() (sockguard.source.Source), or None.
-configuration_source: Any = None
+configuration_source: "Any" = None
 
 
-def _audit(event: str, args: tuple[Any, ...], _handler_for=handlers.get) -> None:
+def _audit(event: str, args: "tuple[Any, ...]", _handler_for=handlers.get) -> None:
     # Runs for every audited event in the process (open, import, exec, ...):
     # one C-level dict lookup and out.
     handler = _handler_for(event)
@@ -47,25 +47,41 @@ def _audit(event: str, args: tuple[Any, ...], _handler_for=handlers.get) -> None
         handler(args)
 
 
-def set_handlers(table: dict[str, Handler]) -> None:
+def set_handlers(table: "dict[str, Handler]") -> None:
     """Replace the handler table in place; keys are overwritten one by one, so
     an event never finds its key missing while switching between two policies."""
+    for event in table:
+        if event not in WATCHED_EVENTS:  # the C floor dispatches only these: so does the Python one
+            raise ValueError(f"sockguard's audit hook does not watch {event!r}")
     handlers.update(table)
     for event in [e for e in handlers if e not in table]:
         del handlers[event]
 
 
 def install_audit_hook() -> None:
-    """Add the floor once. No Python API can remove it; the guard turns it into
-    a no-op by emptying ``handlers``."""
+    """Add the floor once: the C accelerator's hook when it is available, else :func:`_audit`. Neither can be
+    removed (no Python API removes an audit hook); the guard turns the floor into a no-op by emptying
+    ``handlers``."""
     global _installed
     if not _installed:
         _installed = True
-        sys.addaudithook(_audit)
+        from sockguard.accelerator import accelerator
+
+        fast = accelerator()
+        if fast is not None:
+            fast.install(handlers, WATCHED_EVENTS)
+        else:
+            sys.addaudithook(_audit)
 
 
-def _lazy(event: str) -> Handler:
-    def first_event(args: tuple[Any, ...]) -> None:
+# --- the C accelerator (issue 16; native/sg_accel.c) ------------------------------------------------------
+
+#: Every event the floor dispatches (the handler table may hold only these).
+WATCHED_EVENTS = (*SOCKET_EVENTS, "socket.__new__", *CHILD_EVENTS, "os.putenv", "os.unsetenv")
+
+
+def _lazy(event: str) -> "Handler":
+    def first_event(args: "tuple[Any, ...]") -> None:
         from sockguard import active
 
         active.current()  # loads the configuration and swaps in the real handlers
@@ -76,10 +92,11 @@ def _lazy(event: str) -> Handler:
     return first_event
 
 
-def _lazy_new(args: tuple[Any, ...]) -> None:
+def _lazy_new(args: "tuple[Any, ...]") -> None:
     """``socket.__new__`` before the policy is loaded: most sockets (asyncio's socketpair, a listening server) need
-    no policy yet; a raw or packet one (SOCK_RAW, Linux's SOCK_PACKET and AF_PACKET) loads it and is decided."""
-    if args[2] & 0xF in (3, 10) or args[1] == 17:
+    no policy yet; a raw, packet or ICMP one (SOCK_RAW, Linux's SOCK_PACKET and AF_PACKET, SOCK_DGRAM with
+    IPPROTO_ICMP/ICMPV6) loads it and is decided."""
+    if args[2] & 0xF in (3, 10) or args[1] == 17 or (args[2] & 0xF == 2 and args[3] in (1, 58)):
         _lazy("socket.__new__")(args)
 
 
@@ -94,23 +111,23 @@ def set_lazy_handlers() -> None:
 
 # --- post-import hooks ------------------------------------------------------
 
-_post_import: dict[str, list[Callable[[Any], None]]] = {}
+_post_import: "dict[str, list[Callable[[Any], None]]]" = {}
 
 
 class _NotifyingLoader:
-    def __init__(self, loader: Any, name: str) -> None:
+    def __init__(self, loader: "Any", name: str) -> None:
         self._loader = loader
         self._name = name
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: "Any") -> "Any":
         return self._loader.create_module(spec)
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: "Any") -> None:
         self._loader.exec_module(module)
         for callback in _post_import.get(self._name, ()):
             callback(module)
 
-    def __getattr__(self, attr: str) -> Any:
+    def __getattr__(self, attr: str) -> "Any":
         return getattr(self._loader, attr)
 
 
@@ -118,7 +135,7 @@ class _PostImportFinder:
     """Finds nothing itself: wraps the real loader of a watched module so the
     callbacks run right after the module body (and again after a reload)."""
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
         if name not in _post_import:
             return None
         for finder in sys.meta_path:
@@ -138,7 +155,7 @@ class _PostImportFinder:
 _finder = _PostImportFinder()
 
 
-def when_imported(name: str, callback: Callable[[Any], None]) -> None:
+def when_imported(name: str, callback: "Callable[[Any], None]") -> None:
     """Run ``callback(module)`` after ``name`` is imported (now, if it already is), and again after each reload
     (which replaces the module's classes). A module still being imported (by another thread, or further up this
     thread's stack) is patched when that import finishes, never half-way: its classes may not exist yet."""
@@ -157,11 +174,11 @@ def when_imported(name: str, callback: Callable[[Any], None]) -> None:
         _after_import(name, module)
 
 
-def _initializing(module: Any) -> bool:
+def _initializing(module: "Any") -> bool:
     return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
 
-def _after_import(name: str, module: Any) -> None:
+def _after_import(name: str, module: "Any") -> None:
     """Run ``name``'s callbacks once the import in progress has finished, from a helper thread (this one may be
     inside that very import); nothing waits for it. If the import fails, nothing runs."""
     import _thread
@@ -180,7 +197,7 @@ def _after_import(name: str, module: Any) -> None:
     _thread.start_new_thread(wait, ())
 
 
-def _patch_socket(module: Any) -> None:
+def _patch_socket(module: "Any") -> None:
     from sockguard.wrappers import patch_socket_module
 
     patch_socket_module(module)
@@ -221,7 +238,7 @@ INTEGRATIONS = (
 )
 
 
-def _integrate(module: Any) -> None:
+def _integrate(module: "Any") -> None:
     from sockguard import integrations
 
     integrations.patch(module)

@@ -16,9 +16,11 @@ from sockguard.rules import normalize_host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from sockguard.breaker import Breaker
+    from sockguard.errors import EgressBlocked
     from sockguard.policy import Policy
     from sockguard.resolver import Resolver
     from sockguard.sinks import Sinks
@@ -52,6 +54,7 @@ class State:
         "resolver",
         "settings",
         "sinks",
+        "translate",
     )
 
     def __init__(
@@ -65,6 +68,7 @@ class State:
         settings: Any = None,
         breaker: Breaker | None = None,
         resolver: Resolver | None = None,
+        translate: Callable[[EgressBlocked, Any], EgressBlocked] | None = None,
     ) -> None:
         self.policy = policy
         self.mode = mode
@@ -74,6 +78,9 @@ class State:
         self.settings = settings
         self.breaker = breaker
         self.resolver = resolver  # sockguard.resolver.Resolver in pinned mode, else None (the system resolver)
+        # The exception a refusal raises, in a host's own terms (the pytest plugin: pytest-socket's classes and
+        # pytest's options in the hint); None: sockguard's own (sockguard.refusal).
+        self.translate = translate
         self.names: dict[tuple[Any, Any], tuple[Decision, str | None]] = {}
         self.addrs: dict[Any, dict[Any, Decision]] = {}
         self.answers: dict[tuple[str, str, int | None], Decision] = {}

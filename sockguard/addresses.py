@@ -7,7 +7,7 @@ CPython patch releases). An address is a ``(version, value)`` pair of ints.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from _bisect import bisect_right  # (bisect.py only re-exports it)
 
 Address = tuple[int, int]  # (4 | 6, integer value)
 

@@ -1,4 +1,11 @@
-"""The Python API: install the guard, apply a policy temporarily, ask for a decision."""
+"""The Python API: install the guard, apply a policy temporarily, ask for a decision.
+
+In a process the operator guards from start-up (``sockguard run``, the ``PYTHONPATH`` activation, or the native
+layer's preloaded policy) the configuration it started with is the operator's, not the application's:
+:func:`install`, :func:`uninstall` and :func:`guarded` would let any code the process runs (a dependency
+included) switch the guard off or widen it, native layer and all. They refuse, with a ConfigError that says how
+to allow it, unless that configuration sets ``allow_runtime_changes = true``. In a process nothing guarded at
+start-up (a test suite, a program that guards itself) they work as always."""
 
 from __future__ import annotations
 
@@ -49,6 +56,52 @@ def _settings(
     return settings
 
 
+def _change_allowed(call: str) -> None:
+    """Raise ConfigError when the operator's start-up configuration does not let :func:`install`,
+    :func:`uninstall` or :func:`guarded` (``call``) replace it."""
+    from sockguard import _hook
+
+    if _hook.activated_at_startup:
+        load = guard.environment_settings  # the source fixed at activation
+    elif _native_policy_in_force():
+        load = _native_start_up_settings
+    else:
+        return
+    try:
+        allowed = load().allow_runtime_changes
+    except (ValueError, OSError) as exc:  # a broken or unreadable start-up configuration: it blocks all, and stays
+        raise ConfigError(f"sockguard: {call} refused: the start-up configuration cannot be read ({exc})") from None
+    if not allowed:
+        raise ConfigError(
+            f"sockguard: {call} refused: this process is guarded by the configuration it started with (sockguard run, "
+            "the PYTHONPATH activation or the native layer's policy), which does not allow run-time changes; the "
+            "policy in force is unchanged. To let application code replace it, set allow_runtime_changes = true in "
+            "that configuration (SOCKGUARD_ALLOW_RUNTIME_CHANGES=1 before the process starts)"
+        )
+
+
+def _native_start_up_settings() -> Settings:
+    """The settings a process guarded only by the native layer started with: its initial ``SOCKGUARD_*`` variables
+    (and the files they name), never ``os.environ`` as the program has changed it, nor a file in a working
+    directory it may have moved to."""
+    from sockguard.config import settings_from_source
+    from sockguard.source import initial_environment, take
+
+    return settings_from_source(take(initial_environment(), "/nonexistent"))
+
+
+def _native_policy_in_force() -> bool:
+    """Whether this process's native layer enforces a policy it was started with (``sockguard run`` with a Python
+    started ``-I``/``-S``, or ``LD_PRELOAD`` with ``SOCKGUARD_NATIVE_POLICY``): a run-time change would replace it."""
+    import os
+
+    if "LD_PRELOAD" not in os.environ:
+        return False
+    from sockguard.native.bridge import interposing
+
+    return interposing()
+
+
 def _state(settings: Settings) -> State:
     try:
         return guard.state_from_settings(settings)
@@ -71,7 +124,9 @@ def install(
     """Guard this process. By default the configuration file and environment
     apply and ``allow``/``deny`` extend them; ``from_environment=False`` uses
     only the arguments. ``log_special``: ``log`` may be a FIFO or a device (written without blocking).
-    Raises ConfigError on a bad rule (nothing changes)."""
+    Raises ConfigError on a bad rule (nothing changes), and in a process guarded from start-up whose configuration
+    does not set ``allow_runtime_changes`` (see the module docstring)."""
+    _change_allowed("sockguard.install()")
     settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw)
     guard.install(_state(settings))
 
@@ -84,7 +139,9 @@ def reopen_log() -> None:
 
 
 def uninstall() -> None:
-    """Stop enforcing (mode off). The audit hook stays, as a no-op."""
+    """Stop enforcing (mode off). The audit hook stays, as a no-op. Refused (ConfigError) in a process guarded from
+    start-up whose configuration does not set ``allow_runtime_changes`` (see the module docstring)."""
+    _change_allowed("sockguard.uninstall()")
     guard.install(guard.off())
 
 
@@ -102,7 +159,9 @@ def guarded(
     allow_raw: bool | None = None,
 ) -> Iterator[State]:
     """Apply a policy for the duration of a ``with`` block, process-wide
-    (all threads), then restore what was in force before."""
+    (all threads), then restore what was in force before. Refused (ConfigError) in a process guarded from start-up
+    whose configuration does not set ``allow_runtime_changes`` (see the module docstring)."""
+    _change_allowed("sockguard.guarded()")
     settings = _settings(allow, deny, mode, allow_loopback, allow_unix, log, from_environment, log_special, allow_raw)
     state = _state(settings)
     with guard.applied(state):

@@ -37,10 +37,10 @@ import _thread
 import errno
 import os
 import time
-import weakref
+from _weakref import ref
 from collections import deque
 
-from sockguard import alerts, host_addresses
+from sockguard import alerts
 from sockguard.addresses import is_loopback, parse_address, unwrap_routable
 from sockguard.alerts import _text
 from sockguard.breaker_settings import DEFAULTS, resolve
@@ -147,6 +147,42 @@ class Breaker:
     asked again at most once a sweep period, so an address added or removed is known within a minute).
     """
 
+    # Slots: the C accelerator reads ``healthy`` on every allowed connect and ``watched`` after it.
+    __slots__ = (
+        "__weakref__",
+        "_addresses",
+        "_block_until",
+        "_fanout",
+        "_keep",
+        "_local",
+        "_lock",
+        "_next_sweep",
+        "_own",
+        "_ports",
+        "_scan_firing",
+        "burst",
+        "clock",
+        "cooldown",
+        "dests",
+        "fanout_action",
+        "fanout_addresses",
+        "fanout_cooldown",
+        "fanout_ports",
+        "fanout_window",
+        "healthy",
+        "loopback",
+        "max_cooldown",
+        "mode",
+        "names",
+        "own_addresses",
+        "pending",
+        "rate",
+        "sinks",
+        "threshold",
+        "watched",
+        "window",
+    )
+
     def __init__(
         self,
         *,
@@ -184,7 +220,7 @@ class Breaker:
         self.mode = mode
         self.names = names
         self.loopback = loopback
-        self.own_addresses = own_addresses or host_addresses.own_addresses
+        self.own_addresses = own_addresses or _own_addresses
         self._own: frozenset[Any] | None = None  # this host's addresses, asked lazily (None: ask again)
         #: host -> whether it is loopback or one of ours (exempt unless loopback = true); emptied each sweep.
         self._local: dict[Any, bool] = {}
@@ -207,7 +243,7 @@ class Breaker:
         self._block_until = 0.0
         self._next_sweep = 0.0
         self._lock = _thread.RLock()
-        _live.add(self)
+        _live.add(ref(self, _live.discard))  # (the reference removes itself when the breaker goes)
 
     @classmethod
     def from_settings(cls, table: Mapping[str, Any], **kwargs: Any) -> Breaker:
@@ -633,12 +669,26 @@ def _timeout(sock: Any) -> bool:
         return False
 
 
-_live: weakref.WeakSet[Breaker] = weakref.WeakSet()
+def _own_addresses() -> frozenset[Any]:
+    """This host's addresses (sockguard.host_addresses: netlink), loaded at the first connect that needs them: none
+    when the module cannot be read now (no descriptor left), as when the netlink socket cannot be opened."""
+    try:
+        from sockguard.host_addresses import own_addresses
+    except (ImportError, OSError):
+        return frozenset()
+    return own_addresses()
+
+
+#: Weak references to the live breakers, for the fork handler (what ``weakref.WeakSet`` does, without the two
+#: modules it would add to every guarded process's first socket use).
+_live: set[ref[Breaker]] = set()
 
 
 def _after_fork_in_child() -> None:
-    for breaker in list(_live):
-        breaker._after_fork()
+    for reference in list(_live):
+        breaker = reference()
+        if breaker is not None:
+            breaker._after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

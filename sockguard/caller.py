@@ -65,6 +65,8 @@ _PLUMBING = frozenset(
         "execnet",
         "unittest",
         "nose2",
+        "click",  # a CLI framework calls the command; when the command is a library's (httpx's CLI), the caller
+        # is whoever invoked it (a test through click.testing.CliRunner), not click.core:invoke
         "uvloop",
         "botocore",
         "boto3",
@@ -176,7 +178,7 @@ def _walk_slowly(frame: Any) -> str | None:
         if not kind:
             return f"{_display_name(module_globals)}:{frame.f_code.co_name}:{frame.f_lineno}"
         if kind == 2:
-            return None
+            return _spawner(name)
         frame = frame.f_back
     return None
 
@@ -213,7 +215,9 @@ def find_caller(depth: int = 2) -> str | None:
                     frame = frame.f_back
                     continue
             if kind == 2:
-                return None  # the work began here: what lies beyond did not ask for this connection
+                # The work began here: what lies beyond did not ask for this connection. A task that a task group
+                # started (anyio's connect_tcp races its attempts in child tasks) was asked for by its parent.
+                return _spawner(module_globals.get("__name__"))
             name = module_globals.get("__name__")
             if name == "__main__" or name.__class__ is not str:
                 name = _display_name(module_globals)
@@ -221,6 +225,74 @@ def find_caller(depth: int = 2) -> str | None:
     except TypeError:  # an unhashable __name__ (a module that set one): judged as ""
         return _walk_slowly(frame)
     return None
+
+
+def _spawner(boundary: str) -> str | None:
+    """``module:function:line`` of the application coroutine of the task that started the current one (anyio's
+    task groups on asyncio, trio's nurseries), up to a few generations; None for a task nobody is known to have
+    started (plain ``asyncio.create_task`` keeps no parent), a loop callback or a thread."""
+    if boundary == "asyncio.events":
+        parent_of = _anyio_parent
+        task = current_task()
+    elif boundary == "trio._core._run":
+        parent_of = _trio_parent
+        task = _trio_task()
+    else:
+        return None
+    for _ in range(8):  # nested task groups: the first ancestor with application code
+        if task is None:
+            return None
+        task = parent_of(task)
+        if task is None:
+            return None
+        coroutine = getattr(task, "coro", None) if boundary == "trio._core._run" else _asyncio_coroutine(task)
+        found = coroutine_caller(coroutine)
+        if found is not None:
+            return found
+    return None
+
+
+def _anyio_parent(task: Any) -> Any:
+    """The asyncio task whose anyio task group started ``task`` (anyio keeps its id), or None."""
+    backend = sys.modules.get("anyio._backends._asyncio")
+    states = getattr(backend, "_task_states", None)
+    if states is None:
+        return None
+    try:
+        parent_id = getattr(states.get(task), "parent_id", None)
+        if parent_id is None:
+            return None
+        tasks = sys.modules["asyncio"].all_tasks()
+    except (TypeError, RuntimeError, KeyError, AttributeError):  # not weak-referenceable, no running loop
+        return None
+    for candidate in tasks:
+        if id(candidate) == parent_id:
+            return candidate
+    return None
+
+
+def _trio_task() -> Any:
+    lowlevel = sys.modules.get("trio.lowlevel")
+    if lowlevel is None:
+        return None
+    try:
+        return lowlevel.current_task()
+    except (RuntimeError, AttributeError):  # not inside trio.run
+        return None
+
+
+def _trio_parent(task: Any) -> Any:
+    """The trio task that opened the nursery ``task`` runs in, or None (the root task)."""
+    return getattr(getattr(task, "parent_nursery", None), "parent_task", None)
+
+
+def _asyncio_coroutine(task: Any) -> Any:
+    try:
+        return task.get_coro()
+    except (AttributeError, TypeError, NotImplementedError):  # not a Task, or a foreign task implementation
+        return None
+
+
 
 
 def current_task() -> Any:
@@ -238,10 +310,12 @@ def current_task() -> Any:
 def task_caller(task: Any) -> str | None:
     """``module:function:line`` of the innermost application coroutine of a suspended asyncio task: the code
     that is awaiting the work (its frames are off the stack while it waits). None if only plumbing."""
-    try:
-        awaiting = task.get_coro()
-    except (AttributeError, TypeError, NotImplementedError):  # not a Task, or a foreign task implementation
-        return None
+    return coroutine_caller(_asyncio_coroutine(task))
+
+
+def coroutine_caller(awaiting: Any) -> str | None:
+    """``module:function:line`` of the innermost application coroutine in the await chain that starts at
+    ``awaiting`` (a task's coroutine), or None if only plumbing."""
     found = None
     for _ in range(256):  # an await chain, outermost first (bounded: a cycle cannot hang an alert)
         if awaiting is None:

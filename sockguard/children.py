@@ -41,16 +41,41 @@ def child_warning(argv: Any, env: Any = None, executable: Any = None) -> str | N
     python, why = python_invocation(words)
     if not python:
         return None
-    if why is None and env is not None:
+    if why is None and env is None:  # the child inherits os.environ: its PYTHONPATH may have been changed too
+        entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if sitecustomize_dir() in entries:
+            why = shadowed(entries[: entries.index(sitecustomize_dir())])
+    elif why is None:
         variables = {os.fsdecode(k): os.fsdecode(v) for k, v in dict(env).items()}
         if variables.get("SOCKGUARD_MODE", "").strip().lower() == "off":
             return None  # an explicit opt-out
-        if sitecustomize_dir() not in variables.get("PYTHONPATH", "").split(os.pathsep):
+        entries = variables.get("PYTHONPATH", "").split(os.pathsep)
+        ours = sitecustomize_dir()
+        if ours not in entries:
             why = "its environment has no PYTHONPATH entry for sockguard (env= was passed without it)"
+        else:
+            why = shadowed(entries[: entries.index(ours)])
     if why is None:
         return None
     shown = " ".join(words[:4]) + (" ..." if len(words) > 4 else "")
     return f"sockguard: warning: starting {shown}: {why}; that Python process will NOT be guarded"
+
+
+def shadowed(entries: list[str]) -> str | None:
+    """Why a ``sitecustomize`` in one of ``entries`` (the ``PYTHONPATH`` entries before sockguard's) would be imported
+    instead of sockguard's, or None. Python imports the first one on ``sys.path``: sockguard's then never runs."""
+    for entry in entries:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name == "sitecustomize" or (name.startswith("sitecustomize.") and not name.endswith((".pyi", ".txt"))):
+                return (
+                    f"an earlier PYTHONPATH entry ({entry or '.'}) has a sitecustomize of its own, which Python "
+                    "imports instead of sockguard's"
+                )
+    return None
 
 
 _PYTHON_VALUE_OPTIONS = "WX"  # -W arg, -X opt: the value is the rest of the word or the next word

@@ -145,6 +145,13 @@ def _native_summary() -> str:
     return f"available ({path})" if path else f"native layer unavailable: {unavailable_reason()}"
 
 
+def _accelerator_summary() -> str:
+    """Whether a guarded Python process (with this environment) runs the C floor and fast path (issue 16)."""
+    from sockguard.accelerator import status
+
+    return status()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from sockguard.config import load_settings
     from sockguard.errors import ConfigError
@@ -173,7 +180,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "http_events": {None: "when a sink takes them", True: "on", False: "off"}[settings.http_events],
         "http_log_level": "info" if settings.http_log_level >= 20 else "debug",
         "log_query": settings.log_query,
+        "allow_runtime_changes": settings.allow_runtime_changes,
         "native": _native_summary(),
+        "accelerator": _accelerator_summary(),
     }
     log_problem = None
     if settings.log:
@@ -184,8 +193,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
+        width = max(map(len, data))
         for key, value in data.items():
-            print(f"{key:15s} {value}")
+            print(f"{key:{width}s} {value}")
     if log_problem:
         print(f"sockguard: {log_problem}; decisions would be enforced but not written to the log", file=sys.stderr)
         return EXIT_BLOCKED

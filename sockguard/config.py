@@ -15,7 +15,7 @@ import errno
 import os
 import sys
 
-from sockguard import breaker_settings, resolver_settings
+from sockguard import breaker_settings
 from sockguard.errors import ConfigError, RuleError
 from sockguard.rules import Rule, compile_rules, split_rules
 from sockguard.source import PINNED, Source, same_file, take
@@ -30,7 +30,7 @@ __all__ = ["MODES", "ConfigError", "Settings", "load_settings", "with_flags"]
 
 #: Keys a config file may hold at top level; tables own their own validation.
 KNOWN_KEYS = {"mode", "allow", "deny", "allow_loopback", "allow_unix", "allow_raw", "log", "log_special", "resolver",
-              "breaker", "pytest", "http_events", "http_log_level", "log_query"}  # fmt: skip
+              "breaker", "pytest", "http_events", "http_log_level", "log_query", "allow_runtime_changes"}  # fmt: skip
 #: Boolean keys and their variables.
 _SWITCHES = (
     ("allow_loopback", "SOCKGUARD_ALLOW_LOOPBACK"),
@@ -39,6 +39,7 @@ _SWITCHES = (
     ("http_events", "SOCKGUARD_HTTP_EVENTS"),
     ("log_query", "SOCKGUARD_LOG_QUERY"),
     ("log_special", "SOCKGUARD_LOG_SPECIAL"),
+    ("allow_runtime_changes", "SOCKGUARD_ALLOW_RUNTIME_CHANGES"),
 )
 PINNED_FORMAT = 1
 
@@ -64,6 +65,7 @@ class Settings:
         http_events: bool | None = None,
         http_log_level: int = 10,
         log_query: bool = False,
+        allow_runtime_changes: bool = False,
         source: str = "defaults",
     ) -> None:
         self.mode = mode
@@ -84,6 +86,9 @@ class Settings:
         self.http_events = http_events
         self.http_log_level = http_log_level
         self.log_query = log_query
+        #: sockguard.install()/uninstall()/guarded() may replace this configuration in a process it guards from
+        #: start-up (sockguard.api): off by default, so application code cannot switch the operator's guard off.
+        self.allow_runtime_changes = allow_runtime_changes
         self.source = source  # where the file part came from, for messages
 
     def __repr__(self) -> str:
@@ -128,6 +133,8 @@ class Settings:
             env["SOCKGUARD_HTTP_LOG_LEVEL"] = "info"
         if self.log_query:
             env["SOCKGUARD_LOG_QUERY"] = "1"
+        if self.allow_runtime_changes:
+            env["SOCKGUARD_ALLOW_RUNTIME_CHANGES"] = "1"
         for key, value in self.breaker.items():
             var = "SOCKGUARD_BREAKER" if key == "enabled" else f"SOCKGUARD_BREAKER_{key.upper()}"
             env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
@@ -154,6 +161,7 @@ class Settings:
             "http_events": self.http_events,
             "http_log_level": "info" if self.http_log_level == 20 else "debug",
             "log_query": self.log_query,
+            "allow_runtime_changes": self.allow_runtime_changes,
         }
 
     @classmethod
@@ -200,15 +208,25 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _parse_toml(path: str, data: bytes) -> dict[str, Any]:
+    """The file's table. The plain TOML config files are written in is read without ``tomllib`` (importing it
+    costs more than the rest of the guard's first socket use); anything else goes to tomllib (sockguard.toml_subset
+    never reads a document differently: it reads it exactly as tomllib would, or declines)."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
+                          source=path) from None  # fmt: skip
+    from sockguard import toml_subset  # (a config file's first read only)
+
+    table = toml_subset.loads(text)
+    if table is not None:
+        return table
     import tomllib
 
     try:
-        return tomllib.loads(data.decode())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"sockguard: {path} is not valid TOML: {exc}", source=path) from None
-    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the codec's error through
-        raise ConfigError(f"sockguard: {path} is not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})",
-                          source=path) from None  # fmt: skip
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
         raise ConfigError(
             f"sockguard: {path} is not valid TOML for sockguard: nested too deeply", source=path
@@ -310,6 +328,8 @@ def apply_table(settings: Settings, table: Mapping[str, Any], source: str) -> No
             log = os.path.join(os.path.dirname(os.path.abspath(base)), log)
         settings.log = log
     if "resolver" in table:
+        from sockguard import resolver_settings  # (only a pinned resolver needs it)
+
         if isinstance(table["resolver"], dict):  # [resolver] servers = [...], timeout = ..., attempts = ...
             settings.resolver, settings.resolver_options = resolver_settings.parse_table(table["resolver"], source)
         else:
@@ -340,10 +360,14 @@ def apply_env(settings: Settings, environ: Mapping[str, str]) -> None:
     if var_log := get("SOCKGUARD_LOG"):
         settings.log = var_log
     if get("SOCKGUARD_RESOLVER"):
+        from sockguard import resolver_settings  # (only a pinned resolver needs it)
+
         settings.resolver = resolver_settings.normalize_servers(
             get("SOCKGUARD_RESOLVER"), "environment", "SOCKGUARD_RESOLVER"
         )
     if any(var.startswith("SOCKGUARD_RESOLVER_") for var in environ):
+        from sockguard import resolver_settings
+
         settings.resolver_options = {**settings.resolver_options, **resolver_settings.parse_env(environ)}
     if any(var.startswith("SOCKGUARD_BREAKER") for var in environ):  # SOCKGUARD_BREAKER=off, SOCKGUARD_BREAKER_<KEY>
         settings.breaker = {**settings.breaker, **breaker_settings.parse_env(environ)}
@@ -392,16 +416,48 @@ def settings_from_source(found: Source) -> Settings:
 
 def _pinned(path: str, data: bytes) -> tuple[Settings, str | None]:
     """The pinned Settings and the config file they were resolved from (if any)."""
-    import json
-
     try:
-        parsed = json.loads(data)
+        parsed = _json_value(data)
     except ValueError as exc:
         raise ConfigError(
             f"sockguard: {path} (SOCKGUARD_PINNED) is not a pinned configuration: {exc}", source=path
         ) from None
     settings = Settings.from_pinned(parsed, path)
     return settings, parsed.get("file")
+
+
+def _json_value(data: bytes) -> Any:
+    """``json.loads(data)``, without importing ``json`` (and ``re`` with it) when the text is plain UTF-8 JSON: the
+    pinned file of every process of a ``sockguard run`` tree is read at its first socket use. The same C scanner
+    ``json.loads`` uses, with json's own defaults; anything it does not read whole (an error, a BOM, another
+    encoding) goes to ``json.loads``, whose answer or error message it is."""
+    try:
+        import _json
+    except ImportError:  # an interpreter without json's C accelerator
+        _json = None  # type: ignore[assignment]
+    if _json is not None:
+        try:
+            text = data.decode()
+            start = len(text) - len(text.lstrip(" \t\n\r"))
+            value, end = _json.make_scanner(_JsonDefaults)(text, start)  # type: ignore[arg-type]
+            if not text[end:].strip(" \t\n\r"):
+                return value
+        except (ValueError, StopIteration, RecursionError):
+            pass  # json.loads says what is wrong
+    import json
+
+    return json.loads(data)
+
+
+class _JsonDefaults:
+    """What the C scanner reads from its context: ``json.JSONDecoder``'s defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
 _noticed: set[str] = set()

@@ -20,6 +20,7 @@ and retry code keep working unchanged:
 from __future__ import annotations
 
 import errno
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -178,6 +179,16 @@ def _lookup_blocked_class() -> type[EgressBlocked]:
 
     LookupBlocked.__qualname__ = "LookupBlocked"  # pickled by reference: sockguard.errors.LookupBlocked
     return LookupBlocked
+
+
+# The package names these lazily (sockguard/__init__.py: nothing loads this module at start-up). Once it is loaded,
+# they are plain attributes of the package: ``except sockguard.EgressBlocked:`` is one attribute read, never a call
+# (a Python call is where a signal handler's exception can land).
+_package = sys.modules.get("sockguard")
+if _package is not None:
+    _package.EgressBlocked = EgressBlocked  # type: ignore[attr-defined]
+    _package.ConfigError = ConfigError  # type: ignore[attr-defined]
+    _package.BreakerOpen = BreakerOpen  # type: ignore[attr-defined]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import _socket
 import _thread
-import contextvars
 import os
 import time
+from _contextvars import ContextVar  # (contextvars.py only re-exports it)
 
 from sockguard.caller import find_caller
 from sockguard.canonical import port_number
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from sockguard.policy import Decision
 
 #: Correlation id the application can set (per task / thread via contextvars).
-correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("sockguard_correlation_id", default=None)
+correlation_id: ContextVar[str | None] = ContextVar("sockguard_correlation_id", default=None)
 
 #: The fields of a decision that stay the same for every connection to one destination, in order.
 DECISION_FIXED = ("op", "proto", "host", "port", "address", "decision", "reason", "rule", "detail", "mode")

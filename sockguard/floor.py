@@ -18,11 +18,12 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap, resolvconf, reverse
+from sockguard import active, addrmap, resolvconf
+from sockguard.accelerator import accelerator
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
 from sockguard.errors import InvalidHost
-from sockguard.events import emit, host_text, make_event, record_allowed
+from sockguard.events import ALLOWED_LEVEL, emit, host_text, make_event, record_allowed
 from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, SEARCH_LIST, UNIX, UNVERIFIED, Decision
 from sockguard.rawsockets import check_raw, is_raw
 from sockguard.refusal import refuse
@@ -43,9 +44,13 @@ AF_NETLINK = getattr(_socket, "AF_NETLINK", -1)
 _family_of = _socket.socket.family.__get__  # C getter: no enum conversion
 _INET = (AF_INET, AF_INET6)
 
+# The Python floor calls a handler from sockguard._hook._audit, one frame more than the C floor (the accelerator,
+# native/sg_accel.c) calls it from. The caller search must not start past the application's frame: too few
+# skipped frames cost nothing (find_caller skips sockguard's own), one too many would skip the application.
+_AUDIT = 0 if accelerator() is not None else 1
 # Where refuse()/record_allowed() start looking for the caller from _check_socket: past _check_socket and
 # sockguard._hook._audit (sends come through _on_sendto/_on_sendmsg: find_caller skips sockguard's frames).
-_HOOK_DEPTH = 3
+_HOOK_DEPTH = 2 + _AUDIT
 
 _UNKNOWN_SHAPE = Decision(
     False,
@@ -177,20 +182,21 @@ def _on_bind(args: tuple[Any, ...]) -> None:
     decision = _UNKNOWN_SHAPE if host is None else active.C_RESOLVED
     if host is not None:
         _wrappers_bypassed(host)
-    error = refuse(state, decision, "bind", sock, host if host is not None else repr(address), None, None, depth=3)
+    shown = host if host is not None else repr(address)
+    error = refuse(state, decision, "bind", sock, shown, None, None, depth=2 + _AUDIT)
     if error is not None:
         raise error
 
 
 def _on_new(args: tuple[Any, ...]) -> None:
-    """``socket.__new__`` fires before the socket() system call: raw IP and packet sockets are refused unless
+    """``socket.__new__`` fires before the socket() system call: raw IP, packet and ICMP sockets are refused unless
     ``allow_raw`` is set (sockguard.rawsockets). A descriptor wrapped with ``socket.socket(fileno=...)`` shows -1
     here; the socket class wrapper asks the descriptor what it really is (sockguard.wrappers)."""
-    if is_raw(args[1], args[2]):
-        check_raw(args[1], args[2], args[3], depth=4)
+    if is_raw(args[1], args[2], args[3]):
+        check_raw(args[1], args[2], args[3], depth=3 + _AUDIT)
 
 
-def _on_lookup(host: Any, port: Any, family: int, depth: int = 4) -> None:
+def _on_lookup(host: Any, port: Any, family: int, depth: int = 3 + _AUDIT) -> None:
     state = active.in_force or active.current()
     cls = host.__class__
     if cls is not str and issubclass(cls, str):
@@ -249,9 +255,10 @@ def _on_gethostbyaddr(args: tuple[Any, ...]) -> None:
     host = args[0]
     # A *name* here is resolved forwards first (and checked like any other lookup); an address is a PTR query.
     text = host if host.__class__ is str else None
-    if text is None and issubclass(host.__class__, bytes):
+    if text is None and issubclass(host.__class__, (bytes, bytearray)):
+        # C copied the buffer before this event (its "et" format): what it holds now is what C will look up.
         try:
-            text = bytes.decode(host, "ascii")
+            text = memoryview(host).tobytes().decode("ascii")
         except UnicodeDecodeError:
             text = None
     numeric = canonical_numeric(text) if text is not None else None
@@ -278,10 +285,14 @@ def _on_getnameinfo(args: tuple[Any, ...]) -> None:
 
 
 def _reverse(address: str, shown: str) -> None:
+    # Loaded at the first reverse lookup, not at every process's first connect (with no descriptor left to read it,
+    # the lookup fails with that OSError: it could not have read /etc/hosts or reached a nameserver either).
+    from sockguard import reverse
+
     state = active.in_force or active.current()
     decision = reverse.decide(state, address)
     if not decision.allowed:
-        error = refuse(state, decision, "resolve", None, shown, None, address, depth=4)
+        error = refuse(state, decision, "resolve", None, shown, None, address, depth=3 + _AUDIT)
         if error is not None:
             raise error
 
@@ -374,3 +385,17 @@ HANDLERS: dict[str, Handler] = {
     "os.posix_spawn": lambda args: _on_child(args[1], args[2], args[0]),  # (path, argv, env)
     "os.system": lambda args: _on_child(args[0], None, None),  # (command,)
 }
+
+
+def _accelerate() -> None:
+    """Let the C floor (native/sg_accel.c) answer what the hot path of :func:`_check_socket` answers: a connect or
+    sendto of a plain ``(str, int)`` address whose cached decision in the State in force is allowed (a healthy
+    destination, for a connect with the breaker on) while no sink wants allow events; and a ``socket.__new__``
+    that is neither a raw nor a packet socket (:func:`_on_new` has nothing to do). It reads these same objects at
+    every event; anything else comes here."""
+    fast = accelerator()
+    if fast is not None and not fast.status()["fast_path"]:
+        fast.fast_path(active, active.State, Decision, _on_connect, _on_sendto, _socket.socket, ALLOWED_LEVEL, _on_new)
+
+
+_accelerate()

@@ -13,7 +13,6 @@ import _thread
 import gc
 import os
 import sys
-from contextlib import contextmanager
 
 from sockguard import _hook, active
 from sockguard.active import State
@@ -25,7 +24,7 @@ from sockguard.sinks import Sinks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
     from sockguard.config import Settings
@@ -137,9 +136,16 @@ def _not_loaded(exc: BaseException) -> State:
     return State(Policy(allow_loopback=False), "enforce", Sinks(None), error=detail, error_reason=CONFIG_UNAVAILABLE)
 
 
-def state_from_settings(settings: Settings, *, observer: Callable[[dict[str, Any]], None] | None = None) -> State:
+def state_from_settings(
+    settings: Settings,
+    *,
+    observer: Callable[[dict[str, Any]], None] | None = None,
+    translate: Callable[[EgressBlocked, Any], EgressBlocked] | None = None,
+) -> State:
     """The one constructor of a State from :class:`~sockguard.config.Settings` (runtime, API and pytest plugin
     alike). ``observer`` is called with every event this State emits (the pytest plugin records blocks so).
+    ``translate(error, sock)`` turns the exception a refusal would raise into the one to raise (the pytest plugin:
+    the same refusal in pytest-socket's classes, the hint naming pytest's options); it decides nothing.
     No I/O: the decision log opens when the State is put in force (``Sinks.start``) or at its first line."""
     sinks = Sinks(settings.log, observer, log_special=settings.log_special)
     policy = settings.build_policy()
@@ -155,7 +161,9 @@ def state_from_settings(settings: Settings, *, observer: Callable[[dict[str, Any
         from sockguard.resolver import Resolver
 
         resolver = Resolver.from_settings(settings, sinks)
-    return State(policy, settings.mode, sinks, settings=settings, breaker=breaker, resolver=resolver)
+    return State(
+        policy, settings.mode, sinks, settings=settings, breaker=breaker, resolver=resolver, translate=translate
+    )
 
 
 def fail_closed(message: str) -> State:
@@ -217,14 +225,22 @@ def restore(previous: State | None) -> None:
     _sync_native(previous)
 
 
-@contextmanager
-def applied(state: State) -> Iterator[State]:
-    """Put ``state`` in force for a ``with`` block, then restore what was there before."""
-    previous = install(state)
-    try:
-        yield state
-    finally:
-        restore(previous)
+class applied:  # (lower case: used like the function it was, ``with guard.applied(state):``)
+    """Put ``state`` in force for a ``with`` block, then restore what was there before. A class, not a
+    ``contextlib.contextmanager``: contextlib is one more module in every guarded process's first socket use."""
+
+    __slots__ = ("previous", "state")
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.previous: State | None = None
+
+    def __enter__(self) -> State:
+        self.previous = install(self.state)
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        restore(self.previous)
 
 
 def _after_fork_in_child() -> None:

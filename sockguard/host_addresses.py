@@ -10,7 +10,7 @@ a sandbox) gives an empty set, so only loopback is exempt: the breaker stays on 
 from __future__ import annotations
 
 import _socket
-import struct
+import _struct  # (struct.py only re-exports it: one module fewer at the first connect)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,9 +25,9 @@ _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
-_IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, interface index
-_ATTR = struct.Struct("=HH")  # rtattr: length, type
+_HEADER = _struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_IFADDR = _struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, interface index
+_ATTR = _struct.Struct("=HH")  # rtattr: length, type
 _MAX_BYTES = 4 << 20  # a sanity bound on the dump (about 40,000 addresses)
 
 
@@ -55,7 +55,7 @@ def own_addresses() -> frozenset[Address]:
             if _parse(data, found):
                 return frozenset(found)
         return frozenset()  # no end of the dump: do not trust a partial list
-    except (OSError, struct.error, ValueError):
+    except (OSError, _struct.error, ValueError):  # type: ignore[attr-defined]  # (struct.error itself)
         return frozenset()
     finally:
         sock.close()

@@ -7,7 +7,7 @@ non-overlapping intervals searched with bisect (O(log n), in C).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from _bisect import bisect_right  # (bisect.py only re-exports it)
 from collections import namedtuple
 
 from sockguard.addresses import (
@@ -75,7 +75,7 @@ EXPLAIN = {
         "IP/CIDR rule and was not learned from an allowed name"
     ),
     UNVERIFIED: "{detail}",
-    RAW_SOCKET: "{detail}; raw and packet sockets need allow_raw = true (SOCKGUARD_ALLOW_RAW=1)",
+    RAW_SOCKET: "{detail}; raw, packet and ICMP sockets need allow_raw = true (SOCKGUARD_ALLOW_RAW=1)",
     SOURCE_ROUTE: "{detail}",
     SEARCH_LIST: "{detail}",
 }

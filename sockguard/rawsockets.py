@@ -4,6 +4,11 @@ A raw IP socket (``SOCK_RAW``, ``IPPROTO_RAW`` or ``IP_HDRINCL``) lets the progr
 packet socket (``AF_PACKET``) whole frames: the address of a ``sendto`` says nothing about where the packet goes.
 Root in a container has ``CAP_NET_RAW`` by default. Both are refused unless the policy says ``allow_raw = true``.
 
+An ICMP datagram ("ping") socket (``SOCK_DGRAM`` with ``IPPROTO_ICMP``/``IPPROTO_ICMPV6``; unprivileged wherever
+``net.ipv4.ping_group_range`` admits the user, as Docker sets it) sends echo requests whose payload the program
+chooses: the port of its address means nothing to the kernel, so a port-scoped rule (``10.0.0.0/8:5432``) would
+admit ICMP to the whole host. It is refused like a raw socket, unless ``allow_raw = true``.
+
 Source routing needs no privilege: an IPv4 loose/strict source-route option (``IP_OPTIONS``, or ``IP_RETOPTS``
 ancillary data) or an IPv6 routing header (``IPV6_RTHDR``, also through the RFC 2292 options) sends a packet whose
 final destination is not the address the guard decided, through one it allowed. Those options are refused in
@@ -24,6 +29,8 @@ AF_INET6 = _socket.AF_INET6
 AF_PACKET = getattr(_socket, "AF_PACKET", -1)
 SOCK_RAW = _socket.SOCK_RAW
 SOCK_PACKET = 10  # Linux's obsolete AF_INET packet type (CAP_NET_RAW, like SOCK_RAW)
+SOCK_DGRAM = _socket.SOCK_DGRAM
+_ICMP = (1, 58)  # IPPROTO_ICMP, IPPROTO_ICMPV6: a datagram socket of these is a ping socket
 IPPROTO_IP = 0
 IPPROTO_IPV6 = 41
 IP_OPTIONS = 4
@@ -37,9 +44,14 @@ _INET = (AF_INET, AF_INET6)
 _IPV6_ROUTING = (IPV6_RTHDR, IPV6_2292RTHDR, IPV6_2292PKTOPTIONS)
 
 
-def is_raw(family: int, kind: int) -> bool:
-    """Whether a socket of this family and type is a raw IP or packet socket."""
-    return family == AF_PACKET or (family in _INET and (kind & 0xF) in (SOCK_RAW, SOCK_PACKET))
+def is_raw(family: int, kind: int, proto: int) -> bool:
+    """Whether a socket of this family, type and protocol is a raw IP, packet or ICMP datagram socket."""
+    if family == AF_PACKET:
+        return True
+    if family not in _INET:
+        return False
+    kind &= 0xF
+    return kind in (SOCK_RAW, SOCK_PACKET) or (kind == SOCK_DGRAM and proto in _ICMP)
 
 
 def check_raw(family: int, kind: int, proto: int, *, depth: int) -> None:
@@ -50,6 +62,8 @@ def check_raw(family: int, kind: int, proto: int, *, depth: int) -> None:
     what = f"family {family}, type {kind & 0xF}, protocol {proto}"
     if family == AF_PACKET:
         detail = "a packet socket (AF_PACKET) writes whole frames to any address"
+    elif kind & 0xF == SOCK_DGRAM:
+        detail = "an ICMP (ping) socket sends echo requests whose destination port means nothing, past any port rule"
     else:
         detail = "a raw IP socket lets the program write its own IP header, past any destination check"
     error = refuse(state, Decision(False, RAW_SOCKET, None, detail), "socket", "raw", what, None, None, depth=depth)

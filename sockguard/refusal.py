@@ -51,6 +51,8 @@ _VERBS = {"connect": "connection", "send": "datagram", "resolve": "DNS lookup", 
           "tunnel": "proxy tunnel (CONNECT)", "sni": "TLS handshake (SNI)"}  # fmt: skip
 _NO_DESTINATION = frozenset(("socket", "setsockopt"))
 _MESSAGES_MAX = 1024
+#: Where the runtime takes an allow rule, as the block message says it (a host such as the pytest plugin names its own).
+ALLOW_WHERE = "SOCKGUARD_ALLOW, --allow, or allow in sockguard.toml"
 
 
 def suggestion(state: State, decision: Decision, host: Any, port: Any, address: str | None) -> str | None:
@@ -95,7 +97,7 @@ def _message_parts(
     elif decision.reason == CONFIG_ERROR:
         after += " Fix the configuration to restore traffic."
     elif rule_hint:
-        after += f" To allow it, add the rule {rule_hint!r} (SOCKGUARD_ALLOW, --allow, or allow in sockguard.toml)."
+        after += f" To allow it, add the rule {rule_hint!r} ({ALLOW_WHERE})."
     return text, after
 
 
@@ -157,7 +159,7 @@ def refuse(
         state.breaker.lookup_blocked(host, port, decision)  # a retry loop on a blocked name alerts too
     if monitor:
         return None
-    return _error_class(operation, decision, replaces)(
+    error = _error_class(operation, decision, replaces)(
         message,
         code=replaces if decision.reason == BREAKER_OPEN else None,
         host=host_text(host),
@@ -169,6 +171,7 @@ def refuse(
         caller=caller,
         suggestion=hint,
     )
+    return error if state.translate is None else state.translate(error, sock)
 
 
 def _error_class(operation: str, decision: Decision, replaces: int | None) -> type[EgressBlocked]:

@@ -116,8 +116,9 @@ def current() -> Config:
 
 def query_names(name: str, absolute: bool, family: int) -> tuple[str, ...]:
     """What to hand the C resolver for an allowed lookup of ``name``, in the order glibc would try them: the name as
-    written when /etc/hosts answers it, else the absolute candidates (``"api.example.com."``; with a search list
-    also ``"api.example.com.corp.example."``, each to be decided by the caller before it is asked for)."""
+    written when /etc/hosts answers it (never for an ``absolute`` one), else the absolute candidates
+    (``"api.example.com."``; with a search list also ``"api.example.com.corp.example."``, each to be decided by
+    the caller before it is asked for)."""
     config = _config
     if config is not None and config.changes is source.resolver_variables and _monotonic() < _fresh_until:
         found = config.memo.get((name, absolute, family))  # the hot path: a memo hit in a fresh configuration
@@ -127,7 +128,9 @@ def query_names(name: str, absolute: bool, family: int) -> tuple[str, ...]:
     key = (name, absolute, family)
     found = config.memo.get(key)
     if found is None:
-        if config.in_hosts(name, family):
+        # An absolute name ("localhost.") is not an /etc/hosts name: glibc's files backend compares the name as
+        # given, so it goes to DNS (handing C "localhost" instead made it resolve where unguarded it fails).
+        if not absolute and config.in_hosts(name, family):
             found = (name,)
         else:
             found = tuple(f"{candidate}." for candidate in config.candidates(name, absolute))

@@ -70,6 +70,19 @@ class Sinks:
     """The logger and the optional JSON-lines file. No I/O when built (a State is built under the loader's lock):
     the file opens at :meth:`start` or at its first line."""
 
+    # Slots: the C accelerator reads ``_file``, ``_levels`` and ``_logger`` on every allowed connect (wants_allow).
+    __slots__ = (
+        "_chunks",
+        "_dumps",
+        "_file",
+        "_levels",
+        "_logger",
+        "_middles",
+        "_request_middles",
+        "log_path",
+        "observer",
+    )
+
     def __init__(
         self,
         log_path: str | None,

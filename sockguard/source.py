@@ -17,10 +17,9 @@ It also keeps the one piece of environment the C library reads later on its own:
 (``LOCALDOMAIN``, ``RES_OPTIONS``, ``HOSTALIASES``) as the ``os.putenv`` audit events change them
 (sockguard.resolvconf).
 
-Imports only ``os``: this runs in every Python process at start-up.
+Imports only ``os`` (not ``__future__``: annotations naming checker-only types are strings): this runs in every
+Python process at start-up.
 """
-
-from __future__ import annotations
 
 import os
 
@@ -62,7 +61,7 @@ class Source:
         return not self.pinned and self.environ.get("SOCKGUARD_MODE", "").strip().lower() == "off"
 
 
-def take(environ: Mapping[str, str], cwd: str) -> Source:
+def take(environ: "Mapping[str, str]", cwd: str) -> Source:
     """The source a process with ``environ`` in ``cwd`` would use: cheap (a few ``stat``, one small read)."""
     variables = {key: value for key, value in environ.items() if key.startswith("SOCKGUARD_")}
     pinned = variables.get(PINNED)
@@ -78,6 +77,23 @@ def take(environ: Mapping[str, str], cwd: str) -> Source:
     if local is None:
         return Source(variables, cwd)
     return read(Source(variables, cwd, local))
+
+
+def initial_environment() -> dict[str, str]:
+    """The ``SOCKGUARD_*`` variables this process was started with (``/proc/self/environ``: what ``exec`` gave it,
+    whatever ``os.environ`` says since), for a process the sitecustomize did not activate (a Python started ``-I``
+    under the native layer). Empty when that cannot be read: the defaults, which allow nothing extra."""
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return {}
+    found = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(b"SOCKGUARD_"):
+            found[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    return found
 
 
 def local_file(cwd: str) -> str | None:

@@ -138,10 +138,12 @@ def _host_header(policy: Policy, attempt: Attempt) -> Decision | None:
     """The decision the guard's HTTP layer makes on a Host header that names another host than the connection's
     (sockguard.http.checks: a value that does not parse is decided whole, as an invalid host); None if it names
     the connection's own host."""
-    from sockguard.http.checks import authority, same_host
+    from sockguard.http.checks import authority, own_host_with_port_out_of_range, same_host
 
     host, port = authority(attempt.host_header)
     if not host or same_host(str(attempt.host), host):
+        return None
+    if port is None and own_host_with_port_out_of_range(host, str(attempt.host)):
         return None
     return policy.check_name(host, port if port is not None else attempt.port)
 

@@ -6,7 +6,9 @@ with the reason when the namespace could not be created (not root, no unshare).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,14 +20,46 @@ def pytest_configure(config: pytest.Config) -> None:
     _netlab.enter_isolated_namespace()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"netlab: {_netlab.STATUS.describe()}"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from sockguard.accelerator import status
+
+    return [f"netlab: {_netlab.STATUS.describe()}", f"sockguard accelerator: {status()}"]
+
+
+#: The modules whose tests run the guard's decision paths in this process (floor, wrappers, caches, breaker, sinks,
+#: HTTP and library hooks, asynchronous exceptions): marked ``enforcement``, and run a second time by scripts/test
+#: with SOCKGUARD_ACCELERATOR=0, so the C accelerator and the pure-Python floor are held to the same outcomes.
+ENFORCEMENT_MODULES = frozenset(
+    {
+        "test_accelerator",
+        "test_async_exceptions",
+        "test_breaker",
+        "test_coverage_asyncio",
+        "test_coverage_native",
+        "test_coverage_stdlib",
+        "test_coverage_thirdparty",
+        "test_coverage_traps",
+        "test_events",
+        "test_guard",
+        "test_http_requests",
+        "test_import_order",
+        "test_integrity",
+        "test_integrity_activation",
+        "test_integrity_pinning",
+        "test_integrity_property",
+        "test_resolution",
+        "test_resolver",
+        "test_transparency",
+    }
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if {"netlab", "netlab_session"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.netlab)
+        if item.path.stem in ENFORCEMENT_MODULES:
+            item.add_marker(pytest.mark.enforcement)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -48,6 +82,16 @@ def netlab(netlab_session: _netlab.Lab) -> _netlab.Lab:
     """The lab, reset for this test: no TCP/UDP servers, empty zone and query log, default resolv.conf."""
     netlab_session.reset()
     return netlab_session
+
+
+@pytest.fixture
+def unconfigured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with no configuration: ``tmp_path`` as the current directory and no ``SOCKGUARD_*``
+    variable (from the developer's shell or the suite's own), so a test's configuration is only what it writes."""
+    for name in [name for name in os.environ if name.startswith("SOCKGUARD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(autouse=True)

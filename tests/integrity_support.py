@@ -10,6 +10,7 @@ search-list expansion that leaked would be answered (and counted).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 from tests.netlab import Lab, TcpServer, UdpServer
@@ -84,3 +85,26 @@ def build_scene(lab: Lab) -> Scene:
 
 def snapshot(scene: Scene) -> dict[str, Any]:
     return {**scene.far_side(), "allowed": scene.allowed.accepted}
+
+
+def activated(activation: str, program: list[str], env: dict[str, str]) -> list[str]:
+    """``program``'s command line guarded by ``activation`` with the scene's policy: ``sockguard run`` flags, or
+    ``SOCKGUARD_ALLOW`` with the sitecustomize on ``PYTHONPATH`` (added to ``env``)."""
+    from tests.coverage_support import SITE_DIR
+
+    if activation == "pythonpath":
+        env.update(PYTHONPATH=SITE_DIR, SOCKGUARD_ALLOW=",".join(ALLOW))
+        return program
+    flags = [arg for rule in ALLOW for arg in ("--allow", rule)]
+    return [sys.executable, "-m", "sockguard", "run", *flags, "--", *program]
+
+
+def per_step(steps: dict[str, dict[str, int]], baseline: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+    """A stepped child's snapshots (run_stepped_child) as each step's own counts: the difference to the step
+    before (to ``baseline`` for the first)."""
+    counts: dict[str, dict[str, int]] = {}
+    previous = baseline or {}
+    for name, snap in steps.items():
+        counts[name] = {key: value - previous.get(key, 0) for key, value in snap.items()}
+        previous = snap
+    return counts

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from sockguard.paths import sitecustomize_dir
+from tests.install_support import regular_install, run_tree_environment
 from tests.loopback import CountingTCPServer
 
 PY = sys.executable
@@ -201,47 +202,119 @@ def test_sitecustomize_chains_to_the_next_one(tmp_path):
     assert "no_such_module_sockguard_test" in result.stderr
 
 
-def test_startup_path_stays_light(tmp_path):
-    """With a config file present, start-up adds only sockguard's small start-up
-    modules: the policy is compiled at the first socket event, socket is
-    patched when imported, and nothing heavy is imported on the way."""
-    (tmp_path / "sockguard.toml").write_text('allow = ["api.partner.test"]\n')
-    code = "import sys; print(' '.join(sorted(sys.modules)))"
+#: What the activation adds to a process that never touches the network: nothing else (not sockguard.errors, not
+#: ``__future__``: every guarded Python process pays for each module here).
+STARTUP_MODULES = {"sitecustomize", "sockguard", "sockguard._hook", "sockguard.source"}
+STARTUP_MODULES |= {"sockguard.accelerator", "sockguard._accel"}  # the C floor (issue 16): one small module, one .so
+#: What the first connect of a guarded process adds (the guard: policy, floor, wrappers, breaker, sinks, the
+#: configuration). A module that joins this path must be added here on purpose: each costs every process.
+FIRST_CONNECT_MODULES = STARTUP_MODULES | {
+    "__future__",
+    "_bisect",
+    "_contextvars",
+    "gc",
+    *(f"sockguard.{name}" for name in ["active", "addresses", "addrmap", "admission", "alerts", "breaker",
+      "breaker_settings", "caller", "canonical", "config", "console", "errors", "events", "floor", "guard", "policy",
+      "rawsockets", "refusal", "resolvconf", "rules", "sinks", "values", "wrappers"]),
+}  # fmt: skip
+#: Never on the start-up or first-connect path (module or package).
+HEAVY = {"typing", "logging", "tomllib", "ipaddress", "dns", "dataclasses", "inspect", "wrapt", "json", "re",
+         "contextlib", "weakref", "struct", "bisect", "contextvars", "datetime", "importlib.metadata", "asyncio",
+         "ssl", "sockguard.reverse", "sockguard.host_addresses", "sockguard.resolver_settings"}  # fmt: skip
 
-    def modules(**env: str) -> set[str]:
-        result = subprocess.run(
-            [PY, "-c", code], env=clean_env(**env), capture_output=True, text=True, cwd=tmp_path, check=True
-        )
-        return set(result.stdout.split())
-
-    added = modules(PYTHONPATH=sitecustomize_dir()) - modules()
-    allowed = {"sitecustomize", "sockguard", "sockguard._hook", "sockguard.source", "sockguard.errors", "errno"}
-    assert added <= allowed, added
-    assert "sockguard._hook" in added
+FIRST_CONNECT = (
+    "import sys, socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.connect(('127.0.0.1', 9))\n"
+)
 
 
-def test_first_socket_use_imports_nothing_heavy(tmp_path):
-    """The first connect of a guarded process loads the guard (policy, floor, wrappers, breaker, sinks), but not
-    ``typing``, ``logging``, ``tomllib`` (no config file here), ``ipaddress``, ``dns`` or ``dataclasses``: every
-    Python process of a container pays this once."""
-    code = (
-        "import sys, socket\n"
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-        "s.connect(('127.0.0.1', 9))\n"
-        "print(' '.join(sorted(sys.modules)))\n"
+@pytest.fixture(scope="module")
+def regular(tmp_path_factory) -> tuple[str, str]:
+    """``(python, sitecustomize dir)`` of a regular install (tests/install_support.py): an editable install loads
+    ``re``, ``contextlib`` and ``__future__`` into every process and would hide a regression."""
+    return regular_install(str(tmp_path_factory.mktemp("install")))
+
+
+def modules_of(python: str, cwd, code: str, **env: str) -> set[str]:
+    """The modules ``python -c code`` has at its end."""
+    code += "\nimport sys; print(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [python, "-c", code], env=clean_env(**env), capture_output=True, text=True, cwd=cwd, check=True
     )
+    return set(result.stdout.split())
 
-    def modules(**env: str) -> set[str]:
-        result = subprocess.run(
-            [PY, "-c", code], env=clean_env(**env), capture_output=True, text=True, cwd=tmp_path, check=True
+
+def added_modules(regular, cwd, code: str, expected: set[str], **env: str) -> tuple[set[str], set[str]]:
+    """The modules a guarded ``python -c code`` (``PYTHONPATH``: the install's sitecustomize) has that a plain one
+    has not, and ``expected`` less the plain one's."""
+    python, site = regular
+    plain = modules_of(python, cwd, code)
+    return modules_of(python, cwd, code, PYTHONPATH=site, **env) - plain, expected - plain
+
+
+def heavy(modules: set[str]) -> set[str]:
+    return {m for m in modules if m in HEAVY or m.split(".")[0] in HEAVY}
+
+
+def test_startup_path_stays_light(tmp_path, regular):
+    """With a config file present, start-up adds only sockguard's small start-up modules: the policy is compiled
+    at the first socket event, socket is patched when imported, and nothing heavy is imported on the way."""
+    (tmp_path / "sockguard.toml").write_text('allow = ["api.partner.test"]\n')
+    added, expected = added_modules(regular, tmp_path, "pass", STARTUP_MODULES)
+    assert added == expected
+
+
+def test_startup_path_in_a_run_tree_stays_light(tmp_path, regular):
+    """A process of a ``sockguard run`` tree (the pinned configuration) starts with the same modules."""
+    found = run_tree_environment(regular[0], str(tmp_path), clean_env())
+    variables = {k: v for k, v in found.items() if k.startswith("SOCKGUARD")}
+    added, expected = added_modules(regular, tmp_path, "pass", STARTUP_MODULES, **variables)
+    assert added == expected
+    # The pinned file is read with json's C scanner: not json, not re.
+    wanted = FIRST_CONNECT_MODULES | {"_json"}
+    added, expected = added_modules(regular, tmp_path, FIRST_CONNECT, wanted, **variables)
+    assert not heavy(added), sorted(heavy(added))
+    assert added == expected, f"new on the path: {sorted(added - expected)}; gone: {sorted(expected - added)}"
+
+
+@pytest.mark.parametrize("config", ["environment", "file"])
+def test_first_socket_use_imports_nothing_heavy(tmp_path, regular, config):
+    """The first connect of a guarded process loads the guard, and exactly the modules of FIRST_CONNECT_MODULES:
+    not ``typing``, ``logging``, ``tomllib`` (a config file in the plain TOML subset is read without it: the
+    file's toml_subset is the one module more), ``json``, ``re``, ``ipaddress``, ``dns`` or ``dataclasses``. Every
+    Python process of a container pays this once."""
+    if config == "file":
+        (tmp_path / "sockguard.toml").write_text(
+            'allow = [\n  "api.partner.test:443",  # the partner\n  "10.0.0.0/8",\n]\n[breaker]\nthreshold = 4\n'
         )
-        return set(result.stdout.split())
+        env: dict[str, str] = {}
+        wanted = FIRST_CONNECT_MODULES | {"sockguard.toml_subset"}
+    else:
+        env = {"SOCKGUARD_ALLOW": "api.partner.test", "SOCKGUARD_CONFIG": "none"}
+        wanted = FIRST_CONNECT_MODULES
+    added, expected = added_modules(regular, tmp_path, FIRST_CONNECT, wanted, **env)
+    assert not heavy(added), sorted(heavy(added))
+    assert added == expected, f"new on the path: {sorted(added - expected)}; gone: {sorted(expected - added)}"
 
-    plain = modules()  # (an editable install's import finder loads pathlib/urllib in every process, guarded or not)
-    added = modules(PYTHONPATH=sitecustomize_dir(), SOCKGUARD_ALLOW="api.partner.test", SOCKGUARD_CONFIG="none") - plain
-    assert {"sockguard.floor", "sockguard.wrappers", "sockguard.active"} <= added
-    heavy = {"typing", "logging", "tomllib", "ipaddress", "dns", "dataclasses", "inspect", "wrapt", "json", "re"}
-    assert not heavy & added, sorted(heavy & added)
+
+def test_the_exceptions_are_plain_attributes_once_loaded(tmp_path):
+    """``sockguard.EgressBlocked`` is named lazily (sockguard.errors is not loaded at start-up), and is a plain
+    attribute of the package from the first socket use on: ``except sockguard.EgressBlocked:`` never runs Python
+    code (where a signal handler's exception could land)."""
+    code = (
+        "import sys, sockguard\n"
+        "before = 'EgressBlocked' in vars(sockguard) or 'sockguard.errors' in sys.modules\n"
+        + FIRST_CONNECT
+        + "print(before, all(n in vars(sockguard) for n in ('EgressBlocked', 'ConfigError', 'BreakerOpen')))\n"
+    )
+    result = subprocess.run(
+        [PY, "-c", code],
+        env=clean_env(PYTHONPATH=sitecustomize_dir(), SOCKGUARD_CONFIG="none"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert result.stdout.split() == ["False", "True"]
 
 
 def test_mode_off_in_environment_skips_activation(tmp_path):

@@ -35,12 +35,8 @@ SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def clean_env(unconfigured: Path) -> None:
     """No sockguard config from the developer's shell or working directory leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 def write(root: Path, files: dict[str, str]) -> None:

@@ -18,16 +18,13 @@ from sockguard.policy import Policy
 
 
 @pytest.fixture
-def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tree(unconfigured: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A scanned tree (``tree/``) next to files that are not part of it (``outside/``)."""
-    for name in list(os.environ):
-        if name.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "tree").mkdir()
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.env").write_text("TOKEN_URL=http://169.254.169.254/latest/meta-data/\n")
-    monkeypatch.chdir(tmp_path / "tree")
-    return tmp_path / "tree"
+    (unconfigured / "tree").mkdir()
+    (unconfigured / "outside").mkdir()
+    (unconfigured / "outside" / "secret.env").write_text("TOKEN_URL=http://169.254.169.254/latest/meta-data/\n")
+    monkeypatch.chdir(unconfigured / "tree")
+    return unconfigured / "tree"
 
 
 def audit(*argv: str) -> int:

@@ -62,13 +62,9 @@ def test_a_full_list_adds_suffixes_and_honours_wildcards_and_exceptions(tmp_path
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "sockguard.toml").write_text('allow = ["api.example.test", "*.github.io", "0.0.0.0/0"]\n')
-    return tmp_path
+def workdir(unconfigured: Path) -> Path:
+    (unconfigured / "sockguard.toml").write_text('allow = ["api.example.test", "*.github.io", "0.0.0.0/0"]\n')
+    return unconfigured
 
 
 @pytest.mark.parametrize(

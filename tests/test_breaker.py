@@ -813,11 +813,8 @@ def test_cooldown_cap_below_the_cooldown_is_an_error():
         guard.state_from_settings(Settings(breaker={"cooldown": 30, "max_cooldown": 10}))
 
 
-def test_a_broken_breaker_table_fails_closed(tmp_path, monkeypatch):
-    (tmp_path / "sockguard.toml").write_text('[breaker]\nfanout_action = "page"\n')
-    monkeypatch.chdir(tmp_path)
-    for var in [v for v in os.environ if v.startswith("SOCKGUARD_")]:
-        monkeypatch.delenv(var)
+def test_a_broken_breaker_table_fails_closed(unconfigured):
+    (unconfigured / "sockguard.toml").write_text('[breaker]\nfanout_action = "page"\n')
     state = guard._load_from_environment()
     assert state.error is not None and "breaker.fanout_action" in state.error
     assert not state.address("127.0.0.1", 80).allowed

@@ -6,9 +6,6 @@ traceback: ``sockguard status``, ``check``, ``export``, ``audit`` and ``run`` (w
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from sockguard import cli
@@ -43,19 +40,10 @@ FRONT_ENDS = {
 }
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize("front_end", sorted(FRONT_ENDS))
 @pytest.mark.parametrize(("name", "content", "message"), BROKEN, ids=[f"{n}:{m}" for n, _, m in BROKEN])
-def test_wrong_shape_is_a_clear_error_in_every_front_end(workdir, capsys, front_end, name, content, message):
-    path = workdir / name
+def test_wrong_shape_is_a_clear_error_in_every_front_end(unconfigured, capsys, front_end, name, content, message):
+    path = unconfigured / name
     if isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -69,9 +57,9 @@ def test_wrong_shape_is_a_clear_error_in_every_front_end(workdir, capsys, front_
         assert "not starting the program" in err
 
 
-def test_error_messages_escape_control_characters(workdir, capsys, monkeypatch):
+def test_error_messages_escape_control_characters(unconfigured, capsys, monkeypatch):
     """A configuration path comes from the environment or a flag: printed on a terminal, it is escaped."""
-    monkeypatch.setenv("SOCKGUARD_CONFIG", str(workdir / "\x1b[2Jgone.toml"))
+    monkeypatch.setenv("SOCKGUARD_CONFIG", str(unconfigured / "\x1b[2Jgone.toml"))
     for argv in (["status"], ["check", "api.example.test"], ["export", "--format", "json"], ["audit", "."]):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err

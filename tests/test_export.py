@@ -74,13 +74,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 @pytest.fixture
-def clean_env(monkeypatch, tmp_path):
+def clean_env(unconfigured):
     """No config file or SOCKGUARD_* variable from the outside leaks into the export."""
-    for var in list(os.environ):
-        if var.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return unconfigured
 
 
 def run_export(argv: list[str], capsys, resolve=None) -> tuple[int, str, str]:

@@ -222,13 +222,9 @@ def test_hostile_text_never_changes_the_rules_a_tool_reads(tmp_path, allow, deny
     jsonschema.Draft202012Validator(CILIUM_SCHEMA).validate(json.loads(hostile["cilium"]))
 
 
-def test_a_configuration_path_with_newlines_injects_nothing(tmp_path, monkeypatch, capsys):
+def test_a_configuration_path_with_newlines_injects_nothing(unconfigured, capsys):
     """Issue 17, item 1: a directory name with a newline and a firewall command in it."""
-    for var in list(os.environ):
-        if var.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    evil = tmp_path / "x\nflush ruleset\n-A OUTPUT -j ACCEPT\n#"
+    evil = unconfigured / "x\nflush ruleset\n-A OUTPUT -j ACCEPT\n#"
     evil.mkdir()
     (evil / "sockguard.toml").write_text('allow = ["203.0.113.0/24:443"]\n')
     outputs = {}
@@ -243,7 +239,7 @@ def test_a_configuration_path_with_newlines_injects_nothing(tmp_path, monkeypatc
         pytest.skip("needs root and unshare --net to load the files")
     _require("nft")
     _require("iptables-restore")
-    loaded = load_and_list(tmp_path, outputs)
+    loaded = load_and_list(unconfigured, outputs)
     assert [ln for ln in _saved_rules(loaded["iptables"]) if ln.startswith("-A OUTPUT")] == [
         "-A OUTPUT -j SOCKGUARD-EGRESS"
     ]
@@ -578,11 +574,7 @@ def _plan_and_render_simple(fmt, allow, deny, resolve):
     return render(fmt, plan), plan.messages
 
 
-def test_strict_fails_where_a_deny_left_only_other_protocols(tmp_path, monkeypatch, capsys):
-    for var in list(os.environ):
-        if var.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+def test_strict_fails_where_a_deny_left_only_other_protocols(unconfigured, capsys):
     argv = ["--format", "k8s", "--allow", "10.0.0.0/8", "--deny", "10.0.0.0/8:1-65535", "--strict"]
     assert export_cli.main(parser().parse_args(argv)) == export_cli.EXIT_STRICT
     out, err = capsys.readouterr()

@@ -15,14 +15,10 @@ from tests.test_report import event, write_log
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("SOCKGUARD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text("URL=http://198.51.100.7/\n")
-    write_log(tmp_path / "app.jsonl", [event("api.example.test", 443)])
-    return tmp_path
+def workdir(unconfigured: Path) -> Path:
+    (unconfigured / ".env").write_text("URL=http://198.51.100.7/\n")
+    write_log(unconfigured / "app.jsonl", [event("api.example.test", 443)])
+    return unconfigured
 
 
 WRITERS = {

@@ -412,6 +412,9 @@ def test_a_host_header_naming_the_same_host_passes(web: Web, client: str) -> Non
         (f"{BLOCKED}.", "not-allowed"),
         ("BLOCKED.test", "not-allowed"),
         ("evil.test:notaport", "invalid-host"),
+        (f"{BLOCKED}:123456", "invalid-host"),  # another host with digits past 65,535: not a port to decide on
+        (f"{BLOCKED}:\u00b2", "invalid-host"),  # "²" is a digit to str.isdigit, not to int (was a ValueError)
+        (f"{ALLOWED}:@{BLOCKED}", "invalid-host"),  # the own host, then no port: a lenient server may read blocked
         ("[2001:db8::11", "invalid-host"),
         ("user@allowed.test", "invalid-host"),
     ],
@@ -469,6 +472,28 @@ def test_a_request_target_naming_another_host_is_decided(web: Web, target: str, 
         conn.close()
     assert (info.value.operation, info.value.host, info.value.reason) == ("proxy-request", host, reason)
     assert web.api.received == 0
+
+
+def test_the_own_host_with_a_port_past_65535_is_not_refused(web: Web) -> None:
+    """httpx writes a URL's port into Host as it is: ``httpx.get("http://127.0.0.1:123456/")`` must fail as it does
+    unguarded (the connect's ConnectError, a refused connect), not as a refused Host header (httpx's own suite,
+    test_httpcore_exception_mapping). The Host names the connection's own host: not decided, as with any port."""
+
+    def attempt() -> tuple[type, type, int | None]:
+        with httpx.Client(trust_env=False) as client, pytest.raises(httpx.ConnectError) as info:
+            client.get("http://127.0.0.1:123456/")
+        cause: BaseException | None = info.value
+        while cause is not None and not isinstance(cause, OSError):  # httpx <- httpcore <- the socket's error
+            cause = cause.__cause__ or cause.__context__
+        return type(info.value), type(cause), getattr(cause, "errno", None)
+
+    unguarded = attempt()
+    with guarded(web, allow_loopback=True):
+        assert attempt() == unguarded
+        assert HttpClientDirect().many(f"http://{ALLOWED}", [("GET", "/ok")], headers={"Host": f"{ALLOWED}:123456"})
+    assert unguarded[1] is ConnectionRefusedError  # (glibc keeps the port's low 16 bits: nothing listens there)
+    assert [r["headers"]["host"] for r in web.api.requests] == [f"{ALLOWED}:123456"]
+    assert web.decisions("host-header") == []
 
 
 def test_a_host_header_naming_another_allowed_host_is_sent(web: Web) -> None:
@@ -798,6 +823,59 @@ def test_https_through_an_allowed_proxy_to_an_allowed_host_sends_the_connect(web
     with guarded(web, PROXY_RULE), contextlib.suppress(Exception):
         _proxied(client, f"https://{ALLOWED}/")
     assert [(r["method"], r["path"]) for r in web.proxy.requests] == [("CONNECT", f"{ALLOWED}:443")]
+
+
+def _tunnel_attempt(conn_class: Any, host: str, headers: dict[str, str] | None = None) -> BaseException:
+    conn = conn_class(PROXY, PROXY_PORT, timeout=3)
+    conn.set_tunnel(host, 443, headers=headers)
+    try:
+        conn.connect()
+    except BaseException as exc:  # what the application would see, whatever it is
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("the tunnel was made")
+
+
+@pytest.mark.parametrize(
+    ("host", "headers"),
+    [("invalid host", None), ("invalid.host\r\nX-Evil: 1", None), (BLOCKED, {"X-Bad\r\nName": "v"}),
+     (BLOCKED, {"Name": "evil\r\nHost: x"})],
+)  # fmt: skip
+def test_a_tunnel_the_client_refuses_itself_fails_with_the_clients_error(web: Web, host: str, headers: Any) -> None:
+    """urllib3 2.8 (and CPython 3.11.16+/3.12.14+) refuse a tunnel host with control characters, or a header that
+    could split the CONNECT request, with ValueError in ``_tunnel`` before writing it. The guard used to decide the
+    target first (EgressBlocked before the proxy connect: urllib3's test_invalid_tunnel_host/_headers); now the
+    client's own error wins, exactly as unguarded, and the proxy still receives no CONNECT."""
+    from urllib3.connection import HTTPConnection
+
+    unguarded = _tunnel_attempt(HTTPConnection, host, headers)
+    assert type(unguarded) is ValueError  # this urllib3 validates (2.8: for every interpreter)
+    with guarded(web, PROXY_RULE):
+        guarded_error = _tunnel_attempt(HTTPConnection, host, headers)
+    assert (type(guarded_error), str(guarded_error)) == (ValueError, str(unguarded))
+    assert [r for r in web.proxy.requests if r["method"] == "CONNECT"] == []
+    assert web.decisions("tunnel") == []
+
+
+@pytest.mark.parametrize(("host", "reason"), [("invalid host", "invalid-host"), (BLOCKED, "not-allowed")])
+def test_a_tunnel_a_client_would_send_is_decided_on_the_connect_line(web: Web, host: str, reason: str) -> None:
+    """The same tunnels through a client that does not validate them (this interpreter's http.client, when it
+    predates the fix): the CONNECT line would be written, so its target is decided first and refused; nothing
+    reaches the proxy but the connection."""
+    import http.client as stdlib_client
+
+    headers = {"X-Bad\r\nName": "v"} if host == BLOCKED else None  # (unusual headers: the deferred path)
+    with guarded(web, PROXY_RULE):
+        error = _tunnel_attempt(stdlib_client.HTTPConnection, host, headers)
+    if isinstance(error, ValueError):  # a patched interpreter refuses them itself: the client's error, as above
+        assert web.decisions("tunnel") == []
+    else:
+        blocked = egress_blocked(error)
+        assert blocked is not None, repr(error)
+        assert (blocked.operation, blocked.reason) == ("tunnel", reason)
+    assert web.proxy.received == 0  # not a byte of the CONNECT request
+    assert web.blocked_side() == {"tcp": 0, "bytes": 0, "dns": 0}
 
 
 class _HostThatEncodesElsewhere(str):

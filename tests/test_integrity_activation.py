@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.coverage_support import CHILD_PRELUDE, SITE_DIR, run_stepped_child
-from tests.integrity_support import ALLOW, build_scene, snapshot
+from tests.integrity_support import ALLOW, activated, build_scene, per_step, snapshot
 from tests.netlab import Lab
 
 CHILD = r'''
@@ -160,11 +160,7 @@ def _command(activation: str, repository: Path) -> tuple[list[str], dict[str, st
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
     env.update(LOCALDOMAIN="evil.test", RES_OPTIONS="ndots:5", SOCKGUARD_ALLOW_LOOPBACK="0")
     program = [sys.executable, "-c", CHILD_PRELUDE + CHILD, str(repository)]
-    if activation == "pythonpath":
-        env.update(PYTHONPATH=SITE_DIR, SOCKGUARD_ALLOW=",".join(ALLOW))
-        return program, env
-    flags = [arg for rule in ALLOW for arg in ("--allow", rule)]
-    return [sys.executable, "-m", "sockguard", "run", *flags, "--", *program], env
+    return activated(activation, program, env), env
 
 
 def _run(activation: str, lab: Lab, directory: Path) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
@@ -179,12 +175,7 @@ def _run(activation: str, lab: Lab, directory: Path) -> tuple[dict[str, Any], di
         (repository / "sockguard.toml").write_text('mode = "off"\n')
         argv, env = _command(activation, repository)
         results, steps = run_stepped_child("", env, lambda: snapshot(scene), 120, argv=argv, cwd=str(directory))
-        counts: dict[str, dict[str, int]] = {}
-        previous: dict[str, int] = {}
-        for name, snap in steps.items():
-            counts[name] = {key: value - previous.get(key, 0) for key, value in snap.items()}
-            previous = snap
-        _runs[activation] = (results, counts)
+        _runs[activation] = (results, per_step(steps))
     return _runs[activation]
 
 

@@ -13,20 +13,27 @@ import os
 import subprocess
 import sys
 
+from tests.accel_support import accelerator_env
 from tests.netlab import Lab
 
 CHILD = r"""
-import collections, enum, socket, sys
+import collections, ctypes, enum, socket, sys
 
 received = []
 
 
-def record(event, args):
-    if event == "socket.connect":
+def record(event, args, data):
+    if event == b"socket.connect":
         received.append(args[1])
+    return 0
 
 
-sys.addaudithook(record)  # before sockguard's: sees what C got even when the guard refuses it
+# A C-level hook (PySys_AddAuditHook), added before sockguard's: it runs before every other hook, so it sees what
+# C got even when the guard refuses it, whether the guard's floor is the C accelerator's hook or a Python one.
+HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.py_object, ctypes.c_void_p)
+recorder = HOOK(record)
+ctypes.pythonapi.PySys_AddAuditHook.argtypes = [HOOK, ctypes.c_void_p]
+assert ctypes.pythonapi.PySys_AddAuditHook(recorder, None) == 0
 
 import sockguard
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -146,13 +153,16 @@ def decided_as_the_plain_tuple(v6, index, port, host_type, port_type, container,
 
 
 decided_as_the_plain_tuple()
-print("OK")
+print("OK", flush=True)
+import os
+os._exit(0)  # the ctypes hook cannot outlive its thunk, which interpreter finalisation frees before the hooks
 """
 
 
 def test_decisions_on_any_address_shape_equal_the_plain_tuples_and_c_gets_a_plain_tuple(netlab: Lab) -> None:
     netlab.dns.set("api.allowed.test", A=["198.51.100.10"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKGUARD_") and k != "PYTHONPATH"}
+    env.update(accelerator_env())  # the accelerator-off pass (scripts/test) runs the child without it too
     env.update(
         SOCKGUARD_ALLOW="198.51.100.10:443,10.0.0.0/8:5432,2001:db8::10",
         SOCKGUARD_ALLOW_LOOPBACK="0",

@@ -17,9 +17,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "sockguard"
 
 CORE = {"errors", "addresses", "rules", "policy", "values"}
-CONFIGURATION = {"config", "breaker_settings", "resolver_settings", "paths", "source"}
+CONFIGURATION = {"config", "breaker_settings", "resolver_settings", "paths", "source", "toml_subset"}
 ENFORCEMENT = {
     "_hook",
+    "accelerator",  # whether this process uses the C accelerator (sockguard._accel, native/sg_accel.c)
     "active",
     "addrmap",
     "admission",

@@ -41,6 +41,7 @@ def test_a_regular_wheel_carries_the_library(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         assert "sockguard/native/libsockguard.so" in names
+        assert any(n.startswith("sockguard/_accel.") and n.endswith(".so") for n in names)  # the C accelerator
         assert not any(n.endswith(".unavailable") for n in names)
         library = tmp_path / "libsockguard.so"
         library.write_bytes(z.read("sockguard/native/libsockguard.so"))
@@ -58,8 +59,11 @@ def test_without_a_compiler_the_install_succeeds_and_says_why(tmp_path: Path) ->
     wheel = build_wheel(tmp_path, CC="/nonexistent/cc")
     with zipfile.ZipFile(wheel) as z:
         assert "sockguard/native/libsockguard.so" not in z.namelist()
+        assert not any(n.startswith("sockguard/_accel.") and n.endswith(".so") for n in z.namelist())
         note = z.read("sockguard/native/libsockguard.so.unavailable").decode()
+        accel_note = z.read("sockguard/_accel.unavailable").decode()
     assert "no C compiler: '/nonexistent/cc' not found" in note
+    assert "sockguard._accel not built" in accel_note and "/nonexistent/cc" in accel_note
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
@@ -75,6 +79,20 @@ def test_without_a_compiler_the_install_succeeds_and_says_why(tmp_path: Path) ->
     )
     assert status.returncode == 0, status.stderr
     assert "native layer unavailable: no C compiler: '/nonexistent/cc' not found" in status.stdout
+    # -S: no editable-install finder (this checkout's, with its built accelerator) in front of the wheel's package.
+    accelerator = subprocess.run(
+        [sys.executable, "-S", "-c", "from sockguard.accelerator import status; print(status())"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert accelerator.stdout.startswith("not available: sockguard._accel not built"), accelerator
+    # Without the accelerator the Python floor enforces the same: a blocked connect is refused.
+    blocked = subprocess.run(
+        [sys.executable, "-S", "-c", "import socket, sockguard; sockguard.install(allow=['127.0.0.1:1'], "
+         "from_environment=False, allow_loopback=False)\ntry:\n socket.socket().connect(('127.0.0.2', 9))\n"
+         "except sockguard.EgressBlocked:\n print('blocked')"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert blocked.stdout.strip() == "blocked", blocked.stderr
     path = subprocess.run(
         [sys.executable, "-m", "sockguard", "native", "path"],
         capture_output=True,

@@ -566,10 +566,11 @@ print(json.dumps(out))
 
 
 def test_a_policy_installed_at_run_time_reaches_the_native_layer(scene: Scene, policy_file: Path) -> None:
-    """sockguard.guarded() in a preloaded process: libcurl (C) follows the Python layer's new policy, and the
-    start-up one again afterwards."""
+    """sockguard.guarded() in a preloaded process whose configuration allows run-time changes: libcurl (C) follows
+    the Python layer's new policy, and the start-up one again afterwards (without the opt-in guarded() is refused:
+    tests/test_integrity_adversarial.py)."""
     pytest.importorskip("pycurl")
-    out = python_child(SYNCED, both_layers(policy_file))
+    out = python_child(SYNCED, both_layers(policy_file, SOCKGUARD_ALLOW_RUNTIME_CHANGES="1"))
     assert out == {"before": "error 6", "inside": "leaked", "inside-allowed-name": "error 6", "after": "error 6"}
     assert scene.blocked.accepted + scene.blocked_v6.accepted == 1  # only the one the new policy allowed
 

@@ -828,3 +828,23 @@ def test_anyio_tests_on_asyncio_and_trio(sg, servers) -> None:
 
 def test_plugin_exports() -> None:
     assert set(pytest_plugin.__all__) == {"Blocked", "Controller", "Rules", "SockguardWarning"}
+
+
+def test_block_hints_name_pytest_s_options_not_the_runtime_s(sg, servers) -> None:
+    """Issue 13: the exception a test sees says how to allow the destination in a pytest run."""
+    sg.makepyfile(
+        test_inner="""
+        import os, socket
+        import pytest
+        from sockguard import EgressBlocked
+
+        def test_hint():
+            with pytest.raises(EgressBlocked) as info:
+                socket.create_connection(("127.0.0.1", int(os.environ["SG_PORT"])), timeout=5)
+            text = str(info.value)
+            assert "--sockguard-allow, the sockguard_allow ini option, or @pytest.mark.sockguard" in text
+            assert "SOCKGUARD_ALLOW" not in text
+        """
+    )
+    run(sg, "--sockguard", "--sockguard-no-loopback").assert_outcomes(passed=1)
+    assert servers["tcp"].count() == 0

@@ -154,3 +154,28 @@ def test_monitor_mode_resolves_everything_and_logs(netlab, tmp_path):
     assert server.accepted == 1
     text = log.read_text()
     assert '"would-block"' in text and '"unlisted.partner.test"' in text
+
+
+def _outcome(name):
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+    except socket.gaierror as exc:
+        return (type(exc), exc.errno)
+
+
+def test_an_absolute_name_is_not_answered_from_the_hosts_file(netlab):
+    """glibc's files backend compares the name as given: ``localhost.`` and ``static.netlab.test.`` (trailing dot)
+    are not /etc/hosts names and go to DNS. The guard handed C the name without its dot, so they resolved from the
+    hosts file where unguarded they do not (urllib3's suite: its ``localhost.`` probe passed only under the guard,
+    and its tests that need ``localhost.`` ran)."""
+    netlab.dns.set("static.netlab.test", A=["198.51.100.31"])  # DNS says otherwise than the hosts file (.30)
+    for name in ("localhost.", "static.netlab.test.", "LocalHost."):
+        before = netlab.dns.queries(name)
+        unguarded = _outcome(name)
+        asked = netlab.dns.queries(name) - before
+        with sockguard.guarded(allow=["static.netlab.test"], allow_loopback=True):
+            guarded = _outcome(name)
+        assert guarded == unguarded, name
+        assert netlab.dns.queries(name) - before == 2 * asked, name  # the same queries, guarded or not
+    with sockguard.guarded(allow=["static.netlab.test"], allow_loopback=True):  # the control: without the dot
+        assert _outcome("static.netlab.test") == ["198.51.100.30"]

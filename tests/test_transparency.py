@@ -344,9 +344,51 @@ def test_an_asyncio_lookup_is_blamed_on_the_awaiting_coroutine(decisions):
     assert len(blocks) == 1 and blocks[0]["caller"].startswith("tests.test_transparency:app_resolves:")
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_connect_in_a_task_group_child_is_blamed_on_the_task_that_started_it(decisions, backend):
+    """anyio's connect_tcp (httpx's async transport) races its attempts in child tasks of a task group: the
+    connect's own stack holds only anyio, so the caller is the application coroutine of the task that started
+    the group (before: null for every async httpx connection, httpx's suite)."""
+    anyio = pytest.importorskip("anyio")
+    if backend == "trio":
+        pytest.importorskip("trio")
+
+    async def app_connects_async(port: int) -> None:
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        await stream.aclose()
+
+    async def app_child_of_child(port: int) -> None:  # two task groups deep: the grandparent asked
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.connect_tcp, "127.0.0.1", port)
+
+    with CountingTCPServer() as server:
+        anyio.run(app_connects_async, server.port, backend=backend)
+        anyio.run(app_child_of_child, server.port, backend=backend)
+        assert server.settle(2) == 2
+    callers = [e["caller"] for e in decisions() if e["op"] == "connect"]
+    assert len(callers) == 2, callers
+    assert callers[0].startswith("tests.test_transparency:app_connects_async:"), callers
+    assert callers[1].startswith("tests.test_transparency:app_child_of_child:"), callers
+
+
+def test_a_plain_asyncio_task_keeps_no_parent_and_has_no_caller(decisions):
+    """asyncio records no parent for create_task: a task running only library code stays null (no guess)."""
+    with CountingTCPServer() as server, socket.socket() as sock:
+        sock.setblocking(False)
+
+        async def main() -> None:
+            await asyncio.create_task(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port)))
+
+        asyncio.run(main())
+        assert server.settle(1) == 1
+    [event] = [e for e in decisions() if e["op"] == "connect"]
+    assert event["caller"] is None
+
+
 def test_runner_and_launcher_frames_are_plumbing(tmp_path):
     judge = caller_module._module_is_plumbing
-    for name in ("pytest", "_pytest.python", "pluggy._callers", "unittest.case", "xdist.remote", "pytest_asyncio"):
+    for name in ("pytest", "_pytest.python", "pluggy._callers", "unittest.case", "xdist.remote", "pytest_asyncio",
+                 "click.core", "click.testing"):  # fmt: skip
         assert judge(name, {"__name__": name}), name
     spec = type("Spec", (), {"name": "pytest.__main__"})()
     assert judge("__main__", {"__name__": "__main__", "__spec__": spec})  # python -m pytest

@@ -50,7 +50,7 @@ def authority(value: Any) -> tuple[str, int | None]:
             host, port_text = split_host_port(text)
         except ValueError:
             host, port_text = text, None
-        port = int(port_text) if port_text and port_text.isdigit() and len(port_text) <= 5 else None
+        port = int(port_text) if port_text and _digits(port_text) and len(port_text) <= 5 else None
         if port_text and port is None:  # "evil.test:x": not a port the guard can reason about
             host = text
         found = (host, port)
@@ -59,6 +59,23 @@ def authority(value: Any) -> tuple[str, int | None]:
                 _authorities.clear()
             _authorities[value] = found
     return found
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also says yes to "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def own_host_with_port_out_of_range(host: str, own_host: Any) -> bool:
+    """Whether a Host value that :func:`authority` could not split is the connection's own host with a port of
+    digits past 65,535 (``127.0.0.1:123456``: httpx writes the URL's port into Host as it is, and the connect to
+    that URL fails on its own, as it would unguarded). Only digits: ``own.test:@evil.test`` names no port, and a
+    lenient server may read another host out of it, so it stays decided whole (an invalid host)."""
+    try:
+        named, port_text = split_host_port(host)
+    except ValueError:
+        return False
+    return port_text is not None and _digits(port_text) and same_host(named, own_host)
 
 
 def host_text(value: Any) -> str:
@@ -105,6 +122,8 @@ def check_host(state: State, value: Any, own_host: Any, port: int | None, protoc
     host, named_port = found if found is not None else authority(value)
     if not host or same_host(host, own_host):
         return False  # no host named (an empty Host), or the connection's own (decided by its lookup and connect)
+    if named_port is None and own_host_with_port_out_of_range(host, own_host):
+        return False  # the connection's own host, whatever digits follow it (as for any other port it names)
     decide(state, host, named_port if named_port is not None else port, HOST_HEADER, protocol)
     return True
 

@@ -3,10 +3,16 @@
 ``HTTPConnection.endheaders`` is where a request leaves: the request line and headers are in ``self._buffer``
 and nothing has been written yet (for a new connection, not even the connect). There the Host headers and an
 absolute-form target are decided, and the request event begins. ``getresponse`` ends it with the status.
-``connect`` decides a CONNECT target (``set_tunnel``) before the connection to the proxy is made.
+``connect`` decides a CONNECT target (``set_tunnel``) before the connection to the proxy is made -- unless the
+target or the tunnel's headers are ones the client itself refuses (a current http.client, and urllib3's copy of
+its ``_tunnel``, raise ValueError for control characters before writing the CONNECT line): then the client's own
+error must be what the application sees, so the target is decided in ``_tunnel``, on the write of the CONNECT
+line, if the client gets that far.
 """
 
 from __future__ import annotations
+
+import re
 
 from sockguard import active
 from sockguard.http.checks import authority, check_host, check_target, same_host
@@ -28,9 +34,11 @@ def patch(module: Any) -> None:
     cls._sockguard_request = None  # the request in flight on a connection (a class default: one attribute read)
     cls._sockguard_clean = None  # (host, tunnel host, header lines) of the last head found clean
     cls._sockguard_fixed = None  # (request line, what else the event's fixed fields come from, those fields)
+    cls._sockguard_tunnel_undecided = False  # a CONNECT target left to the write of the CONNECT line
     patch_method(cls, "endheaders", _endheaders)
     patch_method(cls, "getresponse", _getresponse)
     patch_method(cls, "connect", _connect)
+    patch_method(cls, "_tunnel", tunnel_hook)
 
 
 def scheme_of(conn: Any) -> str:
@@ -239,12 +247,71 @@ def _getresponse(original: Any) -> Any:
 
 def check_tunnel(conn: Any) -> None:
     """A connection about to be made through a proxy tunnel (``set_tunnel``): its CONNECT target is decided
-    before the connection to the proxy is made."""
+    before the connection to the proxy is made, or, when the client may refuse the tunnel itself, when the
+    CONNECT line is written (:func:`tunnel_hook`)."""
     tunnel = getattr(conn, "_tunnel_host", None)
     if tunnel:
         state = active.in_force or active.current()
         if state.mode != "off":
+            if _client_may_refuse(conn):
+                conn._sockguard_tunnel_undecided = True
+                return
+            conn._sockguard_tunnel_undecided = False
             check_target(state, tunnel, conn._tunnel_port, scheme_of(conn), tunnel=True)
+
+
+# What http.client's _tunnel refuses with ValueError before it writes a byte (CPython 3.11.16+, 3.12.14+, 3.13;
+# urllib3 2.8 carries the same checks for older interpreters): control characters or a space in the host, a
+# header name or value that could split the CONNECT request.
+_BAD_TUNNEL_HOST = re.compile("[\x00-\x20\x7f]").search
+_LEGAL_HEADER_NAME = re.compile(rb"[^:\s][^:\r\n]*").fullmatch
+_ILLEGAL_HEADER_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])").search
+
+
+def _client_may_refuse(conn: Any) -> bool:
+    """Whether the tunnel's host or headers are ones a current client refuses on its own. Only decides *when*
+    the target is decided (deferring is always safe: the CONNECT line cannot be written undecided), so anything
+    unusual counts."""
+    host = conn._tunnel_host
+    if not isinstance(host, str) or _BAD_TUNNEL_HOST(host):
+        return True
+    headers = getattr(conn, "_tunnel_headers", None)
+    if headers:
+        try:
+            for name, value in headers.items():
+                if not _LEGAL_HEADER_NAME(name.encode("latin-1")) or _ILLEGAL_HEADER_VALUE(value.encode("latin-1")):
+                    return True
+        except (AttributeError, TypeError, UnicodeError):  # not str: the client's own encode raises too
+            return True
+    return False
+
+
+def tunnel_hook(original: Any) -> Any:
+    """``_tunnel`` of a connection whose CONNECT target was left undecided (:func:`check_tunnel`): the client
+    validates the tunnel and raises its own error; if it writes the CONNECT line instead, the target is decided
+    first (refused: nothing is written)."""
+
+    def _tunnel(self: Any) -> Any:
+        if not self._sockguard_tunnel_undecided:
+            return original(self)
+        send = self.send
+
+        def send_decided(data: Any) -> Any:
+            del self.send  # the first write is the CONNECT line: decided once
+            self._sockguard_tunnel_undecided = False
+            state = active.in_force or active.current()
+            if state.mode != "off":
+                check_target(state, self._tunnel_host, self._tunnel_port, scheme_of(self), tunnel=True)
+            return send(data)
+
+        self.send = send_decided
+        try:
+            return original(self)
+        finally:
+            self.__dict__.pop("send", None)
+            self._sockguard_tunnel_undecided = False
+
+    return _tunnel
 
 
 def _connect(original: Any) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sockguard import active
 from sockguard.http.events import REDIRECT_STATUSES, begin, end, wanted
 from sockguard.http.patching import patch_method
-from sockguard.http.stdlib import check_tunnel, split_url
+from sockguard.http.stdlib import check_tunnel, split_url, tunnel_hook
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 
 def patch_connection(module: Any) -> None:
-    """urllib3.connection: the CONNECT target, before the TCP connect to the proxy."""
+    """urllib3.connection: the CONNECT target, before the TCP connect to the proxy (or, for a tunnel urllib3
+    refuses itself, at the CONNECT line: its own copy of http.client's ``_tunnel`` on older interpreters)."""
     patch_method(module.HTTPConnection, "_new_conn", _new_conn)
+    if "_tunnel" in module.HTTPConnection.__dict__:
+        patch_method(module.HTTPConnection, "_tunnel", tunnel_hook)
 
 
 def patch_pool(module: Any) -> None:

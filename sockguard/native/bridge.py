@@ -42,6 +42,11 @@ def _loaded() -> Any:
     return _library
 
 
+def interposing() -> bool:
+    """Whether the preload library is loaded in this process and deciding its calls."""
+    return bool(_loaded())
+
+
 def sync(state: Any) -> None:
     """Put ``state``'s policy (a guard.State) in force in the native layer of this process, if it has one."""
     lib = _loaded()

@@ -1,0 +1,897 @@
+/* sockguard._accel: the optional C accelerator of the audit-hook floor (issue 16).
+ *
+ * The one CPython extension of the package (the rest of native/ is the LD_PRELOAD library, which has no
+ * libpython). Two jobs, both with a pure-Python equivalent that behaves identically (sockguard/_hook.py's
+ * ``_audit`` and sockguard/floor.py's ``_check_socket``):
+ *
+ *  1. The floor itself, added with PySys_AddAuditHook: every audited event of the process (open, import,
+ *     exec, compile, ...) reaches this C function, and only the events sockguard watches (the names given
+ *     to install()) look up a handler in sockguard._hook.handlers and call it. The others return without
+ *     entering Python. A hook added this way cannot be removed, and nothing here can switch it off: it is
+ *     installed once, it keeps the handler table it was given, and there is no setting to change later.
+ *     Emptying that table (what the guard does to turn itself off) is the only "off", as with the Python hook.
+ *
+ *  2. The fast path of ``socket.connect`` / ``socket.sendto``: an address that is a plain tuple of an exact
+ *     str host and an exact int port (what the socket wrappers hand C, sockguard.canonical), on an AF_INET or
+ *     AF_INET6 socket, whose decision in the State in force is cached as *allowed* (and, for a connect with
+ *     the breaker on, is one of the breaker's healthy destinations), while no sink wants allow events, returns
+ *     here. It reads the live Python objects every time (sockguard.active.in_force, its caches, the breaker's
+ *     set, the sinks' memo), exactly as floor._check_socket does, so there is nothing to keep in sync and
+ *     nothing to go stale when a State is swapped. Anything it cannot answer (another shape, an object of an
+ *     unexpected type, a miss, an error) goes to the Python handler, which decides in full: the fast path can
+ *     only ever skip work the handler would have found nothing to do for.
+ *
+ * Caller objects never key anything here: a tuple subclass, a str subclass, a bytes host or an int subclass
+ * (whose __hash__/__eq__/__index__ could be forged) fails the exact-type tests and goes to Python. No Python
+ * code runs on the fast path (exact str/int/tuple hashing and comparison only), so under the GIL it is atomic.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define MAX_EVENTS 32
+#define AF_PACKET_FAMILY 17 /* Linux's AF_PACKET, as sockguard.rawsockets names it */
+#define SOCK_PACKET_TYPE 10 /* Linux's SOCK_PACKET */
+
+enum { KIND_OTHER = 0, KIND_CONNECT, KIND_SENDTO, KIND_NEW };
+
+/* Set once by install(); never changed afterwards. */
+static PyInterpreterState *hook_interp;
+static PyObject *handlers;                 /* sockguard._hook.handlers (a dict, updated in place by Python) */
+static int n_events;
+static char *event_names[MAX_EVENTS];      /* owned copies */
+static size_t event_lengths[MAX_EVENTS];
+static PyObject *event_keys[MAX_EVENTS];   /* interned str, the handler table's keys */
+static int event_kind[MAX_EVENTS];
+static unsigned char first_two[65536 / 8]; /* bitmap of (c0, c1) of the watched names: most events stop here */
+
+/* Set once by fast_path(); until then every watched event goes to its Python handler. */
+static int fast_ready;
+static PyObject *active_dict;    /* sockguard.active.__dict__ */
+static PyTypeObject *state_type; /* sockguard.active.State */
+static PyTypeObject *decision_type;
+static PyObject *on_connect;     /* floor._on_connect: the fast path answers only for the real handlers */
+static PyObject *on_sendto;
+static PyObject *on_new;         /* floor._on_new: acts only on raw and packet sockets */
+static PyTypeObject *socket_type; /* _socket.socket */
+static PyObject *family_getter;   /* _socket.socket.__dict__["family"]: the C getter, no enum */
+static PyObject *allowed_level;   /* events.ALLOWED_LEVEL */
+static PyObject *sys_dict;        /* sys.__dict__: ``sys.modules`` is read from it, as Python code reads it */
+/* Where State's slots are (State has __slots__ and the fast path takes only an exact State). */
+static Py_ssize_t off_breaker, off_addrs, off_sinks;
+static PyObject *s_level;
+static long allowed_value;
+static PyObject *s_in_force, *s_breaker, *s_healthy, *s_addrs, *s_sinks, *s_file, *s_levels, *s_logger,
+    *s_disabled, *s_logging, *s_modules;
+
+/* Counters for the differential tests (how often the fast path answered); not an input to any decision. */
+static unsigned long long fast_answers;
+
+static inline int
+pair_bit(unsigned char c0, unsigned char c1)
+{
+    unsigned int i = ((unsigned int)c0 << 8) | c1;
+    return (first_two[i >> 3] >> (i & 7)) & 1;
+}
+
+/* --- the fast path -------------------------------------------------------------------------------------- */
+
+/* An attribute read, as PyObject_GetAttr reads it, that takes a slot straight from the object when the type's
+ * attribute of that name is a slot (a member descriptor: a data descriptor, so it wins over everything else
+ * GenericGetAttr would look at). Remembered per call site for one type at one version tag: any change to the
+ * type (or its bases) gives it a new tag, and the next read looks again. Returns a new reference, or NULL with
+ * an exception set. */
+typedef struct {
+    PyTypeObject *type; /* compared, never dereferenced while stale: a tag is never reused */
+    unsigned int version;
+    Py_ssize_t offset; /* 0: the type has no such slot, read with PyObject_GetAttr */
+} AttrCache;
+
+static PyObject *
+read_attr(PyObject *object, PyObject *name, AttrCache *cache)
+{
+    PyTypeObject *type = Py_TYPE(object);
+    if (cache->type == type && cache->version == type->tp_version_tag &&
+        (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        if (cache->offset > 0) {
+            PyObject *value = *(PyObject **)((char *)object + cache->offset);
+            if (value != NULL)
+                return Py_NewRef(value);
+        }
+        return PyObject_GetAttr(object, name);
+    }
+    cache->type = NULL;
+    if (type->tp_getattro == PyObject_GenericGetAttr) {
+        PyObject *descr = _PyType_Lookup(type, name); /* borrowed; gives the type a version tag */
+        if (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
+            Py_ssize_t offset = 0;
+            if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+                PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+                if (member->type == T_OBJECT_EX && member->offset > 0 &&
+                    PyType_IsSubtype(type, PyDescr_TYPE(descr)))
+                    offset = member->offset;
+            }
+            cache->version = type->tp_version_tag;
+            cache->offset = offset;
+            cache->type = type;
+        }
+    }
+    return PyObject_GetAttr(object, name);
+}
+
+static AttrCache cache_healthy, cache_file, cache_levels, cache_logger, cache_disabled, cache_level;
+
+/* A slot of an exact State (borrowed; NULL while unset). */
+static inline PyObject *
+slot(PyObject *object, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)object + offset);
+}
+
+static int
+slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
+{
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
+        PyErr_Format(PyExc_TypeError, "fast_path(): %s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX || member->offset <= 0 || (size_t)member->offset >= (size_t)type->tp_basicsize) {
+        PyErr_Format(PyExc_TypeError, "fast_path(): %s.%s is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    *offset = member->offset;
+    return 0;
+}
+
+/* 1: no sink wants an allow event (sinks.Sinks.wants_allow() is False, read from the same memo);
+ * 0: it may, or this cannot tell: the Python handler decides. */
+static int
+no_allow_events(PyObject *sinks)
+{
+    int result = 0;
+    PyObject *file = NULL, *levels = NULL, *logger = NULL, *disabled = NULL;
+    file = read_attr(sinks, s_file, &cache_file);
+    if (file == NULL || file != Py_None)
+        goto done;
+    levels = read_attr(sinks, s_levels, &cache_levels);
+    if (levels == NULL)
+        goto done;
+    if (PyDict_CheckExact(levels)) {
+        PyObject *enabled = PyDict_GetItemWithError(levels, allowed_level); /* borrowed; int key: no Python */
+        if (enabled == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+        }
+        else {
+            if (enabled != Py_False)
+                goto done; /* True (or anything else): the handler logs it */
+            logger = read_attr(sinks, s_logger, &cache_logger);
+            if (logger == NULL || logger == Py_None)
+                goto done;
+            disabled = read_attr(logger, s_disabled, &cache_disabled);
+            if (disabled == Py_False)
+                result = 1;
+            goto done; /* a disabled logger: the handler asks logging itself */
+        }
+    }
+    else if (levels != Py_None) {
+        goto done;
+    }
+    {
+        /* No memo yet: nothing can be configured to show DEBUG while logging is not imported. */
+        PyObject *modules = PyDict_GetItemWithError(sys_dict, s_modules); /* borrowed */
+        if (modules == NULL || !PyDict_CheckExact(modules))
+            goto done;
+        PyObject *found = PyDict_GetItemWithError(modules, s_logging);
+        if (found == NULL) {
+            if (!PyErr_Occurred())
+                result = 1;
+            goto done;
+        }
+        /* Sinks._logger_wants(DEBUG): allowed traffic reaches the logger only when the ``sockguard`` logger's
+         * own level is set, at DEBUG or below. */
+        logger = read_attr(sinks, s_logger, &cache_logger);
+        if (logger == NULL || logger == Py_None)
+            goto done; /* Sinks.logger() would create it: the handler does */
+        PyObject *own = read_attr(logger, s_level, &cache_level);
+        if (own != NULL && PyLong_CheckExact(own)) {
+            long value = PyLong_AsLong(own);
+            if (!(value == -1 && PyErr_Occurred()) && !(0 < value && value <= allowed_value))
+                result = 1;
+        }
+        Py_XDECREF(own);
+    }
+done:
+    Py_XDECREF(file);
+    Py_XDECREF(levels);
+    Py_XDECREF(logger);
+    Py_XDECREF(disabled);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return result;
+}
+
+static int
+inet_socket(PyObject *sock)
+{
+    if (!PyObject_TypeCheck(sock, socket_type))
+        return 0;
+    descrgetfunc get = Py_TYPE(family_getter)->tp_descr_get;
+    if (get == NULL)
+        return 0;
+    PyObject *family = get(family_getter, sock, (PyObject *)Py_TYPE(sock));
+    if (family == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int inet = 0;
+    if (PyLong_CheckExact(family)) {
+        long value = PyLong_AsLong(family);
+        if (value == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        else
+            inet = value == AF_INET || value == AF_INET6;
+    }
+    Py_DECREF(family);
+    return inet;
+}
+
+/* 1: the event is allowed and nothing else would happen in the Python handler; 0: ask the handler.
+ * Never sets an exception. */
+static int
+answer_fast(PyObject *args, int connect)
+{
+    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 2)
+        return 0;
+    PyObject *sock = PyTuple_GET_ITEM(args, 0);
+    PyObject *address = PyTuple_GET_ITEM(args, 1);
+    if (!PyTuple_CheckExact(address))
+        return 0;
+    Py_ssize_t size = PyTuple_GET_SIZE(address);
+    if (size < 2 || size > 4)
+        return 0;
+    PyObject *host = PyTuple_GET_ITEM(address, 0);
+    PyObject *port = PyTuple_GET_ITEM(address, 1);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(port))
+        return 0;
+
+    int result = 0;
+    PyObject *state = NULL, *breaker = NULL, *healthy = NULL, *addrs = NULL, *sinks = NULL, *key = NULL;
+    state = PyDict_GetItemWithError(active_dict, s_in_force); /* borrowed */
+    if (state == NULL || Py_TYPE(state) != state_type)
+        goto done;
+    Py_INCREF(state);
+    if (!inet_socket(sock))
+        goto done;
+    breaker = slot(state, off_breaker);
+    if (breaker == NULL)
+        goto done;
+    Py_INCREF(breaker);
+    if (connect && breaker != Py_None) {
+        healthy = read_attr(breaker, s_healthy, &cache_healthy);
+        if (healthy == NULL || !PySet_CheckExact(healthy))
+            goto done;
+    }
+    if (!(healthy != NULL && size == 2)) {
+        /* floor._check_socket's State.address cache hit: state.addrs[host][port] */
+        addrs = slot(state, off_addrs);
+        if (addrs == NULL || !PyDict_CheckExact(addrs))
+            goto done;
+        Py_INCREF(addrs);
+        PyObject *ports = PyDict_GetItemWithError(addrs, host);
+        if (ports == NULL || !PyDict_CheckExact(ports))
+            goto done;
+        PyObject *decision = PyDict_GetItemWithError(ports, port);
+        if (decision == NULL || Py_TYPE(decision) != decision_type || PyTuple_GET_SIZE(decision) < 1 ||
+            PyTuple_GET_ITEM(decision, 0) != Py_True)
+            goto done;
+    }
+    if (healthy != NULL) {
+        /* With the breaker on, a connect is left alone only for a healthy destination (Breaker.healthy). */
+        if (size == 2) {
+            key = address;
+            Py_INCREF(key);
+        }
+        else {
+            key = PyTuple_Pack(2, host, port);
+            if (key == NULL)
+                goto done;
+        }
+        if (PySet_Contains(healthy, key) != 1)
+            goto done;
+    }
+    sinks = slot(state, off_sinks);
+    if (sinks == NULL)
+        goto done;
+    Py_INCREF(sinks);
+    result = no_allow_events(sinks);
+done:
+    Py_XDECREF(state);
+    Py_XDECREF(breaker);
+    Py_XDECREF(healthy);
+    Py_XDECREF(addrs);
+    Py_XDECREF(sinks);
+    Py_XDECREF(key);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return result;
+}
+
+/* --- the hook ------------------------------------------------------------------------------------------- */
+
+/* ``socket.__new__`` (sock, family, type, proto): 1 when floor._on_new has nothing to do, that is when
+ * rawsockets.is_raw(family, type, proto) is false: not AF_PACKET, and either not AF_INET/AF_INET6, or a type that
+ * is neither SOCK_RAW nor SOCK_PACKET and not an ICMP/ICMPv6 datagram (ping) socket. Anything else, or another
+ * shape, goes to the handler. */
+static int
+not_raw(PyObject *args)
+{
+    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 4)
+        return 0;
+    PyObject *family = PyTuple_GET_ITEM(args, 1), *type = PyTuple_GET_ITEM(args, 2), *proto = PyTuple_GET_ITEM(args, 3);
+    if (!PyLong_CheckExact(family) || !PyLong_CheckExact(type) || !PyLong_CheckExact(proto))
+        return 0;
+    long f = PyLong_AsLong(family), t = PyLong_AsLong(type), p = PyLong_AsLong(proto);
+    if ((f == -1 || t == -1 || p == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (f == AF_PACKET_FAMILY)
+        return 0;
+    if (f != AF_INET && f != AF_INET6)
+        return 1;
+    long kind = t & 0xF;
+    if (kind == SOCK_RAW || kind == SOCK_PACKET_TYPE)
+        return 0;
+    if (kind == SOCK_DGRAM && (p == 1 || p == 58)) /* IPPROTO_ICMP, IPPROTO_ICMPV6 */
+        return 0;
+    return 1;
+}
+
+static int
+audit_hook(const char *event, PyObject *args, void *userdata)
+{
+    (void)userdata;
+    if (event[0] == '\0' || !pair_bit((unsigned char)event[0], (unsigned char)event[1]))
+        return 0;
+    int index = -1;
+    size_t length = strlen(event);
+    for (int i = 0; i < n_events; i++) {
+        if (event_lengths[i] == length && memcmp(event, event_names[i], length) == 0) {
+            index = i;
+            break;
+        }
+    }
+    if (index < 0)
+        return 0;
+    if (PyInterpreterState_Get() != hook_interp)
+        return 0; /* another interpreter: its own hooks, as with a Python hook (sys.addaudithook is per interpreter) */
+    PyObject *handler = PyDict_GetItemWithError(handlers, event_keys[index]); /* borrowed */
+    if (handler == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(handler);
+    if (fast_ready) {
+        int kind = event_kind[index];
+        if (kind == KIND_NEW && handler == on_new && not_raw(args)) {
+            Py_DECREF(handler);
+            return 0;
+        }
+        if ((kind == KIND_CONNECT && handler == on_connect) || (kind == KIND_SENDTO && handler == on_sendto)) {
+            if (answer_fast(args, kind == KIND_CONNECT)) {
+                fast_answers++;
+                Py_DECREF(handler);
+                return 0;
+            }
+        }
+    }
+    PyObject *result = PyObject_CallOneArg(handler, args);
+    Py_DECREF(handler);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+/* --- the socket wrappers' fast path ------------------------------------------------------------------------
+ *
+ * sockguard.wrappers' ``connect`` and ``sendto`` (the Python functions, kept as the slow path) first make the
+ * address what C will get (sockguard.canonical) unless it already is: a plain ``(str, int)`` pair whose host is
+ * a known canonical IP literal (``canonical.numeric_hosts``). A Wrapper does that test in C and calls the
+ * original method itself; anything else is handed, unchanged, to the Python wrapper. After a connect it tells
+ * the breaker what happened exactly as the Python wrapper does (``_connect_outcome`` on an OSError that is not
+ * EgressBlocked; ``after_connect`` on success when the breaker watches destinations). It is a method descriptor,
+ * so ``sock.connect(address)`` calls it with ``sock`` first, without a bound method. */
+
+enum { WRAP_CONNECT = 1, WRAP_SENDTO = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    int kind;
+    PyObject *original;   /* _socket.socket.connect / .sendto */
+    PyObject *slow;       /* the Python wrapper */
+    PyObject *numeric;    /* canonical.numeric_hosts (a set, emptied in place, never replaced) */
+    PyObject *active;     /* sockguard.active.__dict__ (connect) */
+    PyObject *outcome;    /* wrappers._connect_outcome (connect) */
+    PyObject *blocked;    /* errors.EgressBlocked (connect) */
+} Wrapper;
+
+static PyObject *s_watched, *s_after_connect;
+static AttrCache cache_state_breaker, cache_watched;
+
+static int
+canonical_pair(Wrapper *self, PyObject *address)
+{
+    if (!PyTuple_CheckExact(address) || PyTuple_GET_SIZE(address) != 2)
+        return 0;
+    PyObject *host = PyTuple_GET_ITEM(address, 0);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(PyTuple_GET_ITEM(address, 1)))
+        return 0;
+    int found = PySet_Contains(self->numeric, host); /* exact str: no Python code runs */
+    if (found < 0)
+        PyErr_Clear();
+    return found == 1;
+}
+
+/* The Python wrapper's ``except OSError as exc: _connect_outcome(self, address, exc); raise`` (EgressBlocked
+ * re-raised first), and on success ``breaker.after_connect(self, address, 0)`` when ``breaker.watched``. */
+static PyObject *
+connect_done(Wrapper *self, PyObject *sock, PyObject *address, PyObject *result)
+{
+    if (result == NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (type == NULL || PyErr_GivenExceptionMatches(type, self->blocked) ||
+            !PyErr_GivenExceptionMatches(type, PyExc_OSError)) {
+            PyErr_Restore(type, value, traceback);
+            return NULL;
+        }
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        PyObject *args[3] = {sock, address, value};
+        PyObject *done = PyObject_Vectorcall(self->outcome, args, 3, NULL);
+        if (done == NULL) {
+            /* As in Python: the outcome's exception propagates, with the connect's as its context. */
+            PyObject *type2, *value2, *traceback2;
+            PyErr_Fetch(&type2, &value2, &traceback2);
+            PyErr_NormalizeException(&type2, &value2, &traceback2);
+            PyException_SetContext(value2, value); /* steals value */
+            value = NULL;
+            PyErr_Restore(type2, value2, traceback2);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            return NULL;
+        }
+        Py_DECREF(done);
+        PyErr_Restore(type, value, traceback);
+        return NULL;
+    }
+    PyObject *state = PyDict_GetItemWithError(self->active, s_in_force); /* borrowed */
+    if (state == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        return result;
+    }
+    if (state == Py_None)
+        return result;
+    Py_INCREF(state);
+    PyObject *breaker = read_attr(state, s_breaker, &cache_state_breaker);
+    Py_DECREF(state);
+    if (breaker == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    if (breaker == Py_None) {
+        Py_DECREF(breaker);
+        return result;
+    }
+    PyObject *watched = read_attr(breaker, s_watched, &cache_watched);
+    int busy = watched == NULL ? -1 : PyObject_IsTrue(watched);
+    Py_XDECREF(watched);
+    if (busy == 1) {
+        PyObject *zero = PyLong_FromLong(0);
+        PyObject *done = zero == NULL ? NULL : PyObject_CallMethodObjArgs(breaker, s_after_connect, sock, address, zero, NULL);
+        Py_XDECREF(zero);
+        Py_XDECREF(done);
+        busy = done == NULL ? -1 : 0;
+    }
+    Py_DECREF(breaker);
+    if (busy < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+static PyObject *
+wrapper_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Wrapper *self = (Wrapper *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
+        if (self->kind == WRAP_CONNECT && nargs == 2 && canonical_pair(self, args[1])) {
+            PyObject *sock = args[0], *address = args[1];
+            Py_INCREF(sock);
+            Py_INCREF(address);
+            PyObject *result = connect_done(self, sock, address, PyObject_Vectorcall(self->original, args, 2, NULL));
+            Py_DECREF(sock);
+            Py_DECREF(address);
+            return result;
+        }
+        if (self->kind == WRAP_SENDTO && (nargs == 3 || nargs == 4) && canonical_pair(self, args[nargs - 1]))
+            return PyObject_Vectorcall(self->original, args, nargs, NULL);
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static PyObject *
+wrapper_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    (void)type;
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static int
+wrapper_traverse(Wrapper *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->original);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->numeric);
+    Py_VISIT(self->active);
+    Py_VISIT(self->outcome);
+    Py_VISIT(self->blocked);
+    return 0;
+}
+
+static int
+wrapper_clear(Wrapper *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->numeric);
+    Py_CLEAR(self->active);
+    Py_CLEAR(self->outcome);
+    Py_CLEAR(self->blocked);
+    return 0;
+}
+
+static void
+wrapper_dealloc(Wrapper *self)
+{
+    PyObject_GC_UnTrack(self);
+    wrapper_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+wrapper_repr(Wrapper *self)
+{
+    return PyUnicode_FromFormat("<sockguard accelerated wrapper of %R>", self->slow);
+}
+
+static PyMemberDef wrapper_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(Wrapper, dict), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Wrapper, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef wrapper_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WrapperType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sockguard._accel.Wrapper",
+    .tp_basicsize = sizeof(Wrapper),
+    .tp_dealloc = (destructor)wrapper_dealloc,
+    .tp_vectorcall_offset = offsetof(Wrapper, vectorcall),
+    .tp_repr = (reprfunc)wrapper_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "A socket method's wrapper whose canonical-address fast path runs in C (native/sg_accel.c).",
+    .tp_traverse = (traverseproc)wrapper_traverse,
+    .tp_clear = (inquiry)wrapper_clear,
+    .tp_members = wrapper_members,
+    .tp_getset = wrapper_getset,
+    .tp_descr_get = wrapper_get,
+    .tp_dictoffset = offsetof(Wrapper, dict),
+};
+
+/* --- module functions ----------------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(install_doc,
+             "install(handlers, events)\n--\n\n"
+             "Add the C audit hook, once per process: ``events`` (str) are dispatched to ``handlers[event]``\n"
+             "(looked up at each event; a missing key is a no-op). A second call raises RuntimeError.");
+
+static PyObject *
+accel_install(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "install(handlers, events) takes 2 arguments");
+        return NULL;
+    }
+    if (handlers != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the sockguard audit hook is installed already");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "handlers must be a dict");
+        return NULL;
+    }
+    PyObject *events = PySequence_Fast(args[1], "events must be a sequence of str");
+    if (events == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(events);
+    if (count > MAX_EVENTS) {
+        Py_DECREF(events);
+        PyErr_SetString(PyExc_ValueError, "too many events");
+        return NULL;
+    }
+    char *names[MAX_EVENTS] = {0};
+    PyObject *keys[MAX_EVENTS] = {0};
+    int kinds[MAX_EVENTS] = {0};
+    Py_ssize_t i;
+    for (i = 0; i < count; i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(events, i);
+        if (!PyUnicode_CheckExact(name)) {
+            PyErr_SetString(PyExc_TypeError, "event names must be str");
+            goto fail;
+        }
+        Py_ssize_t length;
+        const char *text = PyUnicode_AsUTF8AndSize(name, &length);
+        if (text == NULL)
+            goto fail;
+        if (length < 2 || (Py_ssize_t)strlen(text) != length) {
+            PyErr_SetString(PyExc_ValueError, "event names must be at least 2 characters, no NUL");
+            goto fail;
+        }
+        names[i] = strdup(text);
+        if (names[i] == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        keys[i] = PyUnicode_FromStringAndSize(text, length);
+        if (keys[i] == NULL)
+            goto fail;
+        PyUnicode_InternInPlace(&keys[i]);
+        kinds[i] = strcmp(text, "socket.connect") == 0   ? KIND_CONNECT
+                   : strcmp(text, "socket.sendto") == 0  ? KIND_SENDTO
+                   : strcmp(text, "socket.__new__") == 0 ? KIND_NEW
+                                                         : KIND_OTHER;
+    }
+    /* Everything the hook reads is in place before it is added (it may run at once: sys.addaudithook event). */
+    for (i = 0; i < count; i++) {
+        event_names[i] = names[i];
+        event_lengths[i] = strlen(names[i]);
+        event_keys[i] = keys[i];
+        event_kind[i] = kinds[i];
+        unsigned int bit = ((unsigned int)(unsigned char)names[i][0] << 8) | (unsigned char)names[i][1];
+        first_two[bit >> 3] |= (unsigned char)(1u << (bit & 7));
+    }
+    n_events = (int)count;
+    Py_DECREF(events);
+    Py_INCREF(args[0]);
+    handlers = args[0];
+    hook_interp = PyInterpreterState_Get();
+    if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+        /* Refused by an existing hook (it raised on sys.addaudithook): not installed, the caller says so. */
+        n_events = 0;
+        Py_CLEAR(handlers);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t j = 0; j < count; j++) {
+        free(names[j]);
+        Py_XDECREF(keys[j]);
+    }
+    Py_DECREF(events);
+    return NULL;
+}
+
+PyDoc_STRVAR(fast_path_doc,
+             "fast_path(active, State, Decision, on_connect, on_sendto, socket_type, allowed_level, on_new)\n--\n\n"
+             "Let the hook answer an allowed, cached connect/sendto itself (see the module's source). Once per\n"
+             "process; a second call raises RuntimeError.");
+
+static PyObject *
+accel_fast_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "fast_path() takes 8 arguments");
+        return NULL;
+    }
+    if (fast_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the fast path is set up already");
+        return NULL;
+    }
+    PyObject *active = args[0];
+    if (!PyModule_Check(active) || !PyType_Check(args[1]) || !PyType_Check(args[2]) || !PyType_Check(args[5]) ||
+        !PyLong_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "fast_path(): arguments of the wrong type");
+        return NULL;
+    }
+    PyObject *descr = PyDict_GetItemString(((PyTypeObject *)args[5])->tp_dict, "family"); /* borrowed */
+    if (descr == NULL || Py_TYPE(descr)->tp_descr_get == NULL) {
+        PyErr_SetString(PyExc_TypeError, "fast_path(): the socket type has no family getter");
+        return NULL;
+    }
+    static const char *names[] = {"in_force", "breaker", "healthy", "addrs",    "sinks",  "_file",
+                                  "_levels",  "_logger", "disabled", "logging", "modules"};
+    PyObject **slots[] = {&s_in_force, &s_breaker, &s_healthy, &s_addrs,   &s_sinks,  &s_file,
+                          &s_levels,   &s_logger,  &s_disabled, &s_logging, &s_modules};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*slots[i] == NULL) {
+            *slots[i] = PyUnicode_InternFromString(names[i]);
+            if (*slots[i] == NULL)
+                return NULL;
+        }
+    }
+    PyTypeObject *state = (PyTypeObject *)args[1];
+    if (slot_offset(state, "breaker", &off_breaker) < 0 || slot_offset(state, "addrs", &off_addrs) < 0 ||
+        slot_offset(state, "sinks", &off_sinks) < 0)
+        return NULL;
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (sys == NULL)
+        return NULL;
+    sys_dict = Py_NewRef(PyModule_GetDict(sys));
+    Py_DECREF(sys);
+    active_dict = PyModule_GetDict(active);
+    Py_INCREF(active_dict);
+    state_type = (PyTypeObject *)Py_NewRef(args[1]);
+    decision_type = (PyTypeObject *)Py_NewRef(args[2]);
+    on_connect = Py_NewRef(args[3]);
+    on_sendto = Py_NewRef(args[4]);
+    socket_type = (PyTypeObject *)Py_NewRef(args[5]);
+    family_getter = Py_NewRef(descr);
+    allowed_level = Py_NewRef(args[6]);
+    on_new = Py_NewRef(args[7]);
+    allowed_value = PyLong_AsLong(allowed_level);
+    if (allowed_value == -1 && PyErr_Occurred())
+        return NULL;
+    if (s_level == NULL && (s_level = PyUnicode_InternFromString("level")) == NULL)
+        return NULL;
+    fast_ready = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(wrap_doc,
+             "wrap(kind, original, slow, numeric_hosts, active, outcome, EgressBlocked)\n--\n\n"
+             "A method wrapping ``original`` (kind 'connect' or 'sendto') whose canonical-address fast path runs in\n"
+             "C; every other call goes to ``slow``, the Python wrapper. ``__name__`` is ``slow``'s.");
+
+static PyObject *
+accel_wrap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "wrap() takes 7 arguments");
+        return NULL;
+    }
+    int kind;
+    if (PyUnicode_Check(args[0]) && PyUnicode_CompareWithASCIIString(args[0], "connect") == 0)
+        kind = WRAP_CONNECT;
+    else if (PyUnicode_Check(args[0]) && PyUnicode_CompareWithASCIIString(args[0], "sendto") == 0)
+        kind = WRAP_SENDTO;
+    else {
+        PyErr_SetString(PyExc_ValueError, "wrap(): kind must be 'connect' or 'sendto'");
+        return NULL;
+    }
+    if (!PyAnySet_CheckExact(args[3]) || !PyModule_Check(args[4]) || !PyExceptionClass_Check(args[6]) ||
+        !PyCallable_Check(args[1]) || !PyCallable_Check(args[2]) || !PyCallable_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "wrap(): arguments of the wrong type");
+        return NULL;
+    }
+    if (s_watched == NULL) {
+        s_watched = PyUnicode_InternFromString("watched");
+        s_after_connect = PyUnicode_InternFromString("after_connect");
+        if (s_in_force == NULL)
+            s_in_force = PyUnicode_InternFromString("in_force");
+        if (s_breaker == NULL)
+            s_breaker = PyUnicode_InternFromString("breaker");
+        if (s_watched == NULL || s_after_connect == NULL || s_in_force == NULL || s_breaker == NULL)
+            return NULL;
+    }
+    Wrapper *self = PyObject_GC_New(Wrapper, &WrapperType);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = wrapper_vectorcall;
+    self->dict = NULL;
+    self->kind = kind;
+    self->original = Py_NewRef(args[1]);
+    self->slow = Py_NewRef(args[2]);
+    self->numeric = Py_NewRef(args[3]);
+    self->active = Py_NewRef(PyModule_GetDict(args[4]));
+    self->outcome = Py_NewRef(args[5]);
+    self->blocked = Py_NewRef(args[6]);
+    PyObject_GC_Track(self);
+    PyObject *name = PyObject_GetAttrString(args[2], "__name__");
+    if (name == NULL || PyObject_SetAttrString((PyObject *)self, "__name__", name) < 0) {
+        Py_XDECREF(name);
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_DECREF(name);
+    return (PyObject *)self;
+}
+
+PyDoc_STRVAR(answers_doc,
+             "answers(args, connect) -> bool\n--\n\n"
+             "Whether the hook would answer this socket.connect (``connect`` true) or socket.sendto event itself,\n"
+             "without the Python handler (the differential tests compare it with the handler). Changes nothing.");
+
+static PyObject *
+accel_answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "answers(args, connect) takes 2 arguments");
+        return NULL;
+    }
+    int connect = PyObject_IsTrue(args[1]);
+    if (connect < 0)
+        return NULL;
+    if (!fast_ready)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(answer_fast(args[0], connect));
+}
+
+PyDoc_STRVAR(status_doc, "status() -> dict\n--\n\nWhether the hook is installed, the fast path ready, and how "
+                         "many events it answered (tests).");
+
+static PyObject *
+accel_status(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("{s:O,s:O,s:K}", "hook", handlers != NULL ? Py_True : Py_False, "fast_path",
+                         fast_ready ? Py_True : Py_False, "fast_answers", fast_answers);
+}
+
+static PyMethodDef methods[] = {
+    {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL, install_doc},
+    {"fast_path", (PyCFunction)(void (*)(void))accel_fast_path, METH_FASTCALL, fast_path_doc},
+    {"status", accel_status, METH_NOARGS, status_doc},
+    {"answers", (PyCFunction)(void (*)(void))accel_answers, METH_FASTCALL, answers_doc},
+    {"wrap", (PyCFunction)(void (*)(void))accel_wrap, METH_FASTCALL, wrap_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "sockguard._accel",
+    "The C accelerator of sockguard's audit-hook floor (native/sg_accel.c).",
+    -1, /* one per process: the hook it adds is process-wide */
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__accel(void)
+{
+    if (PyType_Ready(&WrapperType) < 0)
+        return NULL;
+    return PyModule_Create(&module_def);
+}
