@@ -293,8 +293,6 @@ def _asyncio_coroutine(task: Any) -> Any:
         return None
 
 
-
-
 def current_task() -> Any:
     """The asyncio task running in this thread, or None. Cheap (one C call, nothing walked), so it can be kept
     for work whose outcome arrives later in a loop callback, where :func:`task_caller` names its code."""

@@ -79,6 +79,7 @@ class Sinks:
         "_logger",
         "_middles",
         "_request_middles",
+        "_request_parts",
         "log_path",
         "observer",
     )
