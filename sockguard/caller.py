@@ -89,7 +89,6 @@ _BOUNDARIES = frozenset(
 )
 _STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
 _STDLIB_NAMES = frozenset(sys.stdlib_module_names)
-_plumbing_modules: dict[str, bool] = {}
 
 
 _PLUMBING_PREFIXES = ("pytest_",)  # pytest plugins (pytest_asyncio runs async tests, ...)
@@ -134,35 +133,97 @@ def _display_name(module_globals: dict[str, Any]) -> str:
     return str(name)
 
 
+def _frames() -> Any:
+    """A generator that yields the frame that resumed it: while it runs, its own frame's ``f_back`` is its caller.
+    ``sys._getframe`` raises an audit event (``sys._getframe``) through every hook in the process on each call;
+    reading ``f_back`` raises none, and the generator's own frame is read once, here at import."""
+    own = yield None
+    while True:
+        yield own.f_back
+
+
+def _start_frames() -> Any:
+    """A new frame generator's ``__next__`` (at import, and again if an exception a signal handler raised inside
+    the generator ended it)."""
+    source = _frames()
+    next(source)
+    source.send(source.gi_frame)
+    return source.__next__
+
+
+_resume = _start_frames()
+
+
+def _restart() -> None:
+    global _resume
+    _resume = _start_frames()
+
+
+#: module name -> 0 (application code), 1 (plumbing), 2 (plumbing where the work began: see _BOUNDARIES)
+_kinds: dict[str, int] = {}
+
+
+def _kind(name: str, module_globals: dict[str, Any]) -> int:
+    kind = (2 if name in _BOUNDARIES else 1) if _module_is_plumbing(name, module_globals) else 0
+    if len(_kinds) < 4096:
+        _kinds[name] = kind
+    return kind
+
+
+def _walk_slowly(frame: Any) -> str | None:
+    while frame is not None:
+        module_globals = frame.f_globals
+        name = module_globals.get("__name__")
+        kind = _kind(name if name.__class__ is str else "", module_globals)
+        if not kind:
+            return f"{_display_name(module_globals)}:{frame.f_code.co_name}:{frame.f_lineno}"
+        if kind == 2:
+            return _spawner(name)
+        frame = frame.f_back
+    return None
+
+
 def find_caller(depth: int = 2) -> str | None:
     """``module:function:line`` of the first frame outside sockguard, the standard library, known client
     libraries and test runners, searched up to where this thread, task or callback began; None if there is
-    none (only plumbing: a resolver thread, an event-loop callback)."""
+    none (only plumbing: a resolver thread, an event-loop callback). ``depth`` counts as ``sys._getframe``'s."""
     # Reading frame.f_code raises an audit event (object.__getattr__) through every hook in the
     # process, so frames are judged by their module (f_globals raises none); only the caller's
     # own frame reads f_code, for the function name.
     try:
-        frame: Any = sys._getframe(depth)
-    except ValueError:
-        return None
-    cache = _plumbing_modules
-    while frame is not None:
-        module_globals = frame.f_globals
-        name = module_globals.get("__name__")
-        if name.__class__ is not str:
-            name = ""
-        plumbing = cache.get(name)
-        if plumbing is None:
-            plumbing = _module_is_plumbing(name, module_globals)
-            if len(cache) < 4096:
-                cache[name] = plumbing
-        if not plumbing:
-            return f"{_display_name(module_globals)}:{frame.f_code.co_name}:{frame.f_lineno}"
-        if name in _BOUNDARIES:
-            # The work began here: what lies beyond did not ask for this connection. A task that a task group
-            # started (anyio's connect_tcp races its attempts in child tasks) was asked for by its parent.
-            return _spawner(name)
+        frame: Any = _resume().f_back  # (_resume gives this function's own frame): depth 1
+    except ValueError:  # "generator already executing": another thread or a signal handler is inside it
+        frame = sys._getframe(1)
+    except StopIteration:  # ended by an exception raised inside it (a signal handler's): a new one next time
+        _restart()
+        frame = sys._getframe(1)
+    while depth > 1 and frame is not None:
         frame = frame.f_back
+        depth -= 1
+    kinds = _kinds
+    try:
+        while frame is not None:
+            module_globals = frame.f_globals
+            kind = kinds.get(module_globals.get("__name__"))
+            if kind == 1:
+                frame = frame.f_back
+                continue
+            if kind is None:
+                name = module_globals.get("__name__")
+                kind = _kind(name if name.__class__ is str else "", module_globals)
+                if kind == 1:
+                    frame = frame.f_back
+                    continue
+            if kind == 2:
+                # The work began here: what lies beyond did not ask for this connection. A task that a task group
+                # started (anyio's connect_tcp races its attempts in child tasks) was asked for by its parent.
+                return _spawner(module_globals.get("__name__"))
+            name = module_globals.get("__name__")
+            if name == "__main__" or name.__class__ is not str:
+                name = _display_name(module_globals)
+            return f"{name}:{frame.f_code.co_name}:{frame.f_lineno}"
+    except TypeError:  # an unhashable __name__ (a module that set one): judged as ""
+        return _walk_slowly(frame)
     return None
 
 

@@ -117,13 +117,19 @@ def host_text(host: Any) -> str | None:
     return str(host)
 
 
-_emitting = _thread._local()
+class _Flag(_thread._local):
+    """Per thread: inside :func:`emit`. A class default, so reading it is one attribute read (no getattr default)."""
+
+    active = False
+
+
+_emitting = _Flag()
 
 
 def emit(sinks: Any, event: dict[str, Any], message: str, level: int) -> None:
     """Send one event to ``sinks``. The one re-entrancy guard: an event raised while another is being emitted
     on this thread (a logging handler that connects) is dropped, never recursed into."""
-    if getattr(_emitting, "active", False):
+    if _emitting.active:
         return
     _emitting.active = True
     try:
@@ -134,7 +140,7 @@ def emit(sinks: Any, event: dict[str, Any], message: str, level: int) -> None:
 
 def emitting() -> bool:
     """Whether this thread is inside :func:`emit` (a sink's own network use is not logged again)."""
-    return getattr(_emitting, "active", False)
+    return _emitting.active
 
 
 def record_allowed(

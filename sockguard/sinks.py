@@ -42,10 +42,24 @@ def _json_module() -> Any:
     return json
 
 
+_time_ns = time.time_ns
 _quote: Any = None  # json.encoder.encode_basestring_ascii, once a log file is open
 _fixed_fields = operator.itemgetter(*DECISION_FIXED)
 _request_fixed = operator.itemgetter(*REQUEST_FIXED)
 _request_tail = operator.itemgetter(*REQUEST_TAIL)
+
+
+def _ts_text(us: int) -> str:
+    """``repr(us / 1e6)``, the ``ts`` of an event, from its integer microseconds (a float's repr is the costliest
+    part of a line): between 2001 and 2223 every microsecond is a distinct double whose shortest repr is its six
+    decimals without trailing zeros. Any other value: repr."""
+    if not 1_000_000_000_000_000 <= us < 8_000_000_000_000_000:
+        return repr(us / 1e6)
+    text = str(us)
+    fraction = text[10:]
+    if fraction[5] == "0":
+        fraction = fraction.rstrip("0") or "0"
+    return f"{text[:10]}.{fraction}"
 
 
 def _value(chunks: Any, value: Any) -> str:
@@ -65,6 +79,7 @@ class Sinks:
         "_logger",
         "_middles",
         "_request_middles",
+        "_request_parts",
         "log_path",
         "observer",
     )
@@ -84,6 +99,7 @@ class Sinks:
         self._chunks = None
         self._middles: dict[tuple[Any, ...], str] = {}
         self._request_middles: dict[tuple[Any, ...], str] = {}
+        self._request_parts: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._logger = None
         self._levels: dict[int, bool] | None = None  # the logger's own isEnabledFor memo (see wants_allow)
         if log_path:
@@ -147,8 +163,20 @@ class Sinks:
         logging handler may use the network; a file write cannot)."""
         if self.observer is not None:
             return True
-        if "logging" not in sys.modules:  # nothing configured: WARNING and above go to the console writer
+        return self._shown(level)
+
+    def _shown(self, level: int) -> bool:
+        """Whether the logger shows an event at ``level`` (or, with logging never imported, the console writer:
+        WARNING and above). The default configuration's answer for DEBUG (the ``sockguard`` logger's own level
+        unset) without a call."""
+        if "logging" not in sys.modules:
             return level >= 30
+        if level < 20:  # (_logger_wants's first test)
+            logger = self._logger
+            if logger is None:
+                logger = self.logger()
+            if not 0 < logger.level <= level:
+                return False
         return self._logger_wants(level)
 
     def wants(self, level: int) -> bool:
@@ -164,9 +192,7 @@ class Sinks:
         records decisions, not requests, so it does not count). Asked once per request: a dict read."""
         if self._file is not None:
             return True
-        if "logging" not in sys.modules:
-            return level >= 30
-        return self._logger_wants(level)
+        return self._shown(level)
 
     def emit(self, event: dict[str, Any], message: str, level: int) -> None:
         if self.observer is not None:
@@ -290,6 +316,56 @@ class Sinks:
             self.write(dict(zip(REQUEST_FIELDS, ("request", ts, pid[0], *fixed, *tail), strict=True)))
         else:
             file.write(line.encode(), time.time_ns())
+
+    def write_request_ok(
+        self,
+        us: int,
+        fixed: tuple[Any, ...],
+        address: Any,
+        rule: Any,
+        status: Any,
+        duration: float,
+        caller: Any,
+        cid: Any,
+    ) -> None:
+        """:meth:`write_request` for the common event: a response came (no error, no redirect hop). ``fixed``: the
+        first seven ``REQUEST_FIXED`` values; ``us``: ``ts`` in integer microseconds. All but the two numbers the
+        request measured (``ts``, ``duration``) repeat for every request from one place in the code to one path:
+        that text is cached, so a line is four pieces joined. ``duration`` is the hook's own finite float (its repr
+        is its JSON)."""
+        file = self._file
+        if file is None:
+            return
+        parts = key = None
+        if (status is None or status.__class__ is int) and (cid is None or cid.__class__ is str):
+            key = (fixed, address, rule, status, caller, cid, pid[0])
+            try:
+                parts = self._request_parts.get(key)
+            except TypeError:  # an unhashable value: the generic encoding writes it
+                key = None
+        if parts is None:
+            parts = self._request_parts_for(key, fixed, address, rule, status, caller, cid)
+            if parts is None:
+                tail = (status, None, None, duration, 0, None, caller, cid)
+                self.write_request(us / 1e6, (*fixed, address, rule), tail)
+                return
+        file.write(f'{{"event":"request","ts":{_ts_text(us)}{parts[0]}{duration!r}{parts[1]}'.encode(), _time_ns())
+
+    def _request_parts_for(
+        self, key: Any, fixed: tuple[Any, ...], address: Any, rule: Any, status: Any, caller: Any, cid: Any
+    ) -> tuple[str, str] | None:
+        """The text of a request line around its ``duration_ms`` (after ``ts``; from ``redirect_hop`` on), as
+        :meth:`_request_text` writes it, cached under ``key``; None if a value is unusual."""
+        line = self._request_text(0.0, pid[0], (*fixed, address, rule), (status, None, None, 0.5, 0, None, caller, cid))
+        if line is None:
+            return None
+        head, _, tail = line.partition(',"duration_ms":0.5,')
+        parts = (head[len('{"event":"request","ts":0.0') :] + ',"duration_ms":', "," + tail)
+        if key is not None:
+            if len(self._request_parts) >= 1024:
+                self._request_parts.clear()
+            self._request_parts[key] = parts
+        return parts
 
     def write_decision(self, fixed: tuple[Any, ...], caller: str | None) -> None:
         """Append a decision given its per-destination fields (in ``DECISION_FIXED`` order) without building the

@@ -93,3 +93,49 @@ def test_write_request_appends_the_same_line(tmp_path: object) -> None:
     first, second = log.read_text().splitlines()
     assert json.loads(first) == dict(zip(REQUEST_FIELDS, ("request", 1763748153.5, pid[0], *fixed, *tail), strict=True))
     assert json.loads(second)["ts"] != json.loads(second)["ts"]  # NaN survived the generic path
+
+
+@given(
+    us=st.one_of(st.integers(0, 2**63), st.integers(1_000_000_000_000_000, 8_000_000_000_000_000)),
+    path=st.text(max_size=30),
+    status=st.one_of(st.none(), st.integers(100, 599)),
+    texts=st.lists(TEXT, min_size=4, max_size=4),
+    duration=st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e7),
+)
+def test_write_request_ok_writes_the_generic_encoding(
+    tmp_path_factory: object, us: int, path: str, status: int | None, texts: list[str | None], duration: float
+) -> None:
+    """The common request event (a response, no redirect hop) is joined from cached text around its ts and
+    duration (``Sinks.write_request_ok``, ts from integer microseconds): byte for byte the generic encoding, also
+    the second time (from the cache)."""
+    from pathlib import Path
+
+    from sockguard.events import REQUEST_FIELDS, pid
+
+    proxy, address, rule, caller = texts
+    log = Path(str(tmp_path_factory.mktemp("ok"))) / "log.jsonl"  # type: ignore[attr-defined]
+    sinks = Sinks(str(log))
+    fixed = ("http.client", "GET", "https", "api.test", 443, path, proxy)
+    for _ in range(2):
+        sinks.write_request_ok(us, fixed, address, rule, status, duration, caller, "req-1")
+    sinks.close()
+    event = dict(zip(REQUEST_FIELDS, ("request", us / 1e6, pid[0], *fixed, address, rule, status, None, None,
+                                      duration, 0, None, caller, "req-1"), strict=True))  # fmt: skip
+    generic = json.dumps(event, ensure_ascii=True, separators=(",", ":"), default=str) + "\n"
+    assert log.read_text() == generic * 2
+
+
+def test_find_caller_survives_an_exception_inside_its_frame_generator() -> None:
+    """find_caller reads frames through a generator (no sys._getframe audit event); an exception a signal handler
+    raises while it runs ends that generator. The next search still finds the caller (and a new generator)."""
+    from sockguard import caller
+
+    def app() -> str | None:
+        return caller.find_caller(1)
+
+    assert app() == f"{__name__}:app:{app.__code__.co_firstlineno + 1}"
+    try:
+        caller._resume.__self__.throw(KeyboardInterrupt)  # type: ignore[attr-defined]
+    except KeyboardInterrupt:
+        pass
+    assert app() == app() == f"{__name__}:app:{app.__code__.co_firstlineno + 1}"

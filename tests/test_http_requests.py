@@ -1050,6 +1050,7 @@ def test_a_failing_event_never_breaks_the_request(
         raise TypeError("sink exploded")
 
     monkeypatch.setattr(Sinks, "write_request", broken)
+    monkeypatch.setattr(Sinks, "write_request_ok", broken)  # (the common event's path)
     monkeypatch.setattr(events, "_failures", [])
     with guarded(web):
         assert HttpClientDirect().many(f"http://{ALLOWED}", [("GET", "/ok"), ("GET", "/missing")]) == [200, 404]

@@ -21,7 +21,7 @@ import sys
 import time
 
 from sockguard.caller import find_caller
-from sockguard.events import ALLOWED_LEVEL, REQUEST_FIELDS, correlation_id, emit, emitting, pid
+from sockguard.events import ALLOWED_LEVEL, REQUEST_FIELDS, _emitting, correlation_id, emit, pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,34 +43,81 @@ class Request:
     every request to one path (``client, method, scheme, host, port, path, proxy``): the JSON-lines sink encodes
     them once."""
 
-    __slots__ = ("caller", "cid", "fixed", "hop", "level", "outer", "peer", "previous", "start", "state", "ts")
+    __slots__ = ("caller", "cid", "fixed", "hop", "level", "outer", "peer", "previous", "start", "state", "us")
 
     def __init__(self, state: State, level: int, fixed: tuple[Any, ...], caller: str | None) -> None:
-        self.ts = time.time_ns() // 1000 / 1e6
-        self.start = time.perf_counter_ns()
+        self.us = _time_ns() // 1000  # the event's ts, in integer microseconds
+        self.start = _perf_counter_ns()
         self.state = state
         self.level = level
         self.fixed = fixed
         self.caller = caller
-        self.cid = correlation_id.get()
+        self.cid = _correlation_id()
         self.hop = 0
         self.previous: str | None = None
         self.outer = False  # made by an outer layer (urllib3 over http.client): the inner hooks leave it alone
         self.peer: tuple[str, int] | None = None  # (address, port) of the connection that carried it
 
     @property
+    def ts(self) -> float:
+        return self.us / 1e6
+
+    @property
     def url(self) -> str:
         return url_text(*self.fixed[2:6])
+
+
+_time_ns = time.time_ns
+_perf_counter_ns = time.perf_counter_ns
+_correlation_id = correlation_id.get
+_pending_redirect = _redirect.get
 
 
 def wanted(state: State) -> int:
     """The level request events go out at, or 0 when no sink takes them (``http_events = false``, or neither the
     JSON-lines file nor the logger at that level). Asked once per request: a few attribute reads."""
     settings = state.settings
-    level = ALLOWED_LEVEL if settings is None else settings.http_log_level
-    if not state.sinks.wants_requests(level) or (settings is not None and settings.http_events is False):
+    if settings is None:
+        level = ALLOWED_LEVEL
+    elif settings.http_events is False:
         return 0
-    return 0 if emitting() else level  # a log handler's own request: checked, never logged again
+    else:
+        level = settings.http_log_level
+    if not state.sinks.wants_requests(level) or _emitting.active:
+        return 0  # (emitting: a log handler's own request is checked, never logged again)
+    return level
+
+
+def fixed_fields(
+    state: State,
+    client: str,
+    method: str,
+    scheme: str,
+    host: str,
+    port: int | None,
+    target: str,
+    proxy: str | None = None,
+) -> tuple[Any, ...]:
+    """The fields of a request event that repeat for every request to one path (``REQUEST_FIXED`` but the
+    address and rule): ``target`` is the request target as sent (its query string is dropped unless
+    ``log_query = true``). A hook that sends many requests alike may keep this and pass it to :func:`start`."""
+    settings = state.settings
+    if (settings is not None and settings.log_query) or (target[:1] == "/" and "?" not in target and "#" not in target):
+        path = target
+    else:
+        known = _paths.get(target)
+        if known is None:
+            path = strip_query(target)
+            if target.__class__ is str:
+                if len(_paths) >= 1024:
+                    _paths.clear()
+                _paths[target] = path
+        else:
+            path = known
+    return (client, method, scheme, host, port, path, proxy)
+
+
+_paths: dict[str, str] = {}
 
 
 def begin(
@@ -86,16 +133,17 @@ def begin(
 ) -> Request:
     """A request is about to be sent: note what, from where, and when. ``target`` is the request target as sent
     (its query string is dropped unless ``log_query = true``)."""
-    settings = state.settings
-    if (settings is not None and settings.log_query) or (target[:1] == "/" and "?" not in target and "#" not in target):
-        path = target
-    else:
-        path = strip_query(target)
-    record = Request(state, level, (client, method, scheme, host, port, path, proxy), find_caller(3))
-    pending = _redirect.get()
+    return start(state, level, fixed_fields(state, client, method, scheme, host, port, target, proxy), 4)
+
+
+def start(state: State, level: int, fixed: tuple[Any, ...], depth: int = 3) -> Request:
+    """:func:`begin` with the fields already made (:func:`fixed_fields`). ``depth``: the caller search starts
+    that many frames above this function (the hook's frame at 2 for a hook that calls this directly)."""
+    record = Request(state, level, fixed, find_caller(depth))
+    pending = _pending_redirect()
     if pending is not None:
         _redirect.set(None)
-        if pending[0] == _key(scheme, host, port, path):
+        if pending[0] == _key(fixed[2], fixed[3], fixed[4], fixed[5]):
             record.hop, record.previous = pending[1], pending[2]
     return record
 
@@ -129,7 +177,7 @@ def _failed(exc: Exception) -> None:
 
 
 def _end(record: Request, status: int | None, error: BaseException | None, location: Any) -> None:
-    duration = (time.perf_counter_ns() - record.start) // 1000 / 1000
+    duration = (_perf_counter_ns() - record.start) // 1000 / 1000
     state = record.state
     peer = record.peer
     address = rule = None
@@ -139,19 +187,23 @@ def _end(record: Request, status: int | None, error: BaseException | None, locat
             rule = state.address(address, peer[1]).rule  # cached per State: the decision its connect got
         except (TypeError, ValueError, LookupError):  # an odd peer: no rule to name
             rule = None
-    reason = error_name = None
-    if error is not None:
+    sinks = state.sinks
+    level = record.level
+    if error is None:
+        if status in REDIRECT_STATUSES and location:
+            _remember_redirect(record, location)
+        elif record.hop == 0 and not sinks.beyond_file(level):  # the common case: the JSON-lines file alone
+            sinks.write_request_ok(record.us, record.fixed, address, rule, status, duration, record.caller, record.cid)
+            return
+        reason = error_name = None
+    else:
         error_name = type(error).__name__
         reason = blocked_reason(error)
         if record.previous is not None:  # a client that retries the hop: the retry is that hop again
             fixed = record.fixed
             _redirect.set((_key(fixed[2], fixed[3], fixed[4], fixed[5]), record.hop, record.previous))
-    elif status in REDIRECT_STATUSES and location:
-        _remember_redirect(record, location)
     fixed = (*record.fixed, address, rule)
     tail = (status, error_name, reason, duration, record.hop, record.previous, record.caller, record.cid)
-    sinks = state.sinks
-    level = record.level
     if sinks.beyond_file(level):
         event = dict(zip(REQUEST_FIELDS, ("request", record.ts, pid[0], *fixed, *tail), strict=True))
         emit(sinks, event, message_text(event), level)

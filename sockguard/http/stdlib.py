@@ -16,7 +16,7 @@ import re
 
 from sockguard import active
 from sockguard.http.checks import authority, check_host, check_target, same_host
-from sockguard.http.events import REDIRECT_STATUSES, begin, end, wanted
+from sockguard.http.events import REDIRECT_STATUSES, end, fixed_fields, start, wanted
 from sockguard.http.patching import patch_method
 
 TYPE_CHECKING = False
@@ -32,6 +32,8 @@ KEY = "_sockguard_request"
 def patch(module: Any) -> None:
     cls = module.HTTPConnection
     cls._sockguard_request = None  # the request in flight on a connection (a class default: one attribute read)
+    cls._sockguard_clean = None  # (host, tunnel host, header lines) of the last head found clean
+    cls._sockguard_fixed = None  # (request line, what else the event's fixed fields come from, those fields)
     cls._sockguard_tunnel_undecided = False  # a CONNECT target left to the write of the CONNECT line
     patch_method(cls, "endheaders", _endheaders)
     patch_method(cls, "getresponse", _getresponse)
@@ -70,17 +72,13 @@ def _own(conn: Any) -> tuple[str, int | None]:
 
 def _check_head(state: State, conn: Any, buffer: list[Any]) -> None:
     """Every Host header in the buffered head, and a target that is not origin-form, before anything is sent.
-    A connection remembers the last head whose Host headers all named its own host: the next request with the
-    same headers (keep-alive, one client) is not scanned again."""
+    A connection remembers the last head whose Host headers all named its own host (``_sockguard_clean``): the
+    endheaders hook does not call this for the next request with the same headers (keep-alive, one client)."""
     first = buffer[0]
     space = first.find(b" ")
     own: Any = None
     if first[space + 1 : space + 2] != b"/":
         own = _check_request_line(state, conn, first)
-    else:
-        clean = conn.__dict__.get("_sockguard_clean")
-        if clean is not None and clean[0] is conn.host and clean[1] is conn._tunnel_host and clean[2] == buffer[1:]:
-            return
     decided = own is not None
     for line in buffer:  # (the request line too: a method spelt "Host:" is decided as what it would name)
         if line[:1] in b"Hh" and line[1:4].lower() == b"ost":
@@ -143,6 +141,28 @@ _request_lines: dict[Any, tuple[str, str]] = {}
 
 
 def _begin(state: State, level: int, conn: Any, first: Any) -> Request:
+    """The request event of the head in ``conn._buffer`` (``first`` its request line) begins. Its fixed fields are
+    kept on the connection (``_sockguard_fixed``) for the next request with the same request line."""
+    memo = conn._sockguard_fixed
+    if (
+        memo is not None
+        and memo[0] == first
+        and memo[1] is state
+        and memo[2] is conn.host
+        and memo[3] is conn._tunnel_host
+        and memo[4] == conn.port
+        and memo[5] == conn._tunnel_port
+        and memo[6] == conn.default_port
+    ):
+        return start(state, level, memo[7])
+    fixed = _fixed(state, conn, first)
+    if first.__class__ is bytes:
+        conn._sockguard_fixed = (first, state, conn.host, conn._tunnel_host, conn.port, conn._tunnel_port,
+                                 conn.default_port, fixed)  # fmt: skip
+    return start(state, level, fixed)
+
+
+def _fixed(state: State, conn: Any, first: Any) -> tuple[Any, ...]:
     parsed = _request_lines.get(first)
     if parsed is None:
         method, _, rest = bytes(first).decode("latin-1").partition(" ")
@@ -163,7 +183,7 @@ def _begin(state: State, level: int, conn: Any, first: Any) -> Request:
             scheme, host, port = url_scheme, url_host, url_port
             if not same_host(url_host, conn.host):
                 proxy = f"{conn.host}:{conn.port}"
-    return begin(state, level, "http.client", method, scheme, host, port, target, proxy)
+    return fixed_fields(state, "http.client", method, scheme, host, port, target, proxy)
 
 
 def _endheaders(original: Any) -> Any:
@@ -182,7 +202,15 @@ def _endheaders(original: Any) -> Any:
                 elif not record.outer:  # a request whose response was never read: this one replaces it
                     level = wanted(state)
                     self._sockguard_request = _begin(state, level, self, buffer[0]) if level else None
-                _check_head(state, self, buffer)
+                clean = self._sockguard_clean
+                if (
+                    clean is None
+                    or clean[2] != buffer[1:]
+                    or clean[0] is not self.host
+                    or clean[1] is not self._tunnel_host
+                    or buffer[0].partition(b" ")[2][:1] != b"/"  # not origin-form: the target names a host
+                ):
+                    _check_head(state, self, buffer)
             if encode_chunked:
                 return original(self, message_body, encode_chunked=True)
             return original(self, message_body)  # (a positional call: cheaper, and this runs per request)
