@@ -28,11 +28,11 @@ TOOLS = [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "scripts").iterdir(), *(
 
 #: Variables that are the product's own business, never a user's: set by the product for itself.
 INTERNAL_VARIABLES = {"SOCKGUARD_DEMO_INSIDE"}  # the demo marks the child it re-executes inside its namespace
-#: Options of other programs that the docs show next to sockguard's (unshare, iptables, ruff, chromium, pytest, ...).
+#: Options of other programs that the docs show next to sockguard's (unshare, iptables, ruff, chromium, pytest,
+#: valgrind, ...).
 OTHER_PROGRAMS_OPTIONS = {"--add-host", "--check", "--comment", "--dport", "--dports", "--dump-dom", "--group-id",
                           "--ignore-environment", "--ip-permissions", "--mount", "--net", "--noflush", "--proxy",
-                          "--test", "--pdb", "--collect-only"}  # fmt: skip
-#: Test names the docs quote from other projects' suites (README: real client test suites).
+                          "--test", "--pdb", "--collect-only", "--toggle-collect"}  # fmt: skip
 #: Tests of urllib3's and httpx's own suites that README's "Real client test suites" section names.
 OTHER_PROJECTS_TESTS = {
     "test_debug_log",
