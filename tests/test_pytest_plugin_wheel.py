@@ -75,22 +75,30 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return python, site / "sockguard" / "_site"
 
 
-def run_project(python: Path, project: Path, port: int, *args: str, **env: str) -> subprocess.CompletedProcess:
+def run_project(
+    python: Path, project: Path, port: int, *args: str, under_run: bool = False, **env: str
+) -> subprocess.CompletedProcess:
+    """pytest in ``project``; ``under_run``: started by ``sockguard run`` (which sets up the activation itself)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOCKGUARD_", "PYTEST_", "PYTHON"))}
+    launcher = [str(python), "-m", "sockguard", "run", "--"] if under_run else []
     return subprocess.run(
-        [str(python), "-m", "pytest", "-q", *args],
+        [*launcher, str(python), "-m", "pytest", "-q", *args],
         cwd=project, env={**clean, "SG_PORT": str(port), **env}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("activation_by", ["PYTHONPATH", "sockguard run"])
 @pytest.mark.parametrize("args", [(), ("--sockguard",), ("--disable-socket", "--allow-hosts=127.0.0.1")])
-def test_filterwarnings_error_under_the_pythonpath_activation(installed, tmp_path, args) -> None:
+def test_filterwarnings_error_under_the_activation(installed, tmp_path, args, activation_by) -> None:
     python, activation = installed
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "test_project.py").write_text(TESTS)
     with socket_server() as (_server, port):
         plain = run_project(python, tmp_path, port, *args)
-        guarded = run_project(python, tmp_path, port, *args, PYTHONPATH=str(activation))
+        if activation_by == "PYTHONPATH":
+            guarded = run_project(python, tmp_path, port, *args, PYTHONPATH=str(activation))
+        else:
+            guarded = run_project(python, tmp_path, port, *args, under_run=True)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "Module already imported" not in guarded.stdout + guarded.stderr
     assert guarded.returncode == 0, guarded.stdout + guarded.stderr
