@@ -326,7 +326,7 @@ done:
 
 /* ``socket.__new__`` (sock, family, type, proto): 1 when floor._on_new has nothing to do, that is when
  * rawsockets.is_raw(family, type, proto) is false: not AF_PACKET, and either not AF_INET/AF_INET6, or a type that
- * is neither SOCK_RAW nor SOCK_PACKET and not an ICMP/ICMPv6 datagram (ping) socket. Anything else, or another
+ * is neither SOCK_RAW nor SOCK_PACKET, not an ICMP/ICMPv6 datagram (ping) socket and not SCTP. Anything else, or another
  * shape, goes to the handler. */
 static int
 not_raw(PyObject *args)
@@ -349,6 +349,8 @@ not_raw(PyObject *args)
     if (kind == SOCK_RAW || kind == SOCK_PACKET_TYPE)
         return 0;
     if (kind == SOCK_DGRAM && (p == 1 || p == 58)) /* IPPROTO_ICMP, IPPROTO_ICMPV6 */
+        return 0;
+    if (p == 132) /* IPPROTO_SCTP: multi-homed associations */
         return 0;
     return 1;
 }

@@ -1350,10 +1350,11 @@ EXPORT int socket(int domain, int type, int protocol) {
      * port of an ICMP echo's address means nothing, so no port-scoped rule can hold one (sockguard/rawsockets.py) */
     int inet = domain == AF_INET || domain == AF_INET6;
     int raw = (inet && ((type & 0xF) == SOCK_RAW || (type & 0xF) == SOCK_PACKET ||
-                        ((type & 0xF) == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6)))) ||
+                        ((type & 0xF) == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6)) ||
+                        protocol == IPPROTO_SCTP /* multi-homed: a peer's other addresses are reached unchecked */)) ||
               domain == AF_PACKET;
     if (UNLIKELY(raw) && active() && state == ST_OK && !(policy.flags & SG_FLAG_RAW)) {
-        static const char why[] = "raw, packet and ICMP sockets are disabled (allow_raw = false)";
+        static const char why[] = "raw, packet, ICMP and SCTP sockets are disabled (allow_raw = false)";
         sg_decision d = {.allowed = 0, .reason = SG_FAMILY, .detail = why, .detail_len = sizeof why - 1};
         if (refuse(&d, "socket", -1, NULL, -1, NULL) < 0) return -1;
     }

@@ -75,7 +75,7 @@ EXPLAIN = {
         "IP/CIDR rule and was not learned from an allowed name"
     ),
     UNVERIFIED: "{detail}",
-    RAW_SOCKET: "{detail}; raw, packet and ICMP sockets need allow_raw = true (SOCKGUARD_ALLOW_RAW=1)",
+    RAW_SOCKET: "{detail}; raw, packet, ICMP and SCTP sockets need allow_raw = true (SOCKGUARD_ALLOW_RAW=1)",
     SOURCE_ROUTE: "{detail}",
     SEARCH_LIST: "{detail}",
 }

@@ -31,6 +31,9 @@ SOCK_RAW = _socket.SOCK_RAW
 SOCK_PACKET = 10  # Linux's obsolete AF_INET packet type (CAP_NET_RAW, like SOCK_RAW)
 SOCK_DGRAM = _socket.SOCK_DGRAM
 _ICMP = (1, 58)  # IPPROTO_ICMP, IPPROTO_ICMPV6: a datagram socket of these is a ping socket
+#: IPPROTO_SCTP: an association is multi-homed — the peer's other addresses (and those a program hands to
+#: sctp_connectx through setsockopt, or names in ancillary data) are reached without a connect the guard decides.
+_SCTP = 132
 IPPROTO_IP = 0
 IPPROTO_IPV6 = 41
 IP_OPTIONS = 4
@@ -45,13 +48,14 @@ _IPV6_ROUTING = (IPV6_RTHDR, IPV6_2292RTHDR, IPV6_2292PKTOPTIONS)
 
 
 def is_raw(family: int, kind: int, proto: int) -> bool:
-    """Whether a socket of this family, type and protocol is a raw IP, packet or ICMP datagram socket."""
+    """Whether a socket of this family, type and protocol is a raw IP, packet, ICMP datagram or SCTP socket: one
+    whose destinations the connect/send checks cannot hold, refused unless ``allow_raw``."""
     if family == AF_PACKET:
         return True
     if family not in _INET:
         return False
     kind &= 0xF
-    return kind in (SOCK_RAW, SOCK_PACKET) or (kind == SOCK_DGRAM and proto in _ICMP)
+    return kind in (SOCK_RAW, SOCK_PACKET) or (kind == SOCK_DGRAM and proto in _ICMP) or proto == _SCTP
 
 
 def check_raw(family: int, kind: int, proto: int, *, depth: int) -> None:
@@ -62,6 +66,8 @@ def check_raw(family: int, kind: int, proto: int, *, depth: int) -> None:
     what = f"family {family}, type {kind & 0xF}, protocol {proto}"
     if family == AF_PACKET:
         detail = "a packet socket (AF_PACKET) writes whole frames to any address"
+    elif proto == _SCTP:
+        detail = "an SCTP socket reaches a multi-homed peer's other addresses (and sctp_connectx's) unchecked"
     elif kind & 0xF == SOCK_DGRAM:
         detail = "an ICMP (ping) socket sends echo requests whose destination port means nothing, past any port rule"
     else:

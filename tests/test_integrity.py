@@ -622,6 +622,29 @@ def test_raw_and_packet_sockets_are_refused_unless_allow_raw(scene: Scene, kind:
     assert scene.far_side() == scene.untouched()
 
 
+SCTP_KINDS = {
+    "AF_INET SOCK_STREAM": (socket.AF_INET, socket.SOCK_STREAM, 132),
+    "AF_INET SOCK_SEQPACKET": (socket.AF_INET, socket.SOCK_SEQPACKET, 132),
+    "AF_INET6 SOCK_STREAM": (socket.AF_INET6, socket.SOCK_STREAM, 132),
+}
+
+
+@pytest.mark.parametrize("kind", SCTP_KINDS)
+@pytest.mark.parametrize("constructor", ["socket.socket", "_socket.socket"])
+def test_sctp_sockets_are_refused_unless_allow_raw(scene: Scene, kind: str, constructor: str) -> None:
+    """An SCTP association is multi-homed: the peer's other addresses (and any a program hands to sctp_connectx)
+    are reached with no connect to decide. Refused before the kernel sees the socket() call — this machine's kernel
+    has no SCTP, so the kernel's own answer (EPROTONOSUPPORT) shows that the guard's refusal came first."""
+    make = socket.socket if constructor == "socket.socket" else _socket.socket
+    blocked(lambda: make(*SCTP_KINDS[kind]).close(), "raw-socket")
+    with sockguard.guarded(allow=ALLOW, allow_loopback=False, allow_raw=True):
+        try:
+            make(*SCTP_KINDS[kind]).close()  # a kernel with SCTP: created
+        except OSError as error:
+            assert not isinstance(error, sockguard.EgressBlocked)  # the kernel's answer, not the guard's
+    assert scene.far_side() == scene.untouched()
+
+
 @pytest.mark.parametrize("adopt", ["fileno=", "fromfd (lying about its type)", "dup"])
 def test_an_adopted_raw_descriptor_is_refused(scene: Scene, adopt: str) -> None:
     with sockguard.guarded(allow=ALLOW, allow_loopback=False, allow_raw=True):

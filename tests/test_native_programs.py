@@ -269,6 +269,10 @@ for label, lib in (("CDLL(None)", ctypes.CDLL(None, use_errno=True)),
             r = lib.syscall(42, s.fileno(), sa, len(sa))   # SYS_connect on x86_64
         out[label + "." + how] = [r, ctypes.get_errno()]
         s.close()
+    # SCTP (multi-homed associations): refused at socket() unless allow_raw; this kernel would say EPROTONOSUPPORT
+    out[label + ".socket-sctp"] = [lib.socket(socket.AF_INET, socket.SOCK_STREAM, 132), ctypes.get_errno()]
+    out[label + ".syscall-socket-sctp"] = [lib.syscall(41, socket.AF_INET6, socket.SOCK_SEQPACKET, 132),
+                                           ctypes.get_errno()]  # SYS_socket on x86_64
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     out[label + ".__connect"] = [lib.__connect(s.fileno(), sa, len(sa)), ctypes.get_errno()]  # libc's second name
     s.close()
@@ -283,8 +287,8 @@ print(json.dumps(out))
 
 def test_ctypes_calls_into_libc(scene: Scene, policy_file: Path) -> None:
     """CDLL(None) and CDLL("libc.so.6"), connect, libc's second name __connect, syscall(SYS_connect),
-    getaddrinfo and the private __res_context_search: dlsym returns the guarded functions, syscall() is
-    interposed."""
+    socket()/syscall(SYS_socket) of SCTP, getaddrinfo and the private __res_context_search: dlsym returns the
+    guarded functions, syscall() is interposed."""
     import platform
 
     if platform.machine() != "x86_64":
@@ -293,6 +297,7 @@ def test_ctypes_calls_into_libc(scene: Scene, policy_file: Path) -> None:
     for label in ("CDLL(None)", "CDLL(libc.so.6)"):
         assert out[f"{label}.connect"] == [-1, 13] and out[f"{label}.syscall"] == [-1, 13], out
         assert out[f"{label}.__connect"] == [-1, 13], out
+        assert out[f"{label}.socket-sctp"] == [-1, 13] and out[f"{label}.syscall-socket-sctp"] == [-1, 13], out
         assert out[f"{label}.__res_context_search"] == -1, out
         assert out[f"{label}.getaddrinfo"] == -11  # EAI_SYSTEM (errno EACCES)
     scene.assert_blocked_side_untouched()

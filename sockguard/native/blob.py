@@ -124,14 +124,17 @@ def compile_policy(
     policy: Policy,
     mode: str = "enforce",
     *,
-    allow_raw: bool = True,
+    allow_raw: bool | None = None,
     nameservers: Iterable[str] = (),
     source: str = "",
     log: str | None = None,
 ) -> bytes:
     """The policy as the preload library's binary file. ``nameservers``: pinned resolvers ("ADDR:PORT" or
     "[ADDR]:PORT"), which a DNS socket may reach whatever the rules say (its questions are still decided);
-    ``log``: the JSON-lines decision log the C side appends to (absolute path)."""
+    ``log``: the JSON-lines decision log the C side appends to (absolute path); ``allow_raw``: the policy's own
+    unless given (raw, packet, ICMP and SCTP sockets stay refused by default, as in the Python layer)."""
+    if allow_raw is None:
+        allow_raw = policy.allow_raw
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     builder = _Builder()
@@ -223,7 +226,6 @@ def compile_settings(settings: object) -> bytes:
     return compile_policy(
         policy,
         settings.mode,  # type: ignore[attr-defined]
-        allow_raw=bool(getattr(settings, "allow_raw", True)),
         nameservers=getattr(settings, "resolver", None) or (),
         source=str(getattr(settings, "source", "")),
         log=getattr(settings, "log", None),

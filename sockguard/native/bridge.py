@@ -64,7 +64,6 @@ def sync(state: Any) -> None:
         data = compile_policy(
             state.policy,
             state.mode,
-            allow_raw=bool(getattr(settings, "allow_raw", True)),
             nameservers=getattr(settings, "resolver", None) or (),
         )
     err = ctypes.create_string_buffer(200)
