@@ -4,16 +4,27 @@ An audit hook runs for every audited event in the process. Variants: ``bare``, `
 floor), ``guard`` (installed, ``socket`` imported and patched, so the post-import finder is in place as in
 production). ``open``: open and close a regular file. ``import``: import modules from a directory of small
 modules (bytecode cached), then unload them outside the timed part.
+
+Wall-clock ratios of 1% drown in this machine's noise, so the scenario also counts the instructions each variant
+executes per operation (valgrind's callgrind, when installed: the same figure on a busy machine and a quiet one),
+with one more variant, ``noop-c``: a C audit hook that returns at once (benchmarks/noop_audit_hook.c, built here).
+CPython builds every event's argument tuple for any installed hook, so that variant is the floor of any audit-hook
+guard. ``python -m benchmarks.audit_tax VARIANT OP N DIRECTORY [EXTDIR]`` is one counted run.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import py_compile
+import re
+import shutil
+import subprocess
 import sys
+import sysconfig
 
 from benchmarks import variants
-from benchmarks.harness import Context, Row, Stats, Workers, accelerator_off, interleave, paired, verdict
+from benchmarks.harness import ROOT, Context, Row, Stats, Workers, accelerator_off, interleave, paired, verdict
 from benchmarks.worker import Bench, Elapsed, elapsed, stamp
 
 US = 1000.0
@@ -25,6 +36,9 @@ def _make_modules(directory: str) -> None:
     for i in range(MODULES):
         with open(os.path.join(directory, f"bench_mod_{i}.py"), "w") as f:
             f.write(f"VALUE = {i}\n\ndef f(x):\n    return x + VALUE\n")
+        # Written here, not by the workers' imports: under PYTHONDONTWRITEBYTECODE (or a read-only directory) an
+        # import writes nothing, and every import would compile its source, timing the compiler, not the import.
+        py_compile.compile(os.path.join(directory, f"bench_mod_{i}.py"), doraise=True)
     with open(os.path.join(directory, "data.txt"), "w") as f:
         f.write("x")
 
@@ -35,7 +49,7 @@ def setup(variant: str, *, directory: str) -> Bench:
     sys.path.insert(0, directory)
     importlib.invalidate_caches()
     names = [f"bench_mod_{i}" for i in range(MODULES)]
-    for name in names:  # compile once (bytecode cache), so batches measure the import machinery
+    for name in names:  # warm the directory caches; the bytecode is there already (_make_modules)
         importlib.import_module(name)
         del sys.modules[name]
     path = os.path.join(directory, "data.txt")
@@ -96,4 +110,108 @@ def run(ctx: Context) -> list[Row]:
         accelerator_off(row, samples, scale=US)
         row.extra = {"noop_hook_ratio": hook_ratio, "noop_hook_added_us": hook_added}
         rows.append(row)
+    rows.extend(_instruction_rows(ctx, directory))
     return rows
+
+
+# --- instruction counts (load-independent) -------------------------------------------------------------------
+
+COUNTED = ("bare", "noop-c", "hook", "guard", "guard-python")
+
+
+def _build_noop_hook(tmp: str) -> str | None:
+    """Build benchmarks/noop_audit_hook.c into a directory of its own; None without a C compiler."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        return None
+    directory = os.path.join(tmp, "noop-hook")
+    os.makedirs(directory, exist_ok=True)
+    output = os.path.join(directory, "noop_audit_hook" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    command = [compiler, "-O2", "-fPIC", "-shared", f"-I{sysconfig.get_paths()['include']}", "-o", output,
+               os.path.join(ROOT, "benchmarks", "noop_audit_hook.c")]  # fmt: skip
+    built = subprocess.run(command, capture_output=True, text=True, check=False)
+    return directory if built.returncode == 0 else None
+
+
+def _count(valgrind: str, variant: str, op: str, n: int, directory: str, extdir: str) -> int | None:
+    argv = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
+            "benchmarks.audit_tax", variant, op, str(n), directory, extdir]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": ROOT}  # one hash seed: the same dict probes each run
+    env.pop("SOCKGUARD_ACCELERATOR", None)
+    out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    return int(found.group(1)) if found and out.returncode == 0 else None
+
+
+def _per_op(valgrind: str, variant: str, op: str, n: int, directory: str, extdir: str) -> float | None:
+    """Instructions per operation: a run of ``n`` operations less a run of none (the same set-up)."""
+    base = _count(valgrind, variant, op, 0, directory, extdir)
+    full = _count(valgrind, variant, op, n, directory, extdir)
+    return None if base is None or full is None else (full - base) / n
+
+
+def _instruction_rows(ctx: Context, directory: str) -> list[Row]:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return [Row("audit-tax/instructions", "instructions per operation (valgrind)", "≤ 1.01", "instr",
+                    verdict="skipped", note="valgrind is not installed")]  # fmt: skip
+    extdir = _build_noop_hook(ctx.tmp) or ""
+    rows = []
+    for op, label, n in (("open", "open()/close() of a file", ctx.pick(20000, 5000)),
+                         ("import", "import of a small module", ctx.pick(2000, 500))):  # fmt: skip
+        counts = {v: _per_op(valgrind, v, op, n, directory, extdir) for v in COUNTED if v != "noop-c" or extdir}
+        bare, guarded = counts.get("bare"), counts.get("guard")
+        if bare is None or guarded is None:
+            rows.append(Row(f"audit-tax/instructions-{op}", f"{label}: instructions (valgrind)", "≤ 1.01", "instr",
+                            verdict="skipped", note="a counted run failed"))  # fmt: skip
+            continue
+
+        row = Row(
+            f"audit-tax/instructions-{op}",
+            f"{label}: instructions per operation (valgrind; load-independent)",
+            "≤ 1% (ratio ≤ 1.01)",
+            "instr",
+            baseline=Stats(bare, bare, bare, 1),
+            guarded=Stats(guarded, guarded, guarded, 1),
+            added=guarded - bare,
+            ratio=guarded / bare,
+            verdict=verdict(guarded / bare <= 1.01),
+            note=f"floor, a no-op C audit hook: {_relative(counts, 'noop-c')}; a no-op Python hook: "
+            f"{_relative(counts, 'hook')}",
+        )
+        python = counts.get("guard-python")
+        if python is not None:
+            row.accel_off, row.accel_off_ratio = python - bare, python / bare
+        row.extra = {f"{v}_instructions": c for v, c in counts.items()}
+        rows.append(row)
+    return rows
+
+
+def _relative(counts: dict[str, float | None], variant: str) -> str:
+    value, bare = counts.get(variant), counts["bare"]
+    if value is None or bare is None:
+        return "n/a"
+    return f"{value / bare:.4f}x (+{value - bare:,.0f})"
+
+
+def _counted_run(variant: str, op: str, n: int, directory: str, extdir: str) -> None:
+    """One run for callgrind: the set-up of ``variant`` and a warm-up, then ``n`` operations (none: the set-up
+    alone)."""
+    if variant == "noop-c":
+        sys.path.insert(0, extdir)
+        hook = importlib.import_module("noop_audit_hook")
+        hook.install()
+        variant = "bare"
+    work = setup(variant, directory=directory).workloads[op]
+    # Warm-up, counted in every run so the difference cancels it: the first open() loads the locale's codec, and
+    # whatever else a first call loads would otherwise be spread over the operations of one run only.
+    work(MODULES)
+    done = 0
+    while done < n:  # imports in batches of MODULES: each batch imports modules the previous one unloaded
+        step = min(MODULES, n - done)
+        work(step)
+        done += step
+
+
+if __name__ == "__main__":
+    _counted_run(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else "")
