@@ -14,6 +14,7 @@ guard. ``python -m benchmarks.audit_tax VARIANT OP N DIRECTORY [EXTDIR]`` is one
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import py_compile
@@ -206,6 +207,10 @@ def _counted_run(variant: str, op: str, n: int, directory: str, extdir: str) -> 
     # Warm-up, counted in every run so the difference cancels it: the first open() loads the locale's codec, and
     # whatever else a first call loads would otherwise be spread over the operations of one run only.
     work(MODULES)
+    # The set-up's objects out of the collector's reach: a full collection walks the whole heap (larger with the
+    # guard loaded), and whether one lands among n operations would swing a short run by thousands per operation.
+    gc.collect()
+    gc.freeze()
     done = 0
     while done < n:  # imports in batches of MODULES: each batch imports modules the previous one unloaded
         step = min(MODULES, n - done)
