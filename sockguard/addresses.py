@@ -225,25 +225,52 @@ _V6_RANGES = [
 ]
 
 
-def _build_table(ranges: list[tuple[str, int, str]], bits: int) -> tuple[list[int], list[int], list[str]]:
-    rows = []
-    for text, prefix, category in ranges:
-        _, value, _ = parse_network(f"{text}/{prefix}")
-        rows.append((value, value | ((1 << (bits - prefix)) - 1), category))
-    rows.sort()
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+# The same ranges as (first, last, category) rows of ints, sorted, written out: nothing is parsed at import (this
+# module loads at every guarded process's first socket use). tests/test_addresses.py checks them against the
+# ranges above, and _METADATA against METADATA_ADDRESSES.
+_V4_ROWS = (
+    (0x00000000, 0x00FFFFFF, "unspecified"),
+    (0x0A000000, 0x0AFFFFFF, "private"),
+    (0x64400000, 0x647FFFFF, "cgnat"),
+    (0x7F000000, 0x7FFFFFFF, "loopback"),
+    (0xA9FE0000, 0xA9FEFFFF, "link-local"),
+    (0xAC100000, 0xAC1FFFFF, "private"),
+    (0xC0000000, 0xC00000FF, "ietf-reserved"),
+    (0xC0586300, 0xC05863FF, "6to4-relay"),
+    (0xC0A80000, 0xC0A8FFFF, "private"),
+    (0xC6120000, 0xC613FFFF, "benchmarking"),
+    (0xE0000000, 0xEFFFFFFF, "multicast"),
+    (0xF0000000, 0xFFFFFFFF, "reserved"),
+)
+_V6_ROWS = (
+    (0x0, 0x0, "unspecified"),
+    (0x1, 0x1, "loopback"),
+    (0x0064_FF9B_0001_0000_0000_0000_0000_0000, 0x0064_FF9B_0001_FFFF_FFFF_FFFF_FFFF_FFFF, "nat64-local"),
+    (0x0100_0000_0000_0000_0000_0000_0000_0000, 0x0100_0000_0000_0000_FFFF_FFFF_FFFF_FFFF, "discard"),
+    (0x2001_0002_0000_0000_0000_0000_0000_0000, 0x2001_0002_0000_FFFF_FFFF_FFFF_FFFF_FFFF, "benchmarking"),
+    (0xFC00_0000_0000_0000_0000_0000_0000_0000, 0xFDFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF, "unique-local"),
+    (0xFE80_0000_0000_0000_0000_0000_0000_0000, 0xFEBF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF, "link-local"),
+    (0xFEC0_0000_0000_0000_0000_0000_0000_0000, 0xFEFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF, "site-local"),
+    (0xFF00_0000_0000_0000_0000_0000_0000_0000, 0xFFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF, "multicast"),
+)
+#: (starts, ends, categories) for bisect.
+_V4_TABLE: tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]] = tuple(zip(*_V4_ROWS, strict=True))  # type: ignore[assignment]
+_V6_TABLE: tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]] = tuple(zip(*_V6_ROWS, strict=True))  # type: ignore[assignment]
+#: METADATA_ADDRESSES parsed: address -> its text.
+_METADATA: dict[Address, str] = {
+    (4, 0xA9FEA9FE): "169.254.169.254",
+    (4, 0xA9FEA9FD): "169.254.169.253",
+    (4, 0xA9FEAA02): "169.254.170.2",
+    (4, 0xA9FEAA17): "169.254.170.23",
+    (6, 0xFD00_0EC2_0000_0000_0000_0000_0000_0254): "fd00:ec2::254",
+    (6, 0xFD00_0EC2_0000_0000_0000_0000_0000_0023): "fd00:ec2::23",
+    (4, 0x646464C8): "100.100.100.200",
+    (4, 0xC00000C0): "192.0.0.192",
+    (4, 0xA83F8110): "168.63.129.16",
+}
 
 
-_V4_TABLE = _build_table(_V4_RANGES, 32)
-_V6_TABLE = _build_table(_V6_RANGES, 128)
-_METADATA: dict[Address, str] = {}
-for _text in METADATA_ADDRESSES:
-    _parsed = parse_address(_text)
-    assert _parsed is not None
-    _METADATA[_parsed] = _text
-
-
-def _lookup(table: tuple[list[int], list[int], list[str]], value: int) -> str | None:
+def _lookup(table: tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]], value: int) -> str | None:
     starts, ends, categories = table
     i = bisect_right(starts, value) - 1
     if i >= 0 and value <= ends[i]:

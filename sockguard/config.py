@@ -439,7 +439,7 @@ def _json_value(data: bytes) -> Any:
         try:
             text = data.decode()
             start = len(text) - len(text.lstrip(" \t\n\r"))
-            value, end = _json.make_scanner(_JsonDefaults)(text, start)  # type: ignore[arg-type]
+            value, end = _json.make_scanner(_json_defaults())(text, start)
             if not text[end:].strip(" \t\n\r"):
                 return value
         except (ValueError, StopIteration, RecursionError):
@@ -449,15 +449,14 @@ def _json_value(data: bytes) -> Any:
     return json.loads(data)
 
 
-class _JsonDefaults:
-    """What the C scanner reads from its context: ``json.JSONDecoder``'s defaults."""
+def _json_defaults() -> Any:
+    """What the C scanner reads from its context: ``json.JSONDecoder``'s defaults. An instance, not a class of our
+    own (a class costs as much to make as a small module's code; ``types`` is loaded already, by ``enum``)."""
+    from types import SimpleNamespace
 
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+    constants = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
+    return SimpleNamespace(strict=True, object_hook=None, object_pairs_hook=None, parse_float=float, parse_int=int,
+                           parse_constant=constants.__getitem__)  # fmt: skip
 
 
 _noticed: set[str] = set()

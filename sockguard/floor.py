@@ -18,7 +18,7 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap, resolvconf
+from sockguard import active, addrmap
 from sockguard.accelerator import accelerator
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
@@ -28,7 +28,7 @@ from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, SEARCH_LIST,
 from sockguard.rawsockets import check_raw, is_raw
 from sockguard.refusal import refuse
 from sockguard.source import note_environment
-from sockguard.wrappers import handing, numeric_nameinfo, patch_socket_module
+from sockguard.wrappers import handing, numeric_nameinfo, patch_socket_module, resolvconf_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def _on_lookup(host: Any, port: Any, family: int, depth: int = 3 + _AUDIT) -> No
             raise error
     elif name is not None and text is not None and not text.endswith("."):
         # Handed a relative name, glibc may ask DNS for search-list candidates first (sockguard/resolvconf.py).
-        for candidate in resolvconf.expansions(name, False, family):
+        for candidate in resolvconf_module().expansions(name, False, family):
             if not state.lookup(candidate, port)[0].allowed:
                 expansion = Decision(
                     False,

@@ -63,7 +63,8 @@ class Source:
 
 def take(environ: "Mapping[str, str]", cwd: str) -> Source:
     """The source a process with ``environ`` in ``cwd`` would use: cheap (a few ``stat``, one small read)."""
-    variables = {key: value for key, value in environ.items() if key.startswith("SOCKGUARD_")}
+    # (Keys first: reading a value of os.environ decodes it, and only a few are ours.)
+    variables = {key: environ[key] for key in environ if key.startswith("SOCKGUARD_")}
     pinned = variables.get(PINNED)
     if pinned:
         return read(Source(variables, cwd, os.path.abspath(pinned), pinned=True, local=local_file(cwd)))

@@ -18,9 +18,8 @@ import _socket
 import _thread
 import operator
 
-from sockguard import active, resolvconf
+from sockguard import active
 from sockguard.accelerator import accelerator
-from sockguard.admission import admit
 from sockguard.canonical import c_address, c_host, canonical_numeric, numeric_hosts, remember_numeric
 from sockguard.errors import EgressBlocked, InvalidHost
 from sockguard.events import record_allowed
@@ -50,6 +49,35 @@ _NOT_FOUND = frozenset(  # a candidate name that does not exist: glibc goes on t
     if code is not None
 )
 _index = operator.index
+
+#: sockguard.resolvconf, loaded at the first lookup of a name (:func:`resolvconf_module`), as sockguard.admission is
+#: (at the first answer to admit: :func:`admit`): not at every process's first connect. Such a lookup reads
+#: /etc/resolv.conf and asks a nameserver; with no descriptor left to read the module it fails with that error,
+#: as it would have failed to resolve. A failed import raises: nothing is resolved, and the next lookup tries again.
+resolvconf: Any = None
+
+
+def resolvconf_module() -> Any:
+    """sockguard.resolvconf (imported now, the first time: the wrappers and sockguard.floor ask)."""
+    global resolvconf
+    if resolvconf is not None:
+        return resolvconf
+    from sockguard import resolvconf as module
+
+    resolvconf = module
+    return module
+
+
+def _admit_first(state: Any, name: str, port: Any, infos: list[Any], address_index: int) -> list[Any]:
+    """sockguard.admission.admit, which replaces this function at its first call."""
+    global admit
+    from sockguard.admission import admit as admitting
+
+    admit = admitting
+    return admitting(state, name, port, infos, address_index)
+
+
+admit: Callable[[Any, str, Any, list[Any], int], list[Any]] = _admit_first
 
 _nameinfo = _thread._local()
 #: ``[name, family]``: the exact object a wrapper is handing C's resolver right now, and the family, both decided
@@ -114,7 +142,7 @@ def allowed_queries(state: Any, name: str, absolute: bool, port: Any, family: in
     an allowed lookup of ``name``, in its order, keeping only the candidates the policy allows: ``query`` is what to
     hand the resolver (absolute, or as written for an /etc/hosts name; sockguard.resolvconf)."""
     found = []
-    for query in resolvconf.query_names(name, absolute, family):
+    for query in (resolvconf or resolvconf_module()).query_names(name, absolute, family):
         candidate = query[:-1] if query.endswith(".") else query
         if candidate == name or state.lookup(candidate, port)[0].allowed:
             found.append((candidate, query))
@@ -126,7 +154,7 @@ def first_answer(
 ) -> tuple[str, Any]:
     """``(name, answer)`` for the first of :func:`allowed_queries` that answers (``ask(query)``); a candidate that
     does not exist moves on to the next, as glibc does. Candidates no rule allows are never asked for."""
-    queries = resolvconf.query_names(name, absolute, family)
+    queries = (resolvconf or resolvconf_module()).query_names(name, absolute, family)
     if len(queries) == 1:
         return name, ask(queries[0])
     failure: OSError | None = None
@@ -184,7 +212,7 @@ def patch_socket_module(module: Any) -> None:
         if state.resolver is not None:  # pinned: only the configured nameservers answer (sockguard/resolver.py)
             infos = state.resolver.getaddrinfo(name, port, family, type, proto, flags)
         else:
-            queries = resolvconf.queries_for(text, name, family)
+            queries = (resolvconf or resolvconf_module()).queries_for(text, name, family)
             if queries.__class__ is str:  # no search list to apply: the name itself (absolute, or as in /etc/hosts)
                 query = handing[0] = queries  # (_resolve, inlined: this runs on every lookup)
                 handing[1] = family

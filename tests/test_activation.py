@@ -213,10 +213,12 @@ FIRST_CONNECT_MODULES = STARTUP_MODULES | {
     "_bisect",
     "_contextvars",
     "gc",
-    *(f"sockguard.{name}" for name in ["active", "addresses", "addrmap", "admission", "alerts", "breaker",
-      "breaker_settings", "caller", "canonical", "config", "console", "errors", "events", "floor", "guard", "policy",
-      "rawsockets", "refusal", "resolvconf", "rules", "sinks", "values", "wrappers"]),
+    *(f"sockguard.{name}" for name in ["active", "addresses", "addrmap", "alerts", "breaker", "breaker_settings",
+      "caller", "canonical", "config", "console", "errors", "events", "floor", "guard", "policy", "rawsockets",
+      "refusal", "rules", "sinks", "values", "wrappers"]),
 }  # fmt: skip
+#: ... and the first lookup of a name: the search list glibc would apply, and the admission of its answers.
+NAME_LOOKUP_MODULES = {"sockguard.resolvconf", "sockguard.admission"}
 #: Never on the start-up or first-connect path (module or package).
 HEAVY = {"typing", "logging", "tomllib", "ipaddress", "dns", "dataclasses", "inspect", "wrapt", "json", "re",
          "contextlib", "weakref", "struct", "bisect", "contextvars", "datetime", "importlib.metadata", "asyncio",
@@ -294,6 +296,47 @@ def test_first_socket_use_imports_nothing_heavy(tmp_path, regular, config):
     added, expected = added_modules(regular, tmp_path, FIRST_CONNECT, wanted, **env)
     assert not heavy(added), sorted(heavy(added))
     assert added == expected, f"new on the path: {sorted(added - expected)}; gone: {sorted(expected - added)}"
+
+
+_FIRST_LOOKUPS = """
+import sys, threading, socket, _socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", 9))
+loaded = sorted(m for m in ("sockguard.resolvconf", "sockguard.admission") if m in sys.modules)
+if BREAK:
+    sys.modules["sockguard.resolvconf"] = sys.modules["sockguard.admission"] = None  # their import fails
+ready = threading.Barrier(2)
+answers = []
+def look():
+    ready.wait()
+    try:
+        answers.append(sorted({i[4][0] for i in LOOKUP("static.netlab.test", 80, socket.AF_INET)}))
+    except ImportError:
+        answers.append("ImportError")
+threads = [threading.Thread(target=look) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(loaded, answers, sorted(m for m in ("sockguard.resolvconf", "sockguard.admission") if sys.modules.get(m)))
+"""
+
+
+@pytest.mark.netlab
+@pytest.mark.parametrize("lookup", ["socket.getaddrinfo", "_socket.getaddrinfo"])
+@pytest.mark.parametrize("broken", [False, True], ids=["loads", "import-fails"])
+def test_name_lookup_modules_load_at_the_first_lookup(tmp_path, lookup, broken):
+    """sockguard.resolvconf and sockguard.admission are off the first connect's path: the first lookup of a name
+    loads them (through the wrappers, and through the audit hook when ``_socket`` is called directly), two threads'
+    first lookups at once alike. An import that fails blocks the lookup (nothing resolved), never lets it through."""
+    code = _FIRST_LOOKUPS.replace("BREAK", str(broken)).replace("LOOKUP", lookup)
+    env = clean_env(PYTHONPATH=sitecustomize_dir(), SOCKGUARD_CONFIG="none", SOCKGUARD_ALLOW="static.netlab.test")
+    result = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path, check=True)
+    if broken:
+        assert result.stdout.strip() == "[] ['ImportError', 'ImportError'] []"
+    else:
+        expected = ["198.51.100.30"]
+        # (C's own getaddrinfo has no answers to admit: the audit hook decides the name only)
+        loaded = sorted(NAME_LOOKUP_MODULES) if lookup == "socket.getaddrinfo" else ["sockguard.resolvconf"]
+        assert result.stdout.strip() == f"[] [{expected}, {expected}] {loaded}"
 
 
 def test_the_exceptions_are_plain_attributes_once_loaded(tmp_path):

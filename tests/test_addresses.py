@@ -479,6 +479,18 @@ def reference_classify(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
     return next((c for net, c in REF_V6 if ip in net), None)
 
 
+def test_written_out_tables_are_the_ranges() -> None:
+    """addresses.py writes its range table and metadata addresses out as ints (nothing parsed at import, on every
+    process's first socket use): they must be exactly the ranges and addresses it lists as text."""
+    for ref, rows in ((REF_V4, addresses._V4_ROWS), (REF_V6, addresses._V6_ROWS)):
+        expected = sorted((int(net.network_address), int(net.broadcast_address), c) for net, c in ref)
+        assert list(rows) == expected
+    assert list(zip(*addresses._V4_TABLE, strict=True)) == list(addresses._V4_ROWS)
+    assert list(zip(*addresses._V6_TABLE, strict=True)) == list(addresses._V6_ROWS)
+    parsed = [ipaddress.ip_address(t) for t in addresses.METADATA_ADDRESSES]
+    assert sorted(addresses._METADATA.items()) == sorted(((ip.version, int(ip)), str(ip)) for ip in parsed)
+
+
 def _edges(ranges: list, top: int) -> list[int]:
     points = []
     for net, _ in ranges:
