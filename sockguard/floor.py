@@ -135,7 +135,10 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
                     state, decision, operation, sock, name, port, address_text, depth=_HOOK_DEPTH, replaces=replaces
                 )
                 if error is not None:
-                    raise error
+                    try:
+                        raise error
+                    finally:  # the traceback keeps this frame: without its local, no cycle keeps the caller's
+                        error = None  # frame (and its locals) alive until a garbage collection
     elif family == AF_UNIX:
         if not state.policy.allow_unix:
             error = refuse(state, Decision(False, UNIX), operation, sock, host_text(address), None, None)

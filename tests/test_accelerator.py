@@ -24,6 +24,7 @@ import collections
 import copy
 import enum
 import functools
+import gc
 import logging
 import os
 import pickle
@@ -345,6 +346,93 @@ def test_a_blocked_repeat_gives_the_python_handlers_exception(tmp_path: Path, sh
         logger.setLevel(saved)
 
 
+def _quiet_state() -> guard.State:
+    return guard.state_from_settings(Settings(allow=["127.0.0.1"], allow_loopback=False, breaker={"enabled": False}))
+
+
+def test_a_blocked_repeat_from_plumbing_alone_names_no_caller() -> None:
+    """A thread that runs the connect itself (only threading's frames above it): find_caller stops at the thread's
+    start and finds nobody ("unknown code"), through the C hook and the Python handler alike."""
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    caught: list[BaseException | None] = []
+    previous_hook = threading.excepthook
+
+    def keep(args: threading.ExceptHookArgs) -> None:
+        caught.append(args.exc_value)
+
+    try:
+        threading.excepthook = keep
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(_quiet_state()),
+        ):
+            target = receiver.getsockname()
+            for call, argument in (
+                (sock.connect, target),
+                (sock.connect, target),
+                (_handler("socket.connect"), (sock, target)),
+            ):
+                thread = threading.Thread(target=call, args=(argument,))
+                thread.start()
+                thread.join()
+    finally:
+        threading.excepthook = previous_hook
+        logger.setLevel(saved)
+    assert len(caught) == 3 and all(isinstance(exc, EgressBlocked) for exc in caught), caught
+    facts = [_facts(exc) for exc in caught]  # type: ignore[arg-type]
+    assert facts[0] == facts[1] == facts[2]
+    assert caught[0].caller is None and "called from unknown code." in str(caught[0])  # type: ignore[union-attr]
+
+
+class _Marker:
+    pass
+
+
+def _refused_with_a_local(sock: socket.socket, target: object, refs: list[weakref.ref] | None) -> None:
+    marker = _Marker()
+    if refs is not None:
+        refs.append(weakref.ref(marker))
+    try:
+        sock.connect(target)
+    except EgressBlocked:
+        pass
+
+
+def test_a_blocked_repeat_keeps_no_frame_or_object_alive() -> None:
+    """The caller search reads frames and lets them go: once a refusal is handled, the caller's frame and its locals
+    are freed (no reference kept, no cycle), and many refusals leave no allocations behind."""
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    refs: list[weakref.ref] = []
+    try:
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(_quiet_state()),
+        ):
+            target = receiver.getsockname()
+            for _ in range(200):  # decided, message cached; the caches and free lists settle
+                _refused_with_a_local(sock, target, None)
+            gc.collect()
+            before = _refusals()
+            blocks = sys.getallocatedblocks()
+            for _ in range(5000):
+                _refused_with_a_local(sock, target, None)
+            gc.collect()
+            grown = sys.getallocatedblocks() - blocks
+            assert _refusals() - before == (5000 if fast is not None else 0)
+            for _ in range(10):
+                _refused_with_a_local(sock, target, refs)
+    finally:
+        logger.setLevel(saved)
+    assert all(ref() is None for ref in refs)  # freed by reference counting alone: no cycle through the frame
+    assert grown < 100, grown
+
+
 def test_accelerator_off_by_the_environment_uses_the_python_floor(tmp_path: Path) -> None:
     code = (
         "import socket, sys, sockguard\n"
@@ -399,7 +487,33 @@ logging.getLogger("sockguard").setLevel(logging.DEBUG)
 logging.getLogger("sockguard").addHandler(logging.NullHandler())
 work()
 assert module.status()["fast_answers"] > 0
-print("OK", module.status()["fast_answers"])
+# A cached blocked decision refused in C (breaker off, no sink wants the WARNING), from threads and from a thread
+# whose stack is plumbing alone (Python decides), with the caches cleared under it.
+from sockguard import testing
+from sockguard.caller import _kinds
+guard.install(guard.state_from_settings(Settings(allow=[f"127.0.0.1:{PORT}"], allow_loopback=False,
+                                                 breaker={"enabled": False})))
+logging.getLogger("sockguard").setLevel(logging.CRITICAL)
+def refused():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(3000):
+        for bad in (("127.0.0.2", PORT), ("127.0.0.1", PORT + 1)):
+            for call in (s.connect, lambda a: s.sendto(b"x", a)):
+                try:
+                    call(bad)
+                except sockguard.EgressBlocked as exc:
+                    assert str(exc) and exc.caller is not None
+        if i % 500 == 0:
+            testing.reset()
+            _kinds.clear()
+    s.close()
+threads = [threading.Thread(target=refused) for _ in range(4)]
+threads += [threading.Thread(target=socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect, args=(("127.0.0.2", PORT),))]
+threading.excepthook = lambda args: None
+for t in threads: t.start()
+for t in threads: t.join()
+assert module.status()["fast_refusals"] > 0, module.status()
+print("OK", module.status()["fast_answers"], module.status()["fast_refusals"])
 """
 
 
