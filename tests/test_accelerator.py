@@ -508,7 +508,8 @@ def refused():
             _kinds.clear()
     s.close()
 threads = [threading.Thread(target=refused) for _ in range(4)]
-threads += [threading.Thread(target=socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect, args=(("127.0.0.2", PORT),))]
+plumbing = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+threads += [threading.Thread(target=plumbing.connect, args=(("127.0.0.2", PORT),))]
 threading.excepthook = lambda args: None
 for t in threads: t.start()
 for t in threads: t.join()
