@@ -387,6 +387,36 @@ def test_a_blocked_repeat_from_plumbing_alone_names_no_caller() -> None:
     assert caught[0].caller is None and "called from unknown code." in str(caught[0])  # type: ignore[union-attr]
 
 
+def test_a_blocked_repeat_inside_an_except_block_chains_as_the_python_handler_does() -> None:
+    """Raised while another exception is being handled, the refusal has it as its ``__context__``, from C as from
+    the Python handler."""
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    handling = ValueError("being handled")
+    try:
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(_quiet_state()),
+        ):
+            target = receiver.getsockname()
+            found = []
+            for call, argument in (
+                (sock.connect, target),
+                (sock.connect, target),
+                (_handler("socket.connect"), (sock, target)),
+            ):
+                try:
+                    raise handling
+                except ValueError:
+                    found.append(_attempt(call, argument))
+    finally:
+        logger.setLevel(saved)
+    assert all(exc is not None and exc.__context__ is handling for exc in found)
+    assert _facts(found[0]) == _facts(found[1]) == _facts(found[2])
+
+
 class _Marker:
     pass
 
