@@ -537,7 +537,8 @@ refuse_fast(PyObject *args, int connect)
         PyUnicode_Compare(PyTuple_GET_ITEM(decision, 1), s_breaker_open) == 0)
         goto done;
     /* floor._check_socket: a numeric host addrmap knows no name for is named as the address */
-    if (PySet_Contains(blocked_numeric, host) != 1 || PyDict_GetItemWithError(blocked_names, host) != NULL)
+    if (PySet_Contains(blocked_numeric, host) != 1 || PyDict_GetItemWithError(blocked_names, host) != NULL ||
+        PyErr_Occurred())
         goto done;
     sinks = Py_XNewRef(slot(state, off_sinks));
     if (sinks == NULL || !no_warning_wanted(sinks))
