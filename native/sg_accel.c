@@ -322,6 +322,267 @@ done:
     return result;
 }
 
+/* --- blocked refusals: a cached *blocked* decision refused in C (issue 16) --------------------------------------
+ *
+ * The Python handler refuses a connect/sendto whose decision is cached as blocked through floor._check_socket and
+ * refusal.refuse: it finds the caller (caller.find_caller), takes the message's two halves from the State's message
+ * cache (``state.blocks``), logs nothing when no sink wants a WARNING, and raises ``EgressBlocked``. This section
+ * does exactly that in C for the case where refuse() has nothing else to do, and hands everything else to Python:
+ *
+ *   - the same address shape as the allowed fast path (a plain ``(str, int)`` pair on an AF_INET/AF_INET6 socket),
+ *     a host in ``canonical.numeric_hosts`` that ``addrmap`` knows no name for (the message names the address);
+ *   - the State in force (exact State) enforces (mode ``enforce``), has no breaker, no pinned resolver and no
+ *     ``translate``; its cached decision for ``(host, port)`` is an exact Decision whose ``allowed`` is False and
+ *     whose reason is not ``breaker-open``;
+ *   - no sink wants the WARNING (Sinks.wants(30) is False, read from the same memo: no log file, no observer,
+ *     logging imported and the ``sockguard`` logger's own isEnabledFor memo says False while it is not disabled);
+ *   - the message's halves are in ``state.blocks`` already (the first refusal, made in Python, put them there);
+ *   - the caller search (caller.find_caller) meets only modules whose kind ``caller._kinds`` knows: plumbing
+ *     (skipped) and application code, named as find_caller names it (``__main__`` only without a ``__spec__``).
+ *     A boundary, an unknown module, a non-str name or line: Python decides.
+ *
+ * The exception is built as ``EgressBlocked(message, host=..., ...)`` builds it: ``OSError.__init__(errno,
+ * message)`` and the same attributes, in the same order. Nothing here runs Python code (exact str/int/tuple keys
+ * and hashes only), so it is atomic under the GIL. Any failure (out of memory) clears the error and lets the
+ * Python handler decide in full. The only difference a caller can see: the traceback has no floor._check_socket
+ * entry (the C wrapper already leaves no wrapper entry). */
+
+static int blocked_ready;
+static PyObject *blocked_kinds;   /* caller._kinds (a dict, cleared in place, never replaced) */
+static PyObject *blocked_names;   /* addrmap._names (likewise) */
+static PyObject *blocked_numeric; /* canonical.numeric_hosts (a set, likewise) */
+static PyObject *blocked_class;   /* errors.EgressBlocked */
+static PyObject *blocked_errno;   /* EgressBlocked.default_errno */
+static Py_ssize_t off_mode, off_resolver, off_translate, off_blocks;
+static PyObject *s_connect_op, *s_send_op, *s_enforce, *s_breaker_open, *s_dunder_name, *s_dunder_spec, *s_unknown,
+    *s_observer, *s_a_host, *s_a_port, *s_a_address, *s_a_reason, *s_a_rule, *s_a_operation, *s_a_caller,
+    *s_a_suggestion, *s_warning_level;
+static AttrCache rcache_file, rcache_observer, rcache_levels, rcache_logger, rcache_disabled;
+static unsigned long long fast_refusals;
+
+/* 1: Sinks.wants(30) is False (read from its memo); 0: it may be True, or this cannot tell. Never raises. */
+static int
+no_warning_wanted(PyObject *sinks)
+{
+    int result = 0;
+    PyObject *file = NULL, *observer = NULL, *levels = NULL, *logger = NULL, *disabled = NULL;
+    file = read_attr(sinks, s_file, &rcache_file);
+    if (file != Py_None)
+        goto done;
+    observer = read_attr(sinks, s_observer, &rcache_observer);
+    if (observer != Py_None)
+        goto done;
+    PyObject *modules = PyDict_GetItemWithError(sys_dict, s_modules); /* borrowed */
+    if (modules == NULL || !PyDict_CheckExact(modules))
+        goto done;
+    if (PyDict_GetItemWithError(modules, s_logging) == NULL)
+        goto done; /* logging never imported: a WARNING goes to the console */
+    levels = read_attr(sinks, s_levels, &rcache_levels);
+    if (levels == NULL || !PyDict_CheckExact(levels))
+        goto done;
+    if (PyDict_GetItemWithError(levels, s_warning_level) != Py_False)
+        goto done;
+    logger = read_attr(sinks, s_logger, &rcache_logger);
+    if (logger == NULL || logger == Py_None)
+        goto done;
+    disabled = read_attr(logger, s_disabled, &rcache_disabled);
+    result = disabled == Py_False;
+done:
+    Py_XDECREF(file);
+    Py_XDECREF(observer);
+    Py_XDECREF(levels);
+    Py_XDECREF(logger);
+    Py_XDECREF(disabled);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return result;
+}
+
+/* caller.find_caller() from the frame that made the call: 1 with *caller set (a new str, or None when only
+ * plumbing is found); 0 when Python must decide. Never raises. */
+static int
+find_caller_fast(PyObject **caller)
+{
+    PyFrameObject *frame = PyThreadState_GetFrame(PyThreadState_Get()); /* new reference */
+    int result = 0;
+    while (frame != NULL) {
+        PyObject *globals = PyFrame_GetGlobals(frame); /* new reference */
+        if (globals == NULL || !PyDict_CheckExact(globals)) {
+            Py_XDECREF(globals);
+            break;
+        }
+        PyObject *name = PyDict_GetItemWithError(globals, s_dunder_name); /* borrowed */
+        PyObject *kind = name != NULL && PyUnicode_CheckExact(name) ? PyDict_GetItemWithError(blocked_kinds, name)
+                                                                     : NULL;
+        long value = kind != NULL && PyLong_CheckExact(kind) ? PyLong_AsLong(kind) : -1;
+        if (value == 1) {
+            Py_DECREF(globals);
+            PyFrameObject *back = PyFrame_GetBack(frame); /* new reference */
+            Py_DECREF(frame);
+            frame = back;
+            continue;
+        }
+        if (value == 0) {
+            /* find_caller: "__main__" is named by _display_name (its __spec__'s name, if any: Python decides) */
+            PyObject *spec = NULL;
+            int main = PyUnicode_CompareWithASCIIString(name, "__main__") == 0;
+            if (main)
+                spec = PyDict_GetItemWithError(globals, s_dunder_spec); /* borrowed */
+            PyCodeObject *code = PyFrame_GetCode(frame);                /* new reference */
+            int line = PyFrame_GetLineNumber(frame);
+            if ((spec == NULL || spec == Py_None) && line >= 0 && PyUnicode_CheckExact(code->co_name)) {
+                *caller = PyUnicode_FromFormat("%U:%U:%d", name, code->co_name, line);
+                result = *caller != NULL;
+            }
+            Py_DECREF(code);
+        }
+        Py_DECREF(globals);
+        Py_DECREF(frame);
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        return result; /* a boundary (2), an unknown module or name: Python */
+    }
+    if (frame == NULL && !PyErr_Occurred()) {
+        *caller = Py_NewRef(Py_None); /* only plumbing, to the start of the stack: "unknown code" */
+        return 1;
+    }
+    Py_XDECREF(frame);
+    PyErr_Clear();
+    return 0;
+}
+
+/* EgressBlocked(message, code=None, host=None, port=port, address=host, reason=..., rule=..., operation=...,
+ * caller=..., suggestion=...): a new reference, or NULL with an exception set. */
+static PyObject *
+blocked_error(PyObject *message, PyObject *port, PyObject *host, PyObject *decision, PyObject *operation,
+              PyObject *caller, PyObject *hint)
+{
+    PyTypeObject *type = (PyTypeObject *)blocked_class;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *error = type->tp_new(type, empty, NULL);
+    Py_DECREF(empty);
+    if (error == NULL)
+        return NULL;
+    PyObject *init = PyTuple_Pack(2, blocked_errno, message);
+    if (init == NULL || ((PyTypeObject *)PyExc_OSError)->tp_init(error, init, NULL) < 0) {
+        Py_XDECREF(init);
+        Py_DECREF(error);
+        return NULL;
+    }
+    Py_DECREF(init);
+    PyObject *attrs = PyObject_GenericGetDict(error, NULL);
+    if (attrs == NULL || !PyDict_CheckExact(attrs) || PyDict_SetItem(attrs, s_a_host, Py_None) < 0 ||
+        PyDict_SetItem(attrs, s_a_port, port) < 0 || PyDict_SetItem(attrs, s_a_address, host) < 0 ||
+        PyDict_SetItem(attrs, s_a_reason, PyTuple_GET_ITEM(decision, 1)) < 0 ||
+        PyDict_SetItem(attrs, s_a_rule, PyTuple_GET_ITEM(decision, 2)) < 0 ||
+        PyDict_SetItem(attrs, s_a_operation, operation) < 0 || PyDict_SetItem(attrs, s_a_caller, caller) < 0 ||
+        PyDict_SetItem(attrs, s_a_suggestion, hint) < 0) {
+        if (attrs != NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "EgressBlocked.__dict__ is not a dict");
+        Py_XDECREF(attrs);
+        Py_DECREF(error);
+        return NULL;
+    }
+    Py_DECREF(attrs);
+    return error;
+}
+
+/* 1: refused here, the EgressBlocked set as the current exception; 0: the Python handler decides. */
+static int
+refuse_fast(PyObject *args, int connect)
+{
+    if (!blocked_ready || !PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 2)
+        return 0;
+    PyObject *sock = PyTuple_GET_ITEM(args, 0);
+    PyObject *address = PyTuple_GET_ITEM(args, 1);
+    if (!PyTuple_CheckExact(address) || PyTuple_GET_SIZE(address) != 2)
+        return 0;
+    PyObject *host = PyTuple_GET_ITEM(address, 0);
+    PyObject *port = PyTuple_GET_ITEM(address, 1);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(port))
+        return 0;
+    int overflow = 0;
+    long number = PyLong_AsLongAndOverflow(port, &overflow);
+    if (overflow || number <= 0 || number > 65535) { /* refuse()'s port_number(): None for 0 */
+        PyErr_Clear();
+        return 0;
+    }
+
+    int result = 0;
+    PyObject *state = NULL, *addrs = NULL, *blocks = NULL, *sinks = NULL, *decision = NULL, *key = NULL;
+    PyObject *parts = NULL, *caller = NULL, *message = NULL, *error = NULL;
+    PyObject *operation = connect ? s_connect_op : s_send_op;
+    state = PyDict_GetItemWithError(active_dict, s_in_force); /* borrowed */
+    if (state == NULL || Py_TYPE(state) != state_type)
+        goto done;
+    Py_INCREF(state);
+    PyObject *mode = slot(state, off_mode);
+    if (slot(state, off_breaker) != Py_None || slot(state, off_resolver) != Py_None ||
+        slot(state, off_translate) != Py_None || mode == NULL || !PyUnicode_CheckExact(mode) ||
+        PyUnicode_Compare(mode, s_enforce) != 0)
+        goto done;
+    if (!inet_socket(sock))
+        goto done;
+    addrs = Py_XNewRef(slot(state, off_addrs));
+    if (addrs == NULL || !PyDict_CheckExact(addrs))
+        goto done;
+    PyObject *ports = PyDict_GetItemWithError(addrs, host); /* borrowed */
+    if (ports == NULL || !PyDict_CheckExact(ports))
+        goto done;
+    decision = Py_XNewRef(PyDict_GetItemWithError(ports, port));
+    if (decision == NULL || Py_TYPE(decision) != decision_type || PyTuple_GET_SIZE(decision) != 4 ||
+        PyTuple_GET_ITEM(decision, 0) != Py_False || !PyUnicode_CheckExact(PyTuple_GET_ITEM(decision, 1)) ||
+        PyUnicode_Compare(PyTuple_GET_ITEM(decision, 1), s_breaker_open) == 0)
+        goto done;
+    /* floor._check_socket: a numeric host addrmap knows no name for is named as the address */
+    if (PySet_Contains(blocked_numeric, host) != 1 || PyDict_GetItemWithError(blocked_names, host) != NULL ||
+        PyErr_Occurred())
+        goto done;
+    sinks = Py_XNewRef(slot(state, off_sinks));
+    if (sinks == NULL || !no_warning_wanted(sinks))
+        goto done;
+    blocks = Py_XNewRef(slot(state, off_blocks));
+    if (blocks == NULL || !PyDict_CheckExact(blocks))
+        goto done;
+    key = PyTuple_Pack(5, operation, decision, Py_None, port, host); /* refusal._cached_parts's key */
+    if (key == NULL)
+        goto done;
+    parts = Py_XNewRef(PyDict_GetItemWithError(blocks, key));
+    if (parts == NULL || !PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 3 ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 1)) || !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 2)))
+        goto done;
+    if (!find_caller_fast(&caller))
+        goto done;
+    message = PyUnicode_FromFormat("%U%U%U", PyTuple_GET_ITEM(parts, 1), caller == Py_None ? s_unknown : caller,
+                                   PyTuple_GET_ITEM(parts, 2));
+    if (message == NULL)
+        goto done;
+    error = blocked_error(message, port, host, decision, operation, caller, PyTuple_GET_ITEM(parts, 0));
+    if (error == NULL)
+        goto done;
+    PyErr_SetObject(blocked_class, error);
+    fast_refusals++;
+    result = 1;
+done:
+    if (!result && PyErr_Occurred())
+        PyErr_Clear();
+    Py_XDECREF(state);
+    Py_XDECREF(addrs);
+    Py_XDECREF(blocks);
+    Py_XDECREF(sinks);
+    Py_XDECREF(decision);
+    Py_XDECREF(key);
+    Py_XDECREF(parts);
+    Py_XDECREF(caller);
+    Py_XDECREF(message);
+    Py_XDECREF(error);
+    return result;
+}
+
+/* --- end of blocked refusals ------------------------------------------------------------------------------- */
+
 /* --- the hook ------------------------------------------------------------------------------------------- */
 
 /* ``socket.__new__`` (sock, family, type, proto): 1 when floor._on_new has nothing to do, that is when
@@ -388,6 +649,10 @@ audit_hook(const char *event, PyObject *args, void *userdata)
                 fast_answers++;
                 Py_DECREF(handler);
                 return 0;
+            }
+            if (refuse_fast(args, kind == KIND_CONNECT)) { /* a cached blocked decision: refused in C */
+                Py_DECREF(handler);
+                return -1;
             }
         }
     }
@@ -836,6 +1101,65 @@ accel_wrap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)self;
 }
 
+/* --- blocked refusals: set-up (see "blocked refusals" above) ------------------------------------------------- */
+
+PyDoc_STRVAR(blocked_path_doc,
+             "blocked_path(kinds, names, numeric_hosts, EgressBlocked)\n--\n\n"
+             "Let the hook refuse a connect/sendto whose cached decision is blocked itself, when refusal.refuse()\n"
+             "would do nothing but raise (see the module's source). After fast_path(); once per process.");
+
+static PyObject *
+accel_blocked_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "blocked_path() takes 4 arguments");
+        return NULL;
+    }
+    if (blocked_ready || !fast_ready) {
+        PyErr_SetString(PyExc_RuntimeError, blocked_ready ? "the blocked path is set up already"
+                                                          : "blocked_path() needs fast_path() first");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyAnySet_CheckExact(args[2]) ||
+        !PyType_Check(args[3]) || !PyType_IsSubtype((PyTypeObject *)args[3], (PyTypeObject *)PyExc_OSError)) {
+        PyErr_SetString(PyExc_TypeError, "blocked_path(): arguments of the wrong type");
+        return NULL;
+    }
+    static const char *names[] = {"connect", "send",    "enforce",   "breaker-open", "__name__", "__spec__",
+                                  "unknown code", "observer", "host", "port", "address", "reason",
+                                  "rule",    "operation", "caller", "suggestion"};
+    PyObject **slots[] = {&s_connect_op, &s_send_op,   &s_enforce,   &s_breaker_open, &s_dunder_name, &s_dunder_spec,
+                          &s_unknown,    &s_observer,  &s_a_host,    &s_a_port,       &s_a_address,   &s_a_reason,
+                          &s_a_rule,     &s_a_operation, &s_a_caller, &s_a_suggestion};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            return NULL;
+    }
+    if (s_warning_level == NULL && (s_warning_level = PyLong_FromLong(30)) == NULL)
+        return NULL;
+    if (slot_offset(state_type, "mode", &off_mode) < 0 || slot_offset(state_type, "resolver", &off_resolver) < 0 ||
+        slot_offset(state_type, "translate", &off_translate) < 0 || slot_offset(state_type, "blocks", &off_blocks) < 0)
+        return NULL;
+    PyObject *code = PyObject_GetAttrString(args[3], "default_errno");
+    if (code == NULL)
+        return NULL;
+    if (!PyLong_CheckExact(code)) {
+        Py_DECREF(code);
+        PyErr_SetString(PyExc_TypeError, "blocked_path(): EgressBlocked.default_errno is not an int");
+        return NULL;
+    }
+    blocked_errno = code;
+    blocked_kinds = Py_NewRef(args[0]);
+    blocked_names = Py_NewRef(args[1]);
+    blocked_numeric = Py_NewRef(args[2]);
+    blocked_class = Py_NewRef(args[3]);
+    blocked_ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* --- end of blocked refusals: set-up ----------------------------------------------------------------------- */
+
 PyDoc_STRVAR(answers_doc,
              "answers(args, connect) -> bool\n--\n\n"
              "Whether the hook would answer this socket.connect (``connect`` true) or socket.sendto event itself,\n"
@@ -865,8 +1189,9 @@ accel_status(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return Py_BuildValue("{s:O,s:O,s:K}", "hook", handlers != NULL ? Py_True : Py_False, "fast_path",
-                         fast_ready ? Py_True : Py_False, "fast_answers", fast_answers);
+    return Py_BuildValue("{s:O,s:O,s:K,s:O,s:K}", "hook", handlers != NULL ? Py_True : Py_False, "fast_path",
+                         fast_ready ? Py_True : Py_False, "fast_answers", fast_answers, "blocked_path",
+                         blocked_ready ? Py_True : Py_False, "fast_refusals", fast_refusals);
 }
 
 static PyMethodDef methods[] = {
@@ -875,6 +1200,7 @@ static PyMethodDef methods[] = {
     {"status", accel_status, METH_NOARGS, status_doc},
     {"answers", (PyCFunction)(void (*)(void))accel_answers, METH_FASTCALL, answers_doc},
     {"wrap", (PyCFunction)(void (*)(void))accel_wrap, METH_FASTCALL, wrap_doc},
+    {"blocked_path", (PyCFunction)(void (*)(void))accel_blocked_path, METH_FASTCALL, blocked_path_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -74,9 +74,20 @@ class EgressBlocked(OSError):
 def _rebuild(message: str, attrs: dict, cls: type[EgressBlocked] = EgressBlocked, code: int | None = None) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, EgressBlocked)):  # a pickle names only our classes
         cls = EgressBlocked
-    exc = cls.__new__(cls)
-    OSError.__init__(exc, cls.default_errno if code is None else code, message)
-    exc.__dict__.update(attrs)
+    return build_error(cls, code, message, attrs.copy())
+
+
+_new_error = OSError.__new__
+_init_error = OSError.__init__
+
+
+def build_error(cls: type[EgressBlocked], code: int | None, message: str, attrs: dict[str, Any]) -> Any:
+    """The exception ``cls(message, code=code, **attrs)`` gives (``EgressBlocked.__init__``: ``OSError``'s errno and
+    message, then the attributes in ``attrs``' order, which must be ``__init__``'s), without the keyword call:
+    sockguard.refusal builds one per refused attempt. ``attrs`` becomes the exception's ``__dict__``."""
+    exc = _new_error(cls)
+    _init_error(exc, cls.default_errno if code is None else code, message)
+    exc.__dict__ = attrs
     return exc
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import _socket
 import sys
 
-from sockguard import active, addrmap
+from sockguard import active, addrmap, caller
 from sockguard.accelerator import accelerator
 from sockguard.addresses import parse_address
 from sockguard.canonical import audited_address, c_host, canonical_numeric, numeric_hosts
-from sockguard.errors import InvalidHost
+from sockguard.errors import EgressBlocked, InvalidHost
 from sockguard.events import ALLOWED_LEVEL, emit, host_text, make_event, record_allowed
 from sockguard.policy import BREAKER_OPEN, FAMILY, PINNED_RESOLVER, SEARCH_LIST, UNIX, UNVERIFIED, Decision
 from sockguard.rawsockets import check_raw, is_raw
@@ -135,7 +135,10 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
                     state, decision, operation, sock, name, port, address_text, depth=_HOOK_DEPTH, replaces=replaces
                 )
                 if error is not None:
-                    raise error
+                    try:
+                        raise error
+                    finally:  # the traceback keeps this frame: without its local, no cycle keeps the caller's
+                        error = None  # frame (and its locals) alive until a garbage collection
     elif family == AF_UNIX:
         if not state.policy.allow_unix:
             error = refuse(state, Decision(False, UNIX), operation, sock, host_text(address), None, None)
@@ -396,6 +399,10 @@ def _accelerate() -> None:
     fast = accelerator()
     if fast is not None and not fast.status()["fast_path"]:
         fast.fast_path(active, active.State, Decision, _on_connect, _on_sendto, _socket.socket, ALLOWED_LEVEL, _on_new)
+    if fast is not None and not fast.status()["blocked_path"]:
+        # A connect/sendto whose cached decision is blocked, when refuse() would only raise (no sink wants the
+        # WARNING, no breaker, enforce mode, the message cached): refused in C, with the same exception.
+        fast.blocked_path(caller._kinds, addrmap._names, numeric_hosts, EgressBlocked)
 
 
 _accelerate()

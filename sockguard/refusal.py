@@ -11,7 +11,7 @@ from __future__ import annotations
 from sockguard import errors
 from sockguard.caller import find_caller
 from sockguard.canonical import port_number
-from sockguard.errors import BreakerOpen, EgressBlocked, InvalidHost, breaker_open_class
+from sockguard.errors import BreakerOpen, EgressBlocked, InvalidHost, breaker_open_class, build_error
 from sockguard.events import emit, emitting, host_text, make_event, protocol
 from sockguard.policy import (
     BREAKER_OPEN,
@@ -159,17 +159,22 @@ def refuse(
         state.breaker.lookup_blocked(host, port, decision)  # a retry loop on a blocked name alerts too
     if monitor:
         return None
-    error = _error_class(operation, decision, replaces)(
+    # What ``cls(message, code=..., host=..., ...)`` builds (errors.EgressBlocked.__init__: OSError's errno and
+    # message, then the attributes in this order), at a quarter of the cost of the keyword call.
+    error = build_error(
+        _error_class(operation, decision, replaces),
+        replaces if decision.reason == BREAKER_OPEN else None,
         message,
-        code=replaces if decision.reason == BREAKER_OPEN else None,
-        host=host_text(host),
-        port=port_number(port),
-        address=address,
-        reason=decision.reason,
-        rule=decision.rule,
-        operation=operation,
-        caller=caller,
-        suggestion=hint,
+        {
+            "host": host_text(host),
+            "port": port_number(port),
+            "address": address,
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "operation": operation,
+            "caller": caller,
+            "suggestion": hint,
+        },
     )
     return error if state.translate is None else state.translate(error, sock)
 

@@ -8,6 +8,10 @@
   the plain, cached, allowed case (the test is not vacuous).
 * The floor cannot be switched off from Python: the hook installs once, the fast path is set up once, and the
   module has no setting that changes either.
+* Blocked: a connect/sendto whose cached decision is blocked, refused by the C hook itself where refuse() would
+  only raise, gives the very exception the Python handler gives (class, errno, args, text, repr, attributes,
+  pickling), for every State shape (the C hook refuses only in the quiet one); nothing is sent, and no frame or
+  object outlives the refusal.
 * The extension built with AddressSanitizer and UndefinedBehaviorSanitizer runs the enforcement paths in a child.
 
 The whole suite's enforcement tests also run a second time without the accelerator (``scripts/test``), with the
@@ -19,18 +23,24 @@ from __future__ import annotations
 import collections
 import copy
 import enum
+import functools
+import gc
 import logging
 import os
+import pickle
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
+import traceback
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sockguard import EgressBlocked, floor, guard
+from sockguard import EgressBlocked, _hook, addrmap, floor, guard
 from sockguard.accelerator import accelerator
 from sockguard.config import Settings
 from tests.native_support import SANITIZER_ENV, asan_runtime, c_compiler
@@ -220,8 +230,237 @@ def test_the_floor_cannot_be_switched_off_or_redirected_from_python() -> None:
         fast.install({}, ["socket.connect"])
     with pytest.raises(RuntimeError):
         fast.fast_path(*[None] * 8)
+    assert status["blocked_path"]
+    with pytest.raises(RuntimeError):
+        fast.blocked_path({}, {}, set(), EgressBlocked)
     settable = {name for name in vars(fast) if not name.startswith("__")}
-    assert settable == {"install", "fast_path", "status", "answers", "wrap", "Wrapper"} - {"Wrapper"}
+    assert settable == {"install", "fast_path", "status", "answers", "wrap", "blocked_path"}
+
+
+def _attempt(call: object, argument: object) -> EgressBlocked | None:
+    """``call(argument)``'s refusal; both paths are called from this one line, so both name the same caller."""
+    try:
+        call(argument)  # type: ignore[operator]
+    except EgressBlocked as exc:
+        return exc
+    return None
+
+
+def _facts(exc: EgressBlocked | None) -> object:
+    if exc is None:
+        return None
+    copy_ = pickle.loads(pickle.dumps(exc))
+    return (
+        type(exc),
+        exc.args,
+        exc.errno,
+        exc.strerror,
+        str(exc),
+        repr(exc),
+        list(exc.__dict__.items()),
+        traceback.format_exception_only(exc),
+        (type(copy_), copy_.args, str(copy_), list(copy_.__dict__.items())),
+        exc.__cause__,
+        exc.__context__,
+    )
+
+
+def _handler(event: str) -> object:
+    """The floor's handler for ``event`` as the hook in use calls it: the Python hook calls it from _hook._audit (one
+    frame more, which the caller search counts: floor._AUDIT)."""
+    return floor.HANDLERS[event] if fast is not None else functools.partial(_hook._audit, event)
+
+
+def _refusals() -> int:
+    return 0 if fast is None else fast.status()["fast_refusals"]
+
+
+BLOCKED_SHAPES = (
+    # label, settings, logger level, a name known for the address, refused in C
+    ("quiet", {"breaker": {"enabled": False}}, logging.CRITICAL, False, True),
+    ("breaker on", {}, logging.CRITICAL, False, False),
+    ("monitor", {"mode": "monitor", "breaker": {"enabled": False}}, logging.CRITICAL, False, False),
+    ("warning wanted", {"breaker": {"enabled": False}}, logging.WARNING, False, False),
+    ("decision log", {"breaker": {"enabled": False}, "log": "LOG"}, logging.CRITICAL, False, False),
+    ("observer", {"breaker": {"enabled": False}}, logging.CRITICAL, False, False),
+    ("address of a name", {"breaker": {"enabled": False}}, logging.CRITICAL, True, False),
+)
+
+
+@pytest.mark.parametrize("shape", BLOCKED_SHAPES, ids=[shape[0] for shape in BLOCKED_SHAPES])
+def test_a_blocked_repeat_gives_the_python_handlers_exception(tmp_path: Path, shape: tuple) -> None:
+    """The same refusal through the real call (the C hook, when it refuses itself) and through the Python handler:
+    identical exceptions, events and sends (none); the C hook refuses only where refuse() would only raise."""
+    label, options, level, named, in_c = shape
+    options = {**options, "log": str(tmp_path / "decisions.jsonl")} if "log" in options else options
+    events: list[dict] = []
+    settings = Settings(allow=["127.0.0.1"], allow_loopback=False, **options)
+    state = guard.state_from_settings(settings, observer=events.append if label == "observer" else None)
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(state),
+        ):
+            receiver.setblocking(False)
+            target = receiver.getsockname()
+            if named:
+                addrmap.remember(target[0], "blocked.example")
+            try:
+                for operation, real, handler, argument in (
+                    ("connect", sock.connect, _handler("socket.connect"), target),
+                    ("send", functools.partial(sock.sendto, b"x"), _handler("socket.sendto"), target),
+                ):
+                    first = _attempt(real, argument)  # decided, message cached (the Python handler)
+                    before = _refusals()
+                    logged = len(events)
+                    in_c_exc = _attempt(real, argument)
+                    refused_in_c = _refusals() - before
+                    python_exc = _attempt(handler, (sock, argument))
+                    assert _facts(in_c_exc) == _facts(python_exc), (label, operation)
+                    assert _facts(first) == _facts(in_c_exc), (label, operation)
+                    if state.mode == "monitor":
+                        assert in_c_exc is None
+                    else:
+                        assert in_c_exc is not None and in_c_exc.caller is not None
+                        assert in_c_exc.caller.startswith("tests.test_accelerator:_attempt:"), in_c_exc.caller
+                        assert in_c_exc.operation == operation and in_c_exc.address == target[0]
+                    expect_c = in_c and fast is not None
+                    assert refused_in_c == (1 if expect_c else 0), (label, operation)
+                    assert len(events) - logged == (2 if label == "observer" else 0), label
+                arrived = 0
+                while True:
+                    try:
+                        receiver.recv(16)
+                    except BlockingIOError:
+                        break
+                    arrived += 1
+                assert arrived == (2 if state.mode == "monitor" else 0), label  # monitor: logged, let through
+            finally:
+                if named:
+                    addrmap.forget()
+    finally:
+        logger.setLevel(saved)
+
+
+def _quiet_state() -> guard.State:
+    return guard.state_from_settings(Settings(allow=["127.0.0.1"], allow_loopback=False, breaker={"enabled": False}))
+
+
+def test_a_blocked_repeat_from_plumbing_alone_names_no_caller() -> None:
+    """A thread that runs the connect itself (only threading's frames above it): find_caller stops at the thread's
+    start and finds nobody ("unknown code"), through the C hook and the Python handler alike."""
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    caught: list[BaseException | None] = []
+    previous_hook = threading.excepthook
+
+    def keep(args: threading.ExceptHookArgs) -> None:
+        caught.append(args.exc_value)
+
+    try:
+        threading.excepthook = keep
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(_quiet_state()),
+        ):
+            target = receiver.getsockname()
+            for call, argument in (
+                (sock.connect, target),
+                (sock.connect, target),
+                (_handler("socket.connect"), (sock, target)),
+            ):
+                thread = threading.Thread(target=call, args=(argument,))
+                thread.start()
+                thread.join()
+    finally:
+        threading.excepthook = previous_hook
+        logger.setLevel(saved)
+    assert len(caught) == 3 and all(isinstance(exc, EgressBlocked) for exc in caught), caught
+    facts = [_facts(exc) for exc in caught]  # type: ignore[arg-type]
+    assert facts[0] == facts[1] == facts[2]
+    assert caught[0].caller is None and "called from unknown code." in str(caught[0])  # type: ignore[union-attr]
+
+
+def test_a_blocked_repeat_inside_an_except_block_chains_as_the_python_handler_does() -> None:
+    """Raised while another exception is being handled, the refusal has it as its ``__context__``, from C as from
+    the Python handler."""
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    handling = ValueError("being handled")
+    try:
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(_quiet_state()),
+        ):
+            target = receiver.getsockname()
+            found = []
+            for call, argument in (
+                (sock.connect, target),
+                (sock.connect, target),
+                (_handler("socket.connect"), (sock, target)),
+            ):
+                try:
+                    raise handling
+                except ValueError:
+                    found.append(_attempt(call, argument))
+    finally:
+        logger.setLevel(saved)
+    assert all(exc is not None and exc.__context__ is handling for exc in found)
+    assert _facts(found[0]) == _facts(found[1]) == _facts(found[2])
+
+
+class _Marker:
+    pass
+
+
+def _refused_with_a_local(sock: socket.socket, target: object, refs: list[weakref.ref] | None) -> None:
+    marker = _Marker()
+    if refs is not None:
+        refs.append(weakref.ref(marker))
+    try:
+        sock.connect(target)
+    except EgressBlocked:
+        pass
+
+
+def test_a_blocked_repeat_keeps_no_frame_or_object_alive() -> None:
+    """The caller search reads frames and lets them go: once a refusal is handled, the caller's frame and its locals
+    are freed (no reference kept, no cycle), and many refusals leave no allocations behind."""
+    logger = logging.getLogger("sockguard")
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    refs: list[weakref.ref] = []
+    try:
+        with (
+            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            guard.applied(_quiet_state()),
+        ):
+            target = receiver.getsockname()
+            for _ in range(200):  # decided, message cached; the caches and free lists settle
+                _refused_with_a_local(sock, target, None)
+            gc.collect()
+            before = _refusals()
+            blocks = sys.getallocatedblocks()
+            for _ in range(5000):
+                _refused_with_a_local(sock, target, None)
+            gc.collect()
+            grown = sys.getallocatedblocks() - blocks
+            assert _refusals() - before == (5000 if fast is not None else 0)
+            for _ in range(10):
+                _refused_with_a_local(sock, target, refs)
+    finally:
+        logger.setLevel(saved)
+    assert all(ref() is None for ref in refs)  # freed by reference counting alone: no cycle through the frame
+    assert grown < 100, grown
 
 
 def test_accelerator_off_by_the_environment_uses_the_python_floor(tmp_path: Path) -> None:
@@ -278,7 +517,34 @@ logging.getLogger("sockguard").setLevel(logging.DEBUG)
 logging.getLogger("sockguard").addHandler(logging.NullHandler())
 work()
 assert module.status()["fast_answers"] > 0
-print("OK", module.status()["fast_answers"])
+# A cached blocked decision refused in C (breaker off, no sink wants the WARNING), from threads and from a thread
+# whose stack is plumbing alone (Python decides), with the caches cleared under it.
+from sockguard import testing
+from sockguard.caller import _kinds
+guard.install(guard.state_from_settings(Settings(allow=[f"127.0.0.1:{PORT}"], allow_loopback=False,
+                                                 breaker={"enabled": False})))
+logging.getLogger("sockguard").setLevel(logging.CRITICAL)
+def refused():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(3000):
+        for bad in (("127.0.0.2", PORT), ("127.0.0.1", PORT + 1)):
+            for call in (s.connect, lambda a: s.sendto(b"x", a)):
+                try:
+                    call(bad)
+                except sockguard.EgressBlocked as exc:
+                    assert str(exc) and exc.caller is not None
+        if i % 500 == 0:
+            testing.reset()
+            _kinds.clear()
+    s.close()
+threads = [threading.Thread(target=refused) for _ in range(4)]
+plumbing = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+threads += [threading.Thread(target=plumbing.connect, args=(("127.0.0.2", PORT),))]
+threading.excepthook = lambda args: None
+for t in threads: t.start()
+for t in threads: t.join()
+assert module.status()["fast_refusals"] > 0, module.status()
+print("OK", module.status()["fast_answers"], module.status()["fast_refusals"])
 """
 
 
