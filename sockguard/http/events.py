@@ -177,7 +177,7 @@ def _failed(exc: Exception) -> None:
 
 
 def _end(record: Request, status: int | None, error: BaseException | None, location: Any) -> None:
-    duration = (_perf_counter_ns() - record.start) // 1000 / 1000
+    elapsed = (_perf_counter_ns() - record.start) // 1000  # microseconds
     state = record.state
     peer = record.peer
     address = rule = None
@@ -193,7 +193,7 @@ def _end(record: Request, status: int | None, error: BaseException | None, locat
         if status in REDIRECT_STATUSES and location:
             _remember_redirect(record, location)
         elif record.hop == 0 and not sinks.beyond_file(level):  # the common case: the JSON-lines file alone
-            sinks.write_request_ok(record.us, record.fixed, address, rule, status, duration, record.caller, record.cid)
+            sinks.write_request_ok(record.us, record.fixed, address, rule, status, elapsed, record.caller, record.cid)
             return
         reason = error_name = None
     else:
@@ -203,7 +203,7 @@ def _end(record: Request, status: int | None, error: BaseException | None, locat
             fixed = record.fixed
             _redirect.set((_key(fixed[2], fixed[3], fixed[4], fixed[5]), record.hop, record.previous))
     fixed = (*record.fixed, address, rule)
-    tail = (status, error_name, reason, duration, record.hop, record.previous, record.caller, record.cid)
+    tail = (status, error_name, reason, elapsed / 1000, record.hop, record.previous, record.caller, record.cid)
     if sinks.beyond_file(level):
         event = dict(zip(REQUEST_FIELDS, ("request", record.ts, pid[0], *fixed, *tail), strict=True))
         emit(sinks, event, message_text(event), level)
