@@ -78,6 +78,7 @@ class Sinks:
         "_chunks",
         "_dumps",
         "_file",
+        "_last_request",
         "_levels",
         "_logger",
         "_middles",
@@ -103,6 +104,9 @@ class Sinks:
         self._middles: dict[tuple[Any, ...], str] = {}
         self._request_middles: dict[tuple[Any, ...], str] = {}
         self._request_parts: dict[tuple[Any, ...], tuple[str, str]] = {}
+        #: The last plain request line's key values and text (write_request_ok): keep-alive requests from one place
+        #: to one path repeat the very same objects, compared by identity (no hashing, no code run).
+        self._last_request: tuple[Any, ...] = (None,) * 8
         self._logger = None
         self._levels: dict[int, bool] | None = None  # the logger's own isEnabledFor memo (see wants_allow)
         if log_path:
@@ -339,19 +343,33 @@ class Sinks:
         file = self._file
         if file is None:
             return
-        parts = key = None
-        if (status is None or status.__class__ is int) and (cid is None or cid.__class__ is str):
-            key = (fixed, address, rule, status, caller, cid, pid[0])
-            try:
-                parts = self._request_parts.get(key)
-            except TypeError:  # an unhashable value: the generic encoding writes it
-                key = None
-        if parts is None:
-            parts = self._request_parts_for(key, fixed, address, rule, status, caller, cid)
+        last = self._last_request
+        if (
+            last[0] is fixed
+            and last[1] is address
+            and last[2] is rule
+            and last[3] is status
+            and last[4] is caller
+            and last[5] is cid
+            and last[6] is pid[0]
+        ):
+            parts = last[7]
+        else:
+            parts = key = None
+            if (status is None or status.__class__ is int) and (cid is None or cid.__class__ is str):
+                key = (fixed, address, rule, status, caller, cid, pid[0])
+                try:
+                    parts = self._request_parts.get(key)
+                except TypeError:  # an unhashable value: the generic encoding writes it
+                    key = None
             if parts is None:
-                tail = (status, None, None, duration_us / 1000, 0, None, caller, cid)
-                self.write_request(us / 1e6, (*fixed, address, rule), tail)
-                return
+                parts = self._request_parts_for(key, fixed, address, rule, status, caller, cid)
+                if parts is None:
+                    tail = (status, None, None, duration_us / 1000, 0, None, caller, cid)
+                    self.write_request(us / 1e6, (*fixed, address, rule), tail)
+                    return
+            if key is not None:
+                self._last_request = (*key, parts)
         line = None if _request_line is None else _request_line(us, parts[0], duration_us, parts[1])
         if line is None:
             line = f'{{"event":"request","ts":{_ts_text(us)}{parts[0]}{duration_us / 1000!r}{parts[1]}'.encode()
