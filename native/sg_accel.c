@@ -1194,6 +1194,236 @@ accel_status(PyObject *module, PyObject *unused)
                          blocked_ready ? Py_True : Py_False, "fast_refusals", fast_refusals);
 }
 
+/* === request events (issue 15): the caller search and the request line ====================================
+ *
+ * Two helpers of the logged path (sockguard/caller.py, sockguard/sinks.py), each with the Python code it stands in
+ * for kept as the fallback and as the definition (differential tests: tests/test_accel_requests.py):
+ *
+ *  - find_caller(depth=2): caller.find_caller. The frames are walked here (PyFrame_GetBack, no audit event and no
+ *    interpreter loop per frame) as long as each is plainly plumbing: globals an exact dict whose exact-str
+ *    ``__name__`` has kind 1 in caller._kinds (the live dict, filled by Python). At the first frame that is not,
+ *    either it is plainly application code (kind 0, an exact-str name other than "__main__", an exact-str
+ *    co_name, a line number) and ``name:function:line`` is made here, or caller._search (the Python walk) takes
+ *    over from that very frame, so every other case (a module judged for the first time, "__main__", where the
+ *    work began, odd globals) is decided by the same Python code with and without the accelerator.
+ *  - request_line(us, head, duration_us, tail): the bytes of a plain request event's JSON line,
+ *    ``{"event":"request","ts":`` + ts + head + duration_ms + tail, with ts = repr(us / 1e6) and duration_ms =
+ *    repr(duration_us / 1000) written from the integers (None when a value is outside the range where that
+ *    shortcut is exact: the Python formatter writes it). head and tail are the cached, ASCII-only JSON text. */
+
+#define CALLER_CACHE 64
+
+static PyObject *caller_kinds;  /* sockguard.caller._kinds: module name -> 0 application, 1 plumbing, 2 boundary */
+static PyObject *caller_search; /* sockguard.caller._search(frame): the Python walk from a frame */
+static PyObject *s_dunder_name;
+
+/* name:function:line texts already made, by (module name, code object, line): strong references, so a pointer
+ * in an entry can never be another object's. */
+static struct {
+    PyObject *name;
+    PyObject *code;
+    int line;
+    PyObject *text;
+} caller_texts[CALLER_CACHE];
+
+PyDoc_STRVAR(caller_setup_doc,
+             "caller_setup(kinds, search)\n--\n\n"
+             "Give find_caller the module-kind dict and the Python walk it hands every unusual frame to.");
+
+static PyObject *
+accel_caller_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "caller_setup(kinds, search): a dict and a callable");
+        return NULL;
+    }
+    if (s_dunder_name == NULL && (s_dunder_name = PyUnicode_InternFromString("__name__")) == NULL)
+        return NULL;
+    Py_XSETREF(caller_kinds, Py_NewRef(args[0]));
+    Py_XSETREF(caller_search, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* ``name:function:line`` of an application frame, or NULL without an error when the Python walk must decide. */
+static PyObject *
+caller_text(PyFrameObject *frame, PyObject *name)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame); /* new reference */
+    PyObject *function = code->co_name;
+    int line = PyFrame_GetLineNumber(frame);
+    if (!PyUnicode_CheckExact(function) || line < 0) { /* f_lineno None, or a co_name f-strings might not copy */
+        Py_DECREF(code);
+        return NULL;
+    }
+    size_t slot = (((uintptr_t)code >> 4) ^ ((uintptr_t)name >> 4) ^ ((size_t)line * 2654435761u)) % CALLER_CACHE;
+    if (caller_texts[slot].code == (PyObject *)code && caller_texts[slot].name == name &&
+        caller_texts[slot].line == line) {
+        Py_DECREF(code);
+        return Py_NewRef(caller_texts[slot].text);
+    }
+    PyObject *text = PyUnicode_FromFormat("%U:%U:%d", name, function, line);
+    if (text == NULL) {
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyObject *old_name = caller_texts[slot].name, *old_code = caller_texts[slot].code,
+             *old_text = caller_texts[slot].text;
+    caller_texts[slot].name = Py_NewRef(name);
+    caller_texts[slot].code = (PyObject *)code; /* the reference taken above */
+    caller_texts[slot].line = line;
+    caller_texts[slot].text = Py_NewRef(text);
+    Py_XDECREF(old_name); /* only once the entry is whole: a deallocation may run code */
+    Py_XDECREF(old_code);
+    Py_XDECREF(old_text);
+    return text;
+}
+
+PyDoc_STRVAR(find_caller_doc, "find_caller(depth=2)\n--\n\nsockguard.caller.find_caller, walked in C.");
+
+static PyObject *
+accel_find_caller(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    long depth = 2;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "find_caller(depth=2) takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1) {
+        depth = PyLong_AsLong(args[0]);
+        if (depth == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (caller_kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "find_caller() before caller_setup()");
+        return NULL;
+    }
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the frame that called this function (depth 1) */
+    Py_XINCREF(frame);
+    while (depth > 1 && frame != NULL) {
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+        depth--;
+    }
+    while (frame != NULL) {
+        PyObject *globals = PyFrame_GetGlobals(frame); /* new reference */
+        PyObject *name = NULL, *kind = NULL;
+        if (PyDict_CheckExact(globals)) {
+            name = PyDict_GetItemWithError(globals, s_dunder_name); /* borrowed; no code runs for a str key */
+            if (name != NULL && PyUnicode_CheckExact(name))
+                kind = PyDict_GetItemWithError(caller_kinds, name); /* exact str: no code runs */
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(globals);
+            Py_DECREF(frame);
+            return NULL;
+        }
+        long value = kind != NULL && PyLong_CheckExact(kind) ? PyLong_AsLong(kind) : -1;
+        if (value == 1) {
+            Py_DECREF(globals);
+            PyFrameObject *back = PyFrame_GetBack(frame);
+            Py_DECREF(frame);
+            frame = back;
+            continue;
+        }
+        if (value == 0 && PyUnicode_CompareWithASCIIString(name, "__main__") != 0) {
+            Py_INCREF(name); /* (the globals dict may lose it while the text is made) */
+            Py_DECREF(globals);
+            PyObject *text = caller_text(frame, name);
+            Py_DECREF(name);
+            if (text != NULL || PyErr_Occurred()) {
+                Py_DECREF(frame);
+                return text;
+            }
+        }
+        else
+            Py_DECREF(globals);
+        PyObject *result = PyObject_CallOneArg(caller_search, (PyObject *)frame);
+        Py_DECREF(frame);
+        return result;
+    }
+    Py_RETURN_NONE;
+}
+
+/* repr(value / 10**scale) for 0 <= value, written from the integer: the digits before the point, a point, and the
+ * scale digits after it without trailing zeros (at least one). ``out`` has room for 32 bytes. */
+static size_t
+decimal_text(char *out, unsigned long long value, int scale, unsigned long long unit)
+{
+    char digits[24];
+    size_t n = 0, length = 0;
+    unsigned long long whole = value / unit, fraction = value % unit;
+    do {
+        digits[n++] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole != 0);
+    while (n > 0)
+        out[length++] = digits[--n];
+    out[length++] = '.';
+    char frac[8];
+    for (int i = scale - 1; i >= 0; i--) {
+        frac[i] = (char)('0' + fraction % 10);
+        fraction /= 10;
+    }
+    int keep = scale;
+    while (keep > 1 && frac[keep - 1] == '0')
+        keep--;
+    memcpy(out + length, frac, (size_t)keep);
+    return length + (size_t)keep;
+}
+
+PyDoc_STRVAR(request_line_doc,
+             "request_line(us, head, duration_us, tail) -> bytes or None\n--\n\n"
+             "A plain request event's JSON line (sinks.Sinks.write_request_ok), or None when a value is outside the\n"
+             "range where the integer formatting equals repr of the float.");
+
+static PyObject *
+accel_request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyLong_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) ||
+        !PyUnicode_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "request_line(us: int, head: str, duration_us: int, tail: str)");
+        return NULL;
+    }
+    int overflow = 0;
+    long long us = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+    if (overflow == 0 && us == -1 && PyErr_Occurred())
+        return NULL;
+    long long duration = overflow ? -1 : PyLong_AsLongLongAndOverflow(args[2], &overflow);
+    if (overflow == 0 && duration == -1 && PyErr_Occurred())
+        return NULL;
+    /* ts: between 2001 and 2223 (sinks._ts_text's range); duration: below 10**12 ms, where the float's shortest
+     * repr is its three decimals (and never an exponent). */
+    if (overflow || us < 1000000000000000LL || us >= 8000000000000000LL || duration < 0 ||
+        duration >= 1000000000000000LL || !PyUnicode_IS_ASCII(args[1]) || !PyUnicode_IS_ASCII(args[3]))
+        Py_RETURN_NONE;
+    static const char start[] = "{\"event\":\"request\",\"ts\":";
+    Py_ssize_t head_length = PyUnicode_GET_LENGTH(args[1]), tail_length = PyUnicode_GET_LENGTH(args[3]);
+    char ts[32], ms[32];
+    size_t ts_length = decimal_text(ts, (unsigned long long)us, 6, 1000000ULL);
+    size_t ms_length = decimal_text(ms, (unsigned long long)duration, 3, 1000ULL);
+    Py_ssize_t total = (Py_ssize_t)(sizeof(start) - 1 + ts_length + ms_length) + head_length + tail_length;
+    PyObject *line = PyBytes_FromStringAndSize(NULL, total);
+    if (line == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(line);
+    memcpy(out, start, sizeof(start) - 1);
+    out += sizeof(start) - 1;
+    memcpy(out, ts, ts_length);
+    out += ts_length;
+    memcpy(out, PyUnicode_DATA(args[1]), (size_t)head_length);
+    out += head_length;
+    memcpy(out, ms, ms_length);
+    out += ms_length;
+    memcpy(out, PyUnicode_DATA(args[3]), (size_t)tail_length);
+    return line;
+}
+
+/* === end of request events (issue 15) ====================================================================== */
+
 static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL, install_doc},
     {"fast_path", (PyCFunction)(void (*)(void))accel_fast_path, METH_FASTCALL, fast_path_doc},
@@ -1201,6 +1431,10 @@ static PyMethodDef methods[] = {
     {"answers", (PyCFunction)(void (*)(void))accel_answers, METH_FASTCALL, answers_doc},
     {"wrap", (PyCFunction)(void (*)(void))accel_wrap, METH_FASTCALL, wrap_doc},
     {"blocked_path", (PyCFunction)(void (*)(void))accel_blocked_path, METH_FASTCALL, blocked_path_doc},
+    /* request events (issue 15) */
+    {"caller_setup", (PyCFunction)(void (*)(void))accel_caller_setup, METH_FASTCALL, caller_setup_doc},
+    {"find_caller", (PyCFunction)(void (*)(void))accel_find_caller, METH_FASTCALL, find_caller_doc},
+    {"request_line", (PyCFunction)(void (*)(void))accel_request_line, METH_FASTCALL, request_line_doc},
     {NULL, NULL, 0, NULL},
 };
 

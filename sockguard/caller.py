@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
+from sockguard.accelerator import accelerator
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -186,10 +188,9 @@ def _walk_slowly(frame: Any) -> str | None:
 def find_caller(depth: int = 2) -> str | None:
     """``module:function:line`` of the first frame outside sockguard, the standard library, known client
     libraries and test runners, searched up to where this thread, task or callback began; None if there is
-    none (only plumbing: a resolver thread, an event-loop callback). ``depth`` counts as ``sys._getframe``'s."""
-    # Reading frame.f_code raises an audit event (object.__getattr__) through every hook in the
-    # process, so frames are judged by their module (f_globals raises none); only the caller's
-    # own frame reads f_code, for the function name.
+    none (only plumbing: a resolver thread, an event-loop callback). ``depth`` counts as ``sys._getframe``'s.
+    With the C accelerator this name is ``_accel.find_caller``, which walks the plain plumbing frames itself
+    and hands any other frame to :func:`_search`: the same answers (tests/test_accel_requests.py)."""
     try:
         frame: Any = _resume().f_back  # (_resume gives this function's own frame): depth 1
     except ValueError:  # "generator already executing": another thread or a signal handler is inside it
@@ -200,6 +201,14 @@ def find_caller(depth: int = 2) -> str | None:
     while depth > 1 and frame is not None:
         frame = frame.f_back
         depth -= 1
+    return _search(frame)
+
+
+def _search(frame: Any) -> str | None:
+    """The caller search from ``frame`` on (see :func:`find_caller`)."""
+    # Reading frame.f_code raises an audit event (object.__getattr__) through every hook in the
+    # process, so frames are judged by their module (f_globals raises none); only the caller's
+    # own frame reads f_code, for the function name.
     kinds = _kinds
     try:
         while frame is not None:
@@ -225,6 +234,13 @@ def find_caller(depth: int = 2) -> str | None:
     except TypeError:  # an unhashable __name__ (a module that set one): judged as ""
         return _walk_slowly(frame)
     return None
+
+
+find_caller_python = find_caller
+_fast = accelerator()
+if _fast is not None:
+    _fast.caller_setup(_kinds, _search)
+    find_caller = _fast.find_caller  # (the same function, walked in C)
 
 
 def _spawner(boundary: str) -> str | None:

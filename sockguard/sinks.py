@@ -13,6 +13,7 @@ import operator
 import sys
 import time
 
+from sockguard.accelerator import accelerator
 from sockguard.console import CONSOLE
 from sockguard.events import (
     ALLOWED_LEVEL,
@@ -42,7 +43,9 @@ def _json_module() -> Any:
     return json
 
 
-_time_ns = time.time_ns
+_accelerator = accelerator()
+#: The C join of a plain request line (native/sg_accel.c), or None: the f-string in write_request_ok, same bytes.
+_request_line: Any = None if _accelerator is None else _accelerator.request_line
 _quote: Any = None  # json.encoder.encode_basestring_ascii, once a log file is open
 _fixed_fields = operator.itemgetter(*DECISION_FIXED)
 _request_fixed = operator.itemgetter(*REQUEST_FIXED)
@@ -75,6 +78,7 @@ class Sinks:
         "_chunks",
         "_dumps",
         "_file",
+        "_last_request",
         "_levels",
         "_logger",
         "_middles",
@@ -100,6 +104,9 @@ class Sinks:
         self._middles: dict[tuple[Any, ...], str] = {}
         self._request_middles: dict[tuple[Any, ...], str] = {}
         self._request_parts: dict[tuple[Any, ...], tuple[str, str]] = {}
+        #: The last plain request line's key values and text (write_request_ok): keep-alive requests from one place
+        #: to one path repeat the very same objects, compared by identity (no hashing, no code run).
+        self._last_request: tuple[Any, ...] = (None,) * 8
         self._logger = None
         self._levels: dict[int, bool] | None = None  # the logger's own isEnabledFor memo (see wants_allow)
         if log_path:
@@ -324,32 +331,49 @@ class Sinks:
         address: Any,
         rule: Any,
         status: Any,
-        duration: float,
+        duration_us: int,
         caller: Any,
         cid: Any,
     ) -> None:
         """:meth:`write_request` for the common event: a response came (no error, no redirect hop). ``fixed``: the
-        first seven ``REQUEST_FIXED`` values; ``us``: ``ts`` in integer microseconds. All but the two numbers the
-        request measured (``ts``, ``duration``) repeat for every request from one place in the code to one path:
-        that text is cached, so a line is four pieces joined. ``duration`` is the hook's own finite float (its repr
-        is its JSON)."""
+        first seven ``REQUEST_FIXED`` values; ``us``: ``ts`` in integer microseconds; ``duration_us``: the duration
+        in integer microseconds (``duration_ms`` is ``duration_us / 1000``). All but those two numbers repeat for
+        every request from one place in the code to one path: that text is cached, so a line is four pieces
+        joined (by the C accelerator when it is on: ``_accel.request_line``, the same bytes)."""
         file = self._file
         if file is None:
             return
-        parts = key = None
-        if (status is None or status.__class__ is int) and (cid is None or cid.__class__ is str):
-            key = (fixed, address, rule, status, caller, cid, pid[0])
-            try:
-                parts = self._request_parts.get(key)
-            except TypeError:  # an unhashable value: the generic encoding writes it
-                key = None
-        if parts is None:
-            parts = self._request_parts_for(key, fixed, address, rule, status, caller, cid)
+        last = self._last_request
+        if (
+            last[0] is fixed
+            and last[1] is address
+            and last[2] is rule
+            and last[3] is status
+            and last[4] is caller
+            and last[5] is cid
+            and last[6] is pid[0]
+        ):
+            parts = last[7]
+        else:
+            parts = key = None
+            if (status is None or status.__class__ is int) and (cid is None or cid.__class__ is str):
+                key = (fixed, address, rule, status, caller, cid, pid[0])
+                try:
+                    parts = self._request_parts.get(key)
+                except TypeError:  # an unhashable value: the generic encoding writes it
+                    key = None
             if parts is None:
-                tail = (status, None, None, duration, 0, None, caller, cid)
-                self.write_request(us / 1e6, (*fixed, address, rule), tail)
-                return
-        file.write(f'{{"event":"request","ts":{_ts_text(us)}{parts[0]}{duration!r}{parts[1]}'.encode(), _time_ns())
+                parts = self._request_parts_for(key, fixed, address, rule, status, caller, cid)
+                if parts is None:
+                    tail = (status, None, None, duration_us / 1000, 0, None, caller, cid)
+                    self.write_request(us / 1e6, (*fixed, address, rule), tail)
+                    return
+            if key is not None:
+                self._last_request = (*key, parts)
+        line = None if _request_line is None else _request_line(us, parts[0], duration_us, parts[1])
+        if line is None:
+            line = f'{{"event":"request","ts":{_ts_text(us)}{parts[0]}{duration_us / 1000!r}{parts[1]}'.encode()
+        file.write(line, (us + duration_us) * 1000)  # (the wall clock now, near enough for the file's checks)
 
     def _request_parts_for(
         self, key: Any, fixed: tuple[Any, ...], address: Any, rule: Any, status: Any, caller: Any, cid: Any

@@ -31,7 +31,6 @@ import pickle
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import traceback
 import weakref
@@ -43,7 +42,7 @@ import pytest
 from sockguard import EgressBlocked, _hook, addrmap, floor, guard
 from sockguard.accelerator import accelerator
 from sockguard.config import Settings
-from tests.native_support import SANITIZER_ENV, asan_runtime, c_compiler
+from tests.accel_support import build_sanitized_extension, run_sanitized
 
 ROOT = Path(__file__).resolve().parent.parent
 fast = accelerator()
@@ -234,7 +233,9 @@ def test_the_floor_cannot_be_switched_off_or_redirected_from_python() -> None:
     with pytest.raises(RuntimeError):
         fast.blocked_path({}, {}, set(), EgressBlocked)
     settable = {name for name in vars(fast) if not name.startswith("__")}
-    assert settable == {"install", "fast_path", "status", "answers", "wrap", "blocked_path"}
+    # (caller_setup, find_caller and request_line serve request events' text: no decision reads them)
+    request_events = {"caller_setup", "find_caller", "request_line"}
+    assert settable == {"install", "fast_path", "status", "answers", "wrap", "blocked_path"} | request_events
 
 
 def _attempt(call: object, argument: object) -> EgressBlocked | None:
@@ -549,36 +550,7 @@ print("OK", module.status()["fast_answers"], module.status()["fast_refusals"])
 
 
 def test_the_extension_under_address_and_undefined_behaviour_sanitizers(tmp_path: Path) -> None:
-    compiler, runtime = c_compiler(), asan_runtime()
-    if compiler is None or runtime is None:
-        pytest.skip("no C compiler with AddressSanitizer here")
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    output = tmp_path / f"_accel{suffix}"
-    command = [
-        compiler,
-        "-g",
-        "-O1",
-        "-fsanitize=address,undefined",
-        "-fno-sanitize-recover=all",
-        "-fno-omit-frame-pointer",
-        "-fPIC",
-        "-shared",
-        f"-I{sysconfig.get_paths()['include']}",
-        "-o",
-        str(output),
-        str(ROOT / "native" / "sg_accel.c"),
-    ]
-    built = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert built.returncode == 0, built.stderr
-    env = {
-        **os.environ,
-        **SANITIZER_ENV,
-        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99",  # the interpreter itself keeps memory at exit
-        "LD_PRELOAD": runtime,
-        "SOCKGUARD_ACCELERATOR": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SANITIZED_CHILD, str(output)], capture_output=True, text=True, env=env, timeout=300
-    )
+    extension = build_sanitized_extension(tmp_path)
+    result = run_sanitized(SANITIZED_CHILD, extension)
     assert result.returncode == 0 and result.stdout.startswith("OK"), result.stdout + result.stderr[-4000:]
     assert "runtime error" not in result.stderr and "AddressSanitizer" not in result.stderr, result.stderr[-4000:]

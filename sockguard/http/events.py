@@ -71,6 +71,9 @@ _time_ns = time.time_ns
 _perf_counter_ns = time.perf_counter_ns
 _correlation_id = correlation_id.get
 _pending_redirect = _redirect.get
+#: Whether this process has ever kept a redirect (set before the first ``_redirect.set`` of a URL and never
+#: cleared): until then no request reads the context variable.
+_redirected = [False]
 
 
 def wanted(state: State) -> int:
@@ -140,6 +143,8 @@ def start(state: State, level: int, fixed: tuple[Any, ...], depth: int = 3) -> R
     """:func:`begin` with the fields already made (:func:`fixed_fields`). ``depth``: the caller search starts
     that many frames above this function (the hook's frame at 2 for a hook that calls this directly)."""
     record = Request(state, level, fixed, find_caller(depth))
+    if not _redirected[0]:
+        return record
     pending = _pending_redirect()
     if pending is not None:
         _redirect.set(None)
@@ -158,9 +163,58 @@ def end(
     describe does not break the request it describes (reported once on stderr); an exception a signal handler
     raises meanwhile is the application's and propagates (issue 18: nothing here may swallow one)."""
     try:
-        _end(record, status, error, location)
+        elapsed = (_perf_counter_ns() - record.start) // 1000  # microseconds
+        state = record.state
+        peer = record.peer
+        address = rule = None
+        if peer is not None:
+            address = peer[0]
+            last = _last_rule[0]
+            if last[0] is state and last[1] is address and peer[1].__class__ is int and last[2] == peer[1]:
+                rule = last[3]  # (the same connection's peer as the last request's: keep-alive)
+            else:
+                rule = _rule(state, address, peer[1])
+        sinks = state.sinks
+        level = record.level
+        if error is None:
+            if status in REDIRECT_STATUSES and location:
+                _remember_redirect(record, location)
+            elif record.hop == 0 and not sinks.beyond_file(level):  # the common case: the JSON-lines file alone
+                sinks.write_request_ok(record.us, record.fixed, address, rule, status, elapsed, record.caller,
+                                       record.cid)  # fmt: skip
+                return
+            reason = error_name = None
+        else:
+            error_name = type(error).__name__
+            reason = blocked_reason(error)
+            if record.previous is not None:  # a client that retries the hop: the retry is that hop again
+                fixed = record.fixed
+                _redirected[0] = True
+                _redirect.set((_key(fixed[2], fixed[3], fixed[4], fixed[5]), record.hop, record.previous))
+        fixed = (*record.fixed, address, rule)
+        tail = (status, error_name, reason, elapsed / 1000, record.hop, record.previous, record.caller, record.cid)
+        if sinks.beyond_file(level):
+            event = dict(zip(REQUEST_FIELDS, ("request", record.ts, pid[0], *fixed, *tail), strict=True))
+            emit(sinks, event, message_text(event), level)
+        else:  # the JSON-lines file alone: no event dict, no message text (a file write cannot recurse)
+            sinks.write_request(record.ts, fixed, tail)
     except (TypeError, ValueError, LookupError, AttributeError) as exc:  # an odd header, URL or peer value
         _failed(exc)
+
+
+#: (State, address, port, rule) of the last request's peer: keep-alive sends many requests over one connection.
+_last_rule: list[tuple[Any, Any, Any, Any]] = [(None, None, None, None)]
+
+
+def _rule(state: State, address: Any, port: Any) -> str | None:
+    """The rule of the decision the connection to (address, port) got (cached per State); None for an odd peer."""
+    try:
+        rule = state.address(address, port).rule
+    except (TypeError, ValueError, LookupError):  # an odd peer: no rule to name
+        return None
+    if address.__class__ is str and port.__class__ is int:  # (a State's decision for them never changes)
+        _last_rule[0] = (state, address, port, rule)
+    return rule
 
 
 _failures: list[str] = []
@@ -174,41 +228,6 @@ def _failed(exc: Exception) -> None:
                              "still checked\n")  # fmt: skip
         except (OSError, ValueError):  # stderr closed or broken
             pass
-
-
-def _end(record: Request, status: int | None, error: BaseException | None, location: Any) -> None:
-    duration = (_perf_counter_ns() - record.start) // 1000 / 1000
-    state = record.state
-    peer = record.peer
-    address = rule = None
-    if peer is not None:
-        address = peer[0]
-        try:
-            rule = state.address(address, peer[1]).rule  # cached per State: the decision its connect got
-        except (TypeError, ValueError, LookupError):  # an odd peer: no rule to name
-            rule = None
-    sinks = state.sinks
-    level = record.level
-    if error is None:
-        if status in REDIRECT_STATUSES and location:
-            _remember_redirect(record, location)
-        elif record.hop == 0 and not sinks.beyond_file(level):  # the common case: the JSON-lines file alone
-            sinks.write_request_ok(record.us, record.fixed, address, rule, status, duration, record.caller, record.cid)
-            return
-        reason = error_name = None
-    else:
-        error_name = type(error).__name__
-        reason = blocked_reason(error)
-        if record.previous is not None:  # a client that retries the hop: the retry is that hop again
-            fixed = record.fixed
-            _redirect.set((_key(fixed[2], fixed[3], fixed[4], fixed[5]), record.hop, record.previous))
-    fixed = (*record.fixed, address, rule)
-    tail = (status, error_name, reason, duration, record.hop, record.previous, record.caller, record.cid)
-    if sinks.beyond_file(level):
-        event = dict(zip(REQUEST_FIELDS, ("request", record.ts, pid[0], *fixed, *tail), strict=True))
-        emit(sinks, event, message_text(event), level)
-    else:  # the JSON-lines file alone: no event dict, no message text (a file write cannot recurse)
-        sinks.write_request(record.ts, fixed, tail)
 
 
 def message_text(event: dict[str, Any]) -> str:
@@ -295,6 +314,7 @@ def _remember_redirect(record: Request, location: Any) -> None:
     if not parts.hostname:
         return
     target = _key(parts.scheme, parts.hostname, port, strip_query(parts.path or "/"))
+    _redirected[0] = True
     _redirect.set((target, record.hop + 1, record.url))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sockguard import active
 from sockguard.http.checks import check_host, check_target
-from sockguard.http.events import DEFAULT_PORTS, REDIRECT_STATUSES, begin, end, wanted
+from sockguard.http.events import DEFAULT_PORTS, REDIRECT_STATUSES, end, fixed_fields, start, wanted
 from sockguard.http.patching import patch_method
 
 TYPE_CHECKING = False
@@ -48,15 +48,38 @@ def _check(state: State, pool: Any, request: Any) -> None:
 
 def _begin(state: State, level: int, pool: Any, request: Any) -> Request:
     url = request.url
-    scheme = url.scheme.decode("latin-1")
     proxy = getattr(pool, "_proxy_url", None)
+    method, scheme, host, port, target = request.method, url.scheme, url.host, url.port, url.target
+    key = None
+    if (
+        proxy is None
+        and method.__class__ is bytes
+        and scheme.__class__ is bytes
+        and host.__class__ is bytes
+        and (target.__class__ is bytes and (port is None or port.__class__ is int))
+    ):  # (exact types only: a caller's object never keys the memo)
+        key = (method, scheme, host, port, target)
+        memo = _fixed[0]
+        fixed = memo.get(key) if memo is not None and memo[None] is state else None
+        if fixed is not None:
+            return start(state, level, fixed)
+    text = scheme.decode("latin-1")
     via = None
     if proxy is not None:
         via = f"{proxy.host.decode('latin-1')}:{proxy.port or DEFAULT_PORTS.get(proxy.scheme.decode('latin-1'))}"
-    method = request.method.decode("latin-1")
-    host = url.host.decode("latin-1")
-    port = url.port or DEFAULT_PORTS.get(scheme)
-    return begin(state, level, "httpcore", method, scheme, host, port, url.target.decode("latin-1"), via)
+    fixed = fixed_fields(state, "httpcore", method.decode("latin-1"), text, host.decode("latin-1"),
+                         port or DEFAULT_PORTS.get(text), target.decode("latin-1"), via)  # fmt: skip
+    if key is not None:
+        memo = _fixed[0]
+        if memo is None or memo[None] is not state or len(memo) >= 1024:
+            memo = _fixed[0] = {None: state}  # (a new State, or full: start again; no old State is kept alive)
+        memo[key] = fixed
+    return start(state, level, fixed)
+
+
+#: The request event's fixed fields by (method, scheme, host, port, target) as bytes, for one State (under the key
+#: None): requests repeat (keep-alive), and these are the same text every time.
+_fixed: list[dict[Any, Any] | None] = [None]
 
 
 def _finish(record: Request, response: Any) -> None:

@@ -35,6 +35,7 @@ def patch(module: Any) -> None:
     cls._sockguard_clean = None  # (host, tunnel host, header lines) of the last head found clean
     cls._sockguard_fixed = None  # (request line, what else the event's fixed fields come from, those fields)
     cls._sockguard_tunnel_undecided = False  # a CONNECT target left to the write of the CONNECT line
+    cls._sockguard_peer = None  # (socket, its (address, port)): one getpeername per socket
     patch_method(cls, "endheaders", _endheaders)
     patch_method(cls, "getresponse", _getresponse)
     patch_method(cls, "connect", _connect)
@@ -50,7 +51,7 @@ def peer_of(conn: Any) -> tuple[str, int] | None:
     sock = conn.sock
     if sock is None:
         return None
-    cached = conn.__dict__.get("_sockguard_peer")
+    cached = conn._sockguard_peer
     if cached is not None and cached[0] is sock:
         return cached[1]
     try:
@@ -229,7 +230,9 @@ def _getresponse(original: Any) -> Any:
         record = self._sockguard_request
         if record is None:
             return original(self)
-        record.peer = peer_of(self)  # now: a response that closes the connection drops the socket
+        peer = self._sockguard_peer  # (peer_of's memo, inline: keep-alive reuses the socket)
+        record.peer = peer[1] if peer is not None and peer[0] is self.sock else peer_of(self)  # now: a response
+        # that closes the connection drops the socket
         if record.outer:
             return original(self)
         self._sockguard_request = None
