@@ -29,7 +29,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <errno.h>
+#include <limits.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #define MAX_EVENTS 32
@@ -354,7 +358,7 @@ static PyObject *blocked_numeric; /* canonical.numeric_hosts (a set, likewise) *
 static PyObject *blocked_class;   /* errors.EgressBlocked */
 static PyObject *blocked_errno;   /* EgressBlocked.default_errno */
 static Py_ssize_t off_mode, off_resolver, off_translate, off_blocks;
-static PyObject *s_connect_op, *s_send_op, *s_enforce, *s_breaker_open, *s_dunder_name, *s_dunder_spec, *s_unknown,
+static PyObject *s_connect_op, *s_send_op, *s_enforce, *s_breaker_open, *s_unknown,
     *s_observer, *s_a_host, *s_a_port, *s_a_address, *s_a_reason, *s_a_rule, *s_a_operation, *s_a_caller,
     *s_a_suggestion, *s_warning_level;
 static AttrCache rcache_file, rcache_observer, rcache_levels, rcache_logger, rcache_disabled;
@@ -398,57 +402,168 @@ done:
     return result;
 }
 
+/* === the caller search (caller.find_caller), shared by the C refusal and request events ===================
+ *
+ * The frames are walked here (PyFrame_GetBack: no audit event, no interpreter loop per frame) as long as each is
+ * plainly plumbing: globals an exact dict whose exact-str ``__name__`` has kind 1 in ``kinds`` (caller._kinds, the
+ * live dict, filled by Python). At the first frame that is not, either it is plainly application code (kind 0, an
+ * exact-str name -- "__main__" only without a ``__spec__``, which caller._display_name would name by --, an
+ * exact-str co_name, a line number) and ``name:function:line`` is made here, or the walk stops at that very frame
+ * and Python decides from there (a module judged for the first time, ``python -m`` mains, where the work began,
+ * odd globals): the same Python code with and without the accelerator. */
+
+#define CALLER_CACHE 64
+
+static PyObject *caller_kinds;  /* sockguard.caller._kinds: module name -> 0 application, 1 plumbing, 2 boundary */
+static PyObject *caller_search; /* sockguard.caller._search(frame): the Python walk from a frame */
+static PyObject *s_caller_name, *s_caller_spec;
+
+/* name:function:line texts already made, by (module name, code object, instruction offset): the line is a
+ * function of the code and the offset, so a repeat costs no line-table scan. Strong references, so a pointer in
+ * an entry can never be another object's. */
+static struct {
+    PyObject *name;
+    PyObject *code;
+    int lasti;
+    PyObject *text;
+} caller_texts[CALLER_CACHE];
+
+/* ``name:function:line`` of an application frame; NULL without an error when Python must decide, NULL with an
+ * error set on a failure. */
+static PyObject *
+caller_text(PyFrameObject *frame, PyObject *name)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame); /* new reference */
+    PyObject *function = code->co_name;
+    if (!PyUnicode_CheckExact(function)) { /* a co_name f-strings might not copy */
+        Py_DECREF(code);
+        return NULL;
+    }
+    int lasti = PyFrame_GetLasti(frame);
+    size_t slot = (((uintptr_t)code >> 4) ^ ((uintptr_t)name >> 4) ^ ((size_t)(unsigned)lasti * 2654435761u)) %
+                  CALLER_CACHE;
+    if (lasti >= 0 && caller_texts[slot].code == (PyObject *)code && caller_texts[slot].name == name &&
+        caller_texts[slot].lasti == lasti) {
+        Py_DECREF(code);
+        return Py_NewRef(caller_texts[slot].text);
+    }
+    int line = PyFrame_GetLineNumber(frame);
+    if (line < 0) { /* f_lineno None: Python says so its own way */
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyObject *text = PyUnicode_FromFormat("%U:%U:%d", name, function, line);
+    if (text == NULL || lasti < 0) {
+        Py_DECREF(code);
+        return text;
+    }
+    PyObject *old_name = caller_texts[slot].name, *old_code = caller_texts[slot].code,
+             *old_text = caller_texts[slot].text;
+    caller_texts[slot].name = Py_NewRef(name);
+    caller_texts[slot].code = (PyObject *)code; /* the reference taken above */
+    caller_texts[slot].lasti = lasti;
+    caller_texts[slot].text = Py_NewRef(text);
+    Py_XDECREF(old_name); /* only once the entry is whole: a deallocation may run code */
+    Py_XDECREF(old_code);
+    Py_XDECREF(old_text);
+    return text;
+}
+
+/* The caller search from ``frame`` on (its reference is taken over). 1: *caller is the answer (a new str, or None
+ * when only plumbing was found to the start of the stack); 0: Python must decide from *stop (a new reference);
+ * -1: an error is set. */
+static int
+caller_walk(PyObject *kinds, PyFrameObject *frame, PyObject **caller, PyFrameObject **stop)
+{
+    while (frame != NULL) {
+        PyObject *globals = PyFrame_GetGlobals(frame); /* new reference */
+        PyObject *name = NULL, *kind = NULL;
+        if (PyDict_CheckExact(globals)) {
+            name = PyDict_GetItemWithError(globals, s_caller_name); /* borrowed; no code runs for a str key */
+            if (name != NULL && PyUnicode_CheckExact(name))
+                kind = PyDict_GetItemWithError(kinds, name); /* exact str: no code runs */
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(globals);
+            Py_DECREF(frame);
+            return -1;
+        }
+        long value = kind != NULL && PyLong_CheckExact(kind) ? PyLong_AsLong(kind) : -1;
+        if (value == 1) {
+            Py_DECREF(globals);
+            PyFrameObject *back = PyFrame_GetBack(frame);
+            Py_DECREF(frame);
+            frame = back;
+            continue;
+        }
+        int plain = value == 0;
+        if (plain && PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
+            PyObject *spec = PyDict_GetItemWithError(globals, s_caller_spec); /* borrowed */
+            plain = spec == NULL ? !PyErr_Occurred() : spec == Py_None;
+        }
+        if (plain) {
+            Py_INCREF(name); /* (the globals dict may lose it while the text is made) */
+            Py_DECREF(globals);
+            PyObject *text = caller_text(frame, name);
+            Py_DECREF(name);
+            if (text != NULL || PyErr_Occurred()) {
+                Py_DECREF(frame);
+                *caller = text;
+                return text != NULL ? 1 : -1;
+            }
+        }
+        else {
+            Py_DECREF(globals);
+            if (PyErr_Occurred()) {
+                Py_DECREF(frame);
+                return -1;
+            }
+        }
+        *stop = frame;
+        return 0;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    *caller = Py_NewRef(Py_None); /* only plumbing, to the start of the stack: "unknown code" */
+    return 1;
+}
+
+/* find_caller(depth) as seen from the frame that called the C function: a new reference, or NULL with an error. */
+static PyObject *
+caller_at(long depth)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the frame that called the C function (depth 1) */
+    Py_XINCREF(frame);
+    while (depth > 1 && frame != NULL) {
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+        depth--;
+    }
+    PyObject *caller = NULL;
+    PyFrameObject *stop = NULL;
+    int found = caller_walk(caller_kinds, frame, &caller, &stop);
+    if (found != 0)
+        return found > 0 ? caller : NULL;
+    PyObject *result = PyObject_CallOneArg(caller_search, (PyObject *)stop);
+    Py_DECREF(stop);
+    return result;
+}
+
 /* caller.find_caller() from the frame that made the call: 1 with *caller set (a new str, or None when only
  * plumbing is found); 0 when Python must decide. Never raises. */
 static int
 find_caller_fast(PyObject **caller)
 {
-    PyFrameObject *frame = PyThreadState_GetFrame(PyThreadState_Get()); /* new reference */
-    int result = 0;
-    while (frame != NULL) {
-        PyObject *globals = PyFrame_GetGlobals(frame); /* new reference */
-        if (globals == NULL || !PyDict_CheckExact(globals)) {
-            Py_XDECREF(globals);
-            break;
-        }
-        PyObject *name = PyDict_GetItemWithError(globals, s_dunder_name); /* borrowed */
-        PyObject *kind = name != NULL && PyUnicode_CheckExact(name) ? PyDict_GetItemWithError(blocked_kinds, name)
-                                                                     : NULL;
-        long value = kind != NULL && PyLong_CheckExact(kind) ? PyLong_AsLong(kind) : -1;
-        if (value == 1) {
-            Py_DECREF(globals);
-            PyFrameObject *back = PyFrame_GetBack(frame); /* new reference */
-            Py_DECREF(frame);
-            frame = back;
-            continue;
-        }
-        if (value == 0) {
-            /* find_caller: "__main__" is named by _display_name (its __spec__'s name, if any: Python decides) */
-            PyObject *spec = NULL;
-            int main = PyUnicode_CompareWithASCIIString(name, "__main__") == 0;
-            if (main)
-                spec = PyDict_GetItemWithError(globals, s_dunder_spec); /* borrowed */
-            PyCodeObject *code = PyFrame_GetCode(frame);                /* new reference */
-            int line = PyFrame_GetLineNumber(frame);
-            if ((spec == NULL || spec == Py_None) && line >= 0 && PyUnicode_CheckExact(code->co_name)) {
-                *caller = PyUnicode_FromFormat("%U:%U:%d", name, code->co_name, line);
-                result = *caller != NULL;
-            }
-            Py_DECREF(code);
-        }
-        Py_DECREF(globals);
-        Py_DECREF(frame);
-        if (PyErr_Occurred())
-            PyErr_Clear();
-        return result; /* a boundary (2), an unknown module or name: Python */
-    }
-    if (frame == NULL && !PyErr_Occurred()) {
-        *caller = Py_NewRef(Py_None); /* only plumbing, to the start of the stack: "unknown code" */
-        return 1;
-    }
-    Py_XDECREF(frame);
-    PyErr_Clear();
-    return 0;
+    if (s_caller_spec == NULL) /* caller_setup() not called: Python decides */
+        return 0;
+    PyFrameObject *stop = NULL;
+    int found = caller_walk(blocked_kinds, PyThreadState_GetFrame(PyThreadState_Get()), caller, &stop);
+    if (found == 0)
+        Py_DECREF(stop);
+    else if (found < 0)
+        PyErr_Clear();
+    return found == 1;
 }
 
 /* EgressBlocked(message, code=None, host=None, port=port, address=host, reason=..., rule=..., operation=...,
@@ -1126,10 +1241,10 @@ accel_blocked_path(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "blocked_path(): arguments of the wrong type");
         return NULL;
     }
-    static const char *names[] = {"connect", "send",    "enforce",   "breaker-open", "__name__", "__spec__",
+    static const char *names[] = {"connect", "send",    "enforce",   "breaker-open",
                                   "unknown code", "observer", "host", "port", "address", "reason",
                                   "rule",    "operation", "caller", "suggestion"};
-    PyObject **slots[] = {&s_connect_op, &s_send_op,   &s_enforce,   &s_breaker_open, &s_dunder_name, &s_dunder_spec,
+    PyObject **slots[] = {&s_connect_op, &s_send_op,   &s_enforce,   &s_breaker_open,
                           &s_unknown,    &s_observer,  &s_a_host,    &s_a_port,       &s_a_address,   &s_a_reason,
                           &s_a_rule,     &s_a_operation, &s_a_caller, &s_a_suggestion};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -1199,32 +1314,12 @@ accel_status(PyObject *module, PyObject *unused)
  * Two helpers of the logged path (sockguard/caller.py, sockguard/sinks.py), each with the Python code it stands in
  * for kept as the fallback and as the definition (differential tests: tests/test_accel_requests.py):
  *
- *  - find_caller(depth=2): caller.find_caller. The frames are walked here (PyFrame_GetBack, no audit event and no
- *    interpreter loop per frame) as long as each is plainly plumbing: globals an exact dict whose exact-str
- *    ``__name__`` has kind 1 in caller._kinds (the live dict, filled by Python). At the first frame that is not,
- *    either it is plainly application code (kind 0, an exact-str name other than "__main__", an exact-str
- *    co_name, a line number) and ``name:function:line`` is made here, or caller._search (the Python walk) takes
- *    over from that very frame, so every other case (a module judged for the first time, "__main__", where the
- *    work began, odd globals) is decided by the same Python code with and without the accelerator.
+ *  - find_caller(depth=2): caller.find_caller, walked by caller_walk above; a frame it cannot name is handed to
+ *    caller._search (the Python walk), which decides from that very frame.
  *  - request_line(us, head, duration_us, tail): the bytes of a plain request event's JSON line,
  *    ``{"event":"request","ts":`` + ts + head + duration_ms + tail, with ts = repr(us / 1e6) and duration_ms =
  *    repr(duration_us / 1000) written from the integers (None when a value is outside the range where that
  *    shortcut is exact: the Python formatter writes it). head and tail are the cached, ASCII-only JSON text. */
-
-#define CALLER_CACHE 64
-
-static PyObject *caller_kinds;  /* sockguard.caller._kinds: module name -> 0 application, 1 plumbing, 2 boundary */
-static PyObject *caller_search; /* sockguard.caller._search(frame): the Python walk from a frame */
-static PyObject *s_dunder_name;
-
-/* name:function:line texts already made, by (module name, code object, line): strong references, so a pointer
- * in an entry can never be another object's. */
-static struct {
-    PyObject *name;
-    PyObject *code;
-    int line;
-    PyObject *text;
-} caller_texts[CALLER_CACHE];
 
 PyDoc_STRVAR(caller_setup_doc,
              "caller_setup(kinds, search)\n--\n\n"
@@ -1238,45 +1333,13 @@ accel_caller_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "caller_setup(kinds, search): a dict and a callable");
         return NULL;
     }
-    if (s_dunder_name == NULL && (s_dunder_name = PyUnicode_InternFromString("__name__")) == NULL)
+    if (s_caller_name == NULL && (s_caller_name = PyUnicode_InternFromString("__name__")) == NULL)
+        return NULL;
+    if (s_caller_spec == NULL && (s_caller_spec = PyUnicode_InternFromString("__spec__")) == NULL)
         return NULL;
     Py_XSETREF(caller_kinds, Py_NewRef(args[0]));
     Py_XSETREF(caller_search, Py_NewRef(args[1]));
     Py_RETURN_NONE;
-}
-
-/* ``name:function:line`` of an application frame, or NULL without an error when the Python walk must decide. */
-static PyObject *
-caller_text(PyFrameObject *frame, PyObject *name)
-{
-    PyCodeObject *code = PyFrame_GetCode(frame); /* new reference */
-    PyObject *function = code->co_name;
-    int line = PyFrame_GetLineNumber(frame);
-    if (!PyUnicode_CheckExact(function) || line < 0) { /* f_lineno None, or a co_name f-strings might not copy */
-        Py_DECREF(code);
-        return NULL;
-    }
-    size_t slot = (((uintptr_t)code >> 4) ^ ((uintptr_t)name >> 4) ^ ((size_t)line * 2654435761u)) % CALLER_CACHE;
-    if (caller_texts[slot].code == (PyObject *)code && caller_texts[slot].name == name &&
-        caller_texts[slot].line == line) {
-        Py_DECREF(code);
-        return Py_NewRef(caller_texts[slot].text);
-    }
-    PyObject *text = PyUnicode_FromFormat("%U:%U:%d", name, function, line);
-    if (text == NULL) {
-        Py_DECREF(code);
-        return NULL;
-    }
-    PyObject *old_name = caller_texts[slot].name, *old_code = caller_texts[slot].code,
-             *old_text = caller_texts[slot].text;
-    caller_texts[slot].name = Py_NewRef(name);
-    caller_texts[slot].code = (PyObject *)code; /* the reference taken above */
-    caller_texts[slot].line = line;
-    caller_texts[slot].text = Py_NewRef(text);
-    Py_XDECREF(old_name); /* only once the entry is whole: a deallocation may run code */
-    Py_XDECREF(old_code);
-    Py_XDECREF(old_text);
-    return text;
 }
 
 PyDoc_STRVAR(find_caller_doc, "find_caller(depth=2)\n--\n\nsockguard.caller.find_caller, walked in C.");
@@ -1299,52 +1362,7 @@ accel_find_caller(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "find_caller() before caller_setup()");
         return NULL;
     }
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the frame that called this function (depth 1) */
-    Py_XINCREF(frame);
-    while (depth > 1 && frame != NULL) {
-        PyFrameObject *back = PyFrame_GetBack(frame);
-        Py_DECREF(frame);
-        frame = back;
-        depth--;
-    }
-    while (frame != NULL) {
-        PyObject *globals = PyFrame_GetGlobals(frame); /* new reference */
-        PyObject *name = NULL, *kind = NULL;
-        if (PyDict_CheckExact(globals)) {
-            name = PyDict_GetItemWithError(globals, s_dunder_name); /* borrowed; no code runs for a str key */
-            if (name != NULL && PyUnicode_CheckExact(name))
-                kind = PyDict_GetItemWithError(caller_kinds, name); /* exact str: no code runs */
-        }
-        if (PyErr_Occurred()) {
-            Py_DECREF(globals);
-            Py_DECREF(frame);
-            return NULL;
-        }
-        long value = kind != NULL && PyLong_CheckExact(kind) ? PyLong_AsLong(kind) : -1;
-        if (value == 1) {
-            Py_DECREF(globals);
-            PyFrameObject *back = PyFrame_GetBack(frame);
-            Py_DECREF(frame);
-            frame = back;
-            continue;
-        }
-        if (value == 0 && PyUnicode_CompareWithASCIIString(name, "__main__") != 0) {
-            Py_INCREF(name); /* (the globals dict may lose it while the text is made) */
-            Py_DECREF(globals);
-            PyObject *text = caller_text(frame, name);
-            Py_DECREF(name);
-            if (text != NULL || PyErr_Occurred()) {
-                Py_DECREF(frame);
-                return text;
-            }
-        }
-        else
-            Py_DECREF(globals);
-        PyObject *result = PyObject_CallOneArg(caller_search, (PyObject *)frame);
-        Py_DECREF(frame);
-        return result;
-    }
-    Py_RETURN_NONE;
+    return caller_at(depth);
 }
 
 /* repr(value / 10**scale) for 0 <= value, written from the integer: the digits before the point, a point, and the
@@ -1379,6 +1397,38 @@ PyDoc_STRVAR(request_line_doc,
              "A plain request event's JSON line (sinks.Sinks.write_request_ok), or None when a value is outside the\n"
              "range where the integer formatting equals repr of the float.");
 
+/* The bytes of a plain request line (see request_line below): a new reference, Py_None (new) when a value is outside
+ * the exact range, or NULL with an error. */
+static PyObject *
+request_line_bytes(long long us, PyObject *head, long long duration, PyObject *tail)
+{
+    /* ts: between 2001 and 2223 (sinks._ts_text's range); duration: below 10**12 ms, where the float's shortest
+     * repr is its three decimals (and never an exponent). */
+    if (us < 1000000000000000LL || us >= 8000000000000000LL || duration < 0 || duration >= 1000000000000000LL ||
+        !PyUnicode_IS_ASCII(head) || !PyUnicode_IS_ASCII(tail))
+        Py_RETURN_NONE;
+    static const char start[] = "{\"event\":\"request\",\"ts\":";
+    Py_ssize_t head_length = PyUnicode_GET_LENGTH(head), tail_length = PyUnicode_GET_LENGTH(tail);
+    char ts[32], ms[32];
+    size_t ts_length = decimal_text(ts, (unsigned long long)us, 6, 1000000ULL);
+    size_t ms_length = decimal_text(ms, (unsigned long long)duration, 3, 1000ULL);
+    Py_ssize_t total = (Py_ssize_t)(sizeof(start) - 1 + ts_length + ms_length) + head_length + tail_length;
+    PyObject *line = PyBytes_FromStringAndSize(NULL, total);
+    if (line == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(line);
+    memcpy(out, start, sizeof(start) - 1);
+    out += sizeof(start) - 1;
+    memcpy(out, ts, ts_length);
+    out += ts_length;
+    memcpy(out, PyUnicode_DATA(head), (size_t)head_length);
+    out += head_length;
+    memcpy(out, ms, ms_length);
+    out += ms_length;
+    memcpy(out, PyUnicode_DATA(tail), (size_t)tail_length);
+    return line;
+}
+
 static PyObject *
 accel_request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1395,34 +1445,371 @@ accel_request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long duration = overflow ? -1 : PyLong_AsLongLongAndOverflow(args[2], &overflow);
     if (overflow == 0 && duration == -1 && PyErr_Occurred())
         return NULL;
-    /* ts: between 2001 and 2223 (sinks._ts_text's range); duration: below 10**12 ms, where the float's shortest
-     * repr is its three decimals (and never an exponent). */
-    if (overflow || us < 1000000000000000LL || us >= 8000000000000000LL || duration < 0 ||
-        duration >= 1000000000000000LL || !PyUnicode_IS_ASCII(args[1]) || !PyUnicode_IS_ASCII(args[3]))
+    if (overflow)
         Py_RETURN_NONE;
-    static const char start[] = "{\"event\":\"request\",\"ts\":";
-    Py_ssize_t head_length = PyUnicode_GET_LENGTH(args[1]), tail_length = PyUnicode_GET_LENGTH(args[3]);
-    char ts[32], ms[32];
-    size_t ts_length = decimal_text(ts, (unsigned long long)us, 6, 1000000ULL);
-    size_t ms_length = decimal_text(ms, (unsigned long long)duration, 3, 1000ULL);
-    Py_ssize_t total = (Py_ssize_t)(sizeof(start) - 1 + ts_length + ms_length) + head_length + tail_length;
-    PyObject *line = PyBytes_FromStringAndSize(NULL, total);
-    if (line == NULL)
-        return NULL;
-    char *out = PyBytes_AS_STRING(line);
-    memcpy(out, start, sizeof(start) - 1);
-    out += sizeof(start) - 1;
-    memcpy(out, ts, ts_length);
-    out += ts_length;
-    memcpy(out, PyUnicode_DATA(args[1]), (size_t)head_length);
-    out += head_length;
-    memcpy(out, ms, ms_length);
-    out += ms_length;
-    memcpy(out, PyUnicode_DATA(args[3]), (size_t)tail_length);
-    return line;
+    return request_line_bytes(us, args[1], duration, args[3]);
 }
 
 /* === end of request events (issue 15) ====================================================================== */
+
+/* --- request events: the record and the plain end ----------------------------------------------------------
+ *
+ * Two more stand-ins for Python of the logged path (sockguard/http/events.py), with the Python they replace kept as
+ * the definition and as the fallback (differential tests: tests/test_accel_requests.py):
+ *
+ *  - request_new(state, level, fixed, depth): events.new_request -- a Request (the Python class, its slots filled
+ *    here at the offsets its member descriptors give) with the caller found as find_caller(depth) would, then the
+ *    wall clock, the monotonic clock and the correlation id, in that order, as Request.__init__ reads them.
+ *  - request_end(record, status): the common case of events.end -- a response without redirect, hop 0, no sink but
+ *    the JSON-lines file, the connection's rule and the line's text already cached by Python (events._last_rule,
+ *    Sinks._last_request), the file's periodic check not due and its ``_write`` still os.write. Then the line is
+ *    written here as LogFile.write would (the GIL released around write(2), EINTR retried with the signal
+ *    handlers run, a failure or a short write handed to LogFile._failed / _torn) and True is returned. Anything
+ *    else returns False having done nothing, and Python does all of it. */
+
+static int request_ready;
+static PyTypeObject *request_type;   /* sockguard.http.events.Request */
+static PyTypeObject *request_state;  /* sockguard.active.State */
+static PyObject *request_cid;        /* sockguard.events.correlation_id (a ContextVar) */
+static PyObject *request_last_rule;  /* events._last_rule: a list of one (State, address, port, rule) */
+static PyObject *request_pid;        /* sockguard.events.pid: a list of one int, updated after a fork */
+static PyObject *request_writer;     /* sockguard.logfile.__dict__: its ``_write`` must still be os.write */
+static PyObject *request_os_write;   /* os.write */
+static PyObject *request_sys;        /* sys.__dict__: sys.modules is read from it, as Python reads it */
+static Py_ssize_t off_q_us, off_q_start, off_q_state, off_q_level, off_q_fixed, off_q_caller, off_q_cid, off_q_hop,
+    off_q_previous, off_q_outer, off_q_peer, off_q_sinks;
+static PyObject *s_q_observer, *s_q_logger, *s_q_level, *s_q_file, *s_q_last_request, *s_q_checked, *s_q_due,
+    *s_q_fd, *s_q_write, *s_q_failed, *s_q_torn, *s_q_logging, *s_q_modules;
+static AttrCache qcache_observer, qcache_logger, qcache_level, qcache_file, qcache_last_request, qcache_checked,
+    qcache_due, qcache_fd;
+
+PyDoc_STRVAR(request_setup_doc,
+             "request_setup(Request, State, correlation_id, last_rule, pid, logfile_globals, os_write)\n--\n\n"
+             "Give request_new and request_end the classes and live objects they read (once).");
+
+static PyObject *
+accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (request_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "request_setup(): set up already");
+        return NULL;
+    }
+    if (nargs != 7 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
+        !PyList_CheckExact(args[4]) || !PyDict_CheckExact(args[5]) || !PyCallable_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "request_setup(): arguments of the wrong type");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)args[0], *state = (PyTypeObject *)args[1];
+    if (type->tp_alloc != PyType_GenericAlloc || !(type->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
+        type->tp_dictoffset != 0 || slot_offset(type, "us", &off_q_us) < 0 ||
+        slot_offset(type, "start", &off_q_start) < 0 || slot_offset(type, "state", &off_q_state) < 0 ||
+        slot_offset(type, "level", &off_q_level) < 0 || slot_offset(type, "fixed", &off_q_fixed) < 0 ||
+        slot_offset(type, "caller", &off_q_caller) < 0 || slot_offset(type, "cid", &off_q_cid) < 0 ||
+        slot_offset(type, "hop", &off_q_hop) < 0 || slot_offset(type, "previous", &off_q_previous) < 0 ||
+        slot_offset(type, "outer", &off_q_outer) < 0 || slot_offset(type, "peer", &off_q_peer) < 0 ||
+        slot_offset(state, "sinks", &off_q_sinks) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "request_setup(): Request is not a plain class with __slots__");
+        return NULL;
+    }
+    static const char *names[] = {"observer", "_logger", "level", "_file", "_last_request", "_checked", "_due",
+                                  "_fd", "_write", "_failed", "_torn", "logging", "modules"};
+    PyObject **slots[] = {&s_q_observer, &s_q_logger, &s_q_level, &s_q_file, &s_q_last_request, &s_q_checked,
+                          &s_q_due,      &s_q_fd,     &s_q_write, &s_q_failed, &s_q_torn, &s_q_logging,
+                          &s_q_modules};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            return NULL;
+    }
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (sys == NULL)
+        return NULL;
+    request_sys = Py_NewRef(PyModule_GetDict(sys));
+    Py_DECREF(sys);
+    request_type = (PyTypeObject *)Py_NewRef(args[0]);
+    request_state = (PyTypeObject *)Py_NewRef(args[1]);
+    request_cid = Py_NewRef(args[2]);
+    request_last_rule = Py_NewRef(args[3]);
+    request_pid = Py_NewRef(args[4]);
+    request_writer = Py_NewRef(args[5]);
+    request_os_write = Py_NewRef(args[6]);
+    request_ready = 1;
+    Py_RETURN_NONE;
+}
+
+static long long
+clock_ns(clockid_t clock)
+{
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+static inline void
+set_slot(PyObject *object, Py_ssize_t offset, PyObject *value) /* steals value */
+{
+    *(PyObject **)((char *)object + offset) = value;
+}
+
+PyDoc_STRVAR(request_new_doc, "request_new(state, level, fixed, depth)\n--\n\nsockguard.http.events.new_request.");
+
+static PyObject *
+accel_request_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (!request_ready || caller_kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "request_new() before request_setup() and caller_setup()");
+        return NULL;
+    }
+    if (nargs != 4 || !PyLong_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "request_new(state, level, fixed, depth: int)");
+        return NULL;
+    }
+    long depth = PyLong_AsLong(args[3]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *caller = caller_at(depth);
+    if (caller == NULL)
+        return NULL;
+    long long us = clock_ns(CLOCK_REALTIME) / 1000, start = clock_ns(CLOCK_MONOTONIC);
+    PyObject *record = request_type->tp_alloc(request_type, 0);
+    if (record == NULL) {
+        Py_DECREF(caller);
+        return NULL;
+    }
+    set_slot(record, off_q_caller, caller);
+    PyObject *us_value = PyLong_FromLongLong(us), *start_value = PyLong_FromLongLong(start), *cid = NULL;
+    if (us_value != NULL)
+        set_slot(record, off_q_us, us_value);
+    if (start_value != NULL)
+        set_slot(record, off_q_start, start_value);
+    if (us_value == NULL || start_value == NULL || PyContextVar_Get(request_cid, NULL, &cid) < 0) {
+        Py_DECREF(record);
+        return NULL;
+    }
+    if (cid == NULL) { /* (correlation_id has a default: not reached) */
+        Py_DECREF(record);
+        PyErr_SetString(PyExc_LookupError, "sockguard_correlation_id");
+        return NULL;
+    }
+    set_slot(record, off_q_cid, cid);
+    set_slot(record, off_q_state, Py_NewRef(args[0]));
+    set_slot(record, off_q_level, Py_NewRef(args[1]));
+    set_slot(record, off_q_fixed, Py_NewRef(args[2]));
+    set_slot(record, off_q_hop, PyLong_FromLong(0)); /* a cached small int: cannot fail */
+    set_slot(record, off_q_previous, Py_NewRef(Py_None));
+    set_slot(record, off_q_outer, Py_NewRef(Py_False));
+    set_slot(record, off_q_peer, Py_NewRef(Py_None));
+    return record;
+}
+
+/* Whether an event at ``level`` (an exact int) reaches nothing but the JSON-lines file: Sinks.beyond_file is
+ * False, read from the same objects. 1 yes, 0 it may reach more or this cannot tell. Never raises. */
+static int
+file_alone(PyObject *sinks, long level)
+{
+    int result = 0;
+    PyObject *observer = NULL, *logger = NULL, *logger_level = NULL;
+    observer = read_attr(sinks, s_q_observer, &qcache_observer);
+    if (observer != Py_None)
+        goto done;
+    PyObject *modules = PyDict_GetItemWithError(request_sys, s_q_modules); /* borrowed: sys.modules */
+    if (modules == NULL || !PyDict_CheckExact(modules))
+        goto done;
+    if (PyDict_GetItemWithError(modules, s_q_logging) == NULL) {
+        result = !PyErr_Occurred() && level < 30; /* logging never imported: the console writer, WARNING up */
+        goto done;
+    }
+    if (level >= 20)
+        goto done; /* Sinks._logger_wants decides */
+    logger = read_attr(sinks, s_q_logger, &qcache_logger);
+    if (logger == NULL || logger == Py_None)
+        goto done;
+    logger_level = read_attr(logger, s_q_level, &qcache_level);
+    if (logger_level == NULL || !PyLong_CheckExact(logger_level))
+        goto done;
+    long value = PyLong_AsLong(logger_level);
+    result = !(0 < value && value <= level) && !PyErr_Occurred();
+done:
+    Py_XDECREF(observer);
+    Py_XDECREF(logger);
+    Py_XDECREF(logger_level);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    return result;
+}
+
+/* An exact int's value as a long long; 0 (and *ok = 0) for anything else. Never raises. */
+static long long
+exact_ll(PyObject *value, int *ok)
+{
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        *ok = 0;
+        return 0;
+    }
+    int overflow = 0;
+    long long result = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (result == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        *ok = 0;
+        return 0;
+    }
+    return result;
+}
+
+/* LogFile.write's write(2) and what follows it, for a line it was about to write: 0, or -1 with an exception
+ * (one a signal handler raised, or one from LogFile._failed / _torn). */
+static int
+write_line(PyObject *file, PyObject *fd_value, int fd, PyObject *line, long long now)
+{
+    const char *data = PyBytes_AS_STRING(line);
+    Py_ssize_t length = PyBytes_GET_SIZE(line);
+    ssize_t written;
+    int error;
+    for (;;) { /* os.write: retried on EINTR after the signal handlers ran */
+        Py_BEGIN_ALLOW_THREADS
+        written = write(fd, data, (size_t)length);
+        error = errno;
+        Py_END_ALLOW_THREADS
+        if (written >= 0 || error != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_OSError))
+                return -1; /* the application's exception (KeyboardInterrupt, ...): it propagates */
+            break;         /* an OSError from a handler: LogFile.write takes it as the write's failure */
+        }
+    }
+    PyObject *result;
+    if (written < 0) {
+        if (!PyErr_Occurred()) {
+            errno = error;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL && value != NULL)
+            PyException_SetTraceback(value, traceback);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        if (value == NULL)
+            return -1;
+        PyObject *when = PyLong_FromLongLong(now);
+        result = when == NULL ? NULL : PyObject_CallMethodObjArgs(file, s_q_failed, value, when, NULL);
+        Py_XDECREF(when);
+        Py_DECREF(value);
+    }
+    else if (written != length) {
+        PyObject *count = PyLong_FromSsize_t(written), *when = PyLong_FromLongLong(now);
+        result = count == NULL || when == NULL
+                     ? NULL
+                     : PyObject_CallMethodObjArgs(file, s_q_torn, fd_value, line, count, when, NULL);
+        Py_XDECREF(count);
+        Py_XDECREF(when);
+    }
+    else
+        return 0;
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+PyDoc_STRVAR(request_end_doc,
+             "request_end(record, status) -> bool\n--\n\n"
+             "The common case of sockguard.http.events.end: True when it was done here, False when nothing was\n"
+             "done and Python must do all of it.");
+
+static PyObject *
+accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "request_end(record, status) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *record = args[0], *status = args[1];
+    if (!request_ready || Py_TYPE(record) != request_type || !PyLong_CheckExact(status))
+        Py_RETURN_FALSE;
+    long long now_ns = clock_ns(CLOCK_MONOTONIC);
+    int ok = 1;
+    long long started = exact_ll(slot(record, off_q_start), &ok), us = exact_ll(slot(record, off_q_us), &ok);
+    long long code = exact_ll(status, &ok), hop = exact_ll(slot(record, off_q_hop), &ok);
+    long long level = exact_ll(slot(record, off_q_level), &ok);
+    if (!ok || hop != 0 || code == 301 || code == 302 || code == 303 || code == 307 || code == 308 ||
+        level < 0 || level > 1000 || now_ns < started)
+        Py_RETURN_FALSE; /* (a redirect: Python keeps where it points) */
+    long long duration = (now_ns - started) / 1000;
+    PyObject *state = slot(record, off_q_state), *peer = slot(record, off_q_peer);
+    if (state == NULL || Py_TYPE(state) != request_state || peer == NULL)
+        Py_RETURN_FALSE;
+    PyObject *address = Py_None, *rule = Py_None;
+    if (peer != Py_None) {
+        if (!PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(peer, 1)))
+            Py_RETURN_FALSE;
+        address = PyTuple_GET_ITEM(peer, 0);
+        PyObject *last = PyList_GET_SIZE(request_last_rule) == 1 ? PyList_GET_ITEM(request_last_rule, 0) : NULL;
+        if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 4 ||
+            PyTuple_GET_ITEM(last, 0) != state || PyTuple_GET_ITEM(last, 1) != address ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(last, 2)) ||
+            PyObject_RichCompareBool(PyTuple_GET_ITEM(last, 2), PyTuple_GET_ITEM(peer, 1), Py_EQ) != 1) {
+            PyErr_Clear();
+            Py_RETURN_FALSE; /* Python looks the rule up (and keeps it for the next request) */
+        }
+        rule = PyTuple_GET_ITEM(last, 3);
+    }
+    PyObject *sinks = slot(state, off_q_sinks);
+    if (sinks == NULL || !file_alone(sinks, (long)level))
+        Py_RETURN_FALSE;
+    PyObject *file = NULL, *last = NULL, *line = NULL, *checked = NULL, *due = NULL, *fd_value = NULL;
+    PyObject *result = Py_False;
+    Py_INCREF(sinks); /* (reading attributes may run code) */
+    file = read_attr(sinks, s_q_file, &qcache_file);
+    if (file == Py_None) {
+        result = Py_True; /* Sinks.write_request_ok: no file, nothing to write */
+        goto done;
+    }
+    last = read_attr(sinks, s_q_last_request, &qcache_last_request);
+    PyObject *pid = PyList_GET_SIZE(request_pid) == 1 ? PyList_GET_ITEM(request_pid, 0) : NULL;
+    if (file == NULL || last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
+        PyTuple_GET_ITEM(last, 0) != slot(record, off_q_fixed) || PyTuple_GET_ITEM(last, 1) != address ||
+        PyTuple_GET_ITEM(last, 2) != rule || PyTuple_GET_ITEM(last, 3) != status ||
+        PyTuple_GET_ITEM(last, 4) != slot(record, off_q_caller) || PyTuple_GET_ITEM(last, 5) != slot(record, off_q_cid) ||
+        PyTuple_GET_ITEM(last, 6) != pid)
+        goto done;
+    PyObject *parts = PyTuple_GET_ITEM(last, 7);
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 0)) ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 1)))
+        goto done;
+    long long now = (us + duration) * 1000; /* LogFile.write's now, as write_request_ok gives it */
+    checked = read_attr(file, s_q_checked, &qcache_checked);
+    due = read_attr(file, s_q_due, &qcache_due);
+    fd_value = read_attr(file, s_q_fd, &qcache_fd);
+    ok = 1;
+    long long checked_at = exact_ll(checked, &ok), due_at = exact_ll(due, &ok), fd = exact_ll(fd_value, &ok);
+    if (!ok || !(checked_at <= now && now < due_at) || fd < 0 || fd > INT_MAX ||
+        PyDict_GetItemWithError(request_writer, s_q_write) != request_os_write)
+        goto done; /* the periodic check is due, the file is not open, or a test replaced _write: Python */
+    line = request_line_bytes(us, PyTuple_GET_ITEM(parts, 0), duration, PyTuple_GET_ITEM(parts, 1));
+    if (line == NULL || line == Py_None)
+        goto done;
+    if (write_line(file, fd_value, (int)fd, line, now) < 0)
+        result = NULL;
+    else
+        result = Py_True;
+done:
+    if (result == Py_False && PyErr_Occurred())
+        PyErr_Clear();
+    Py_XDECREF(line);
+    Py_XDECREF(checked);
+    Py_XDECREF(due);
+    Py_XDECREF(fd_value);
+    Py_XDECREF(last);
+    Py_XDECREF(file);
+    Py_DECREF(sinks);
+    return Py_XNewRef(result);
+}
 
 static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL, install_doc},
@@ -1435,6 +1822,9 @@ static PyMethodDef methods[] = {
     {"caller_setup", (PyCFunction)(void (*)(void))accel_caller_setup, METH_FASTCALL, caller_setup_doc},
     {"find_caller", (PyCFunction)(void (*)(void))accel_find_caller, METH_FASTCALL, find_caller_doc},
     {"request_line", (PyCFunction)(void (*)(void))accel_request_line, METH_FASTCALL, request_line_doc},
+    {"request_setup", (PyCFunction)(void (*)(void))accel_request_setup, METH_FASTCALL, request_setup_doc},
+    {"request_new", (PyCFunction)(void (*)(void))accel_request_new, METH_FASTCALL, request_new_doc},
+    {"request_end", (PyCFunction)(void (*)(void))accel_request_end, METH_FASTCALL, request_end_doc},
     {NULL, NULL, 0, NULL},
 };
 

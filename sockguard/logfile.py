@@ -150,6 +150,11 @@ class LogFile:
     rare (opening, the rotation check, retries, reports) happens in :meth:`_maintain`, at most once a second or when
     a retry is due, in one thread at a time."""
 
+    # (slots: the C accelerator's request_end reads _checked, _due and _fd from their offsets, not a dict)
+    __slots__ = ("__weakref__", "_backoff", "_busy", "_checked", "_drops", "_drops_logged", "_drops_taken", "_due",
+                 "_fd", "_force", "_id", "_lost", "_on_refused", "_outage", "_readable", "_refused", "_regular",
+                 "_report", "_retry_at", "_short_reason", "_size_seen", "_slot", "path", "special")  # fmt: skip
+
     #: First and longest wait before retrying an unwritable file, in seconds.
     retry_first = 0.5
     retry_max = 30.0
@@ -501,7 +506,7 @@ class LogFile:
     def __del__(self) -> None:
         # Unreachable, so no thread is writing through it (a writer holds it): its descriptor can go. A State
         # replaced by another (tests, guarded() blocks, a reloaded configuration) must not leak one.
-        slot = self.__dict__.get("_slot")
+        slot = getattr(self, "_slot", None)  # (None if __init__ never got that far)
         if slot is not None:
             try:
                 os.close(slot)

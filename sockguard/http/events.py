@@ -17,17 +17,19 @@ hand).
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import time
 
+from sockguard import logfile
+from sockguard.accelerator import accelerator
+from sockguard.active import State
 from sockguard.caller import find_caller
 from sockguard.events import ALLOWED_LEVEL, REQUEST_FIELDS, _emitting, correlation_id, emit, pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-    from sockguard.active import State
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -72,8 +74,17 @@ _perf_counter_ns = time.perf_counter_ns
 _correlation_id = correlation_id.get
 _pending_redirect = _redirect.get
 #: Whether this process has ever kept a redirect (set before the first ``_redirect.set`` of a URL and never
-#: cleared): until then no request reads the context variable.
-_redirected = [False]
+#: cleared): until then no request reads the context variable (:func:`follow_redirect` is not called).
+redirected = _redirected = [False]
+
+
+def _new_request(state: State, level: int, fixed: tuple[Any, ...], depth: int) -> Request:
+    """A :class:`Request` whose caller is ``find_caller(depth)`` as seen from the function that calls this one.
+    With the C accelerator this name is ``_accel.request_new``: the same record, made without a Python frame."""
+    return Request(state, level, fixed, find_caller(depth + 1))
+
+
+new_request = _new_request
 
 
 def wanted(state: State) -> int:
@@ -141,16 +152,22 @@ def begin(
 
 def start(state: State, level: int, fixed: tuple[Any, ...], depth: int = 3) -> Request:
     """:func:`begin` with the fields already made (:func:`fixed_fields`). ``depth``: the caller search starts
-    that many frames above this function (the hook's frame at 2 for a hook that calls this directly)."""
-    record = Request(state, level, fixed, find_caller(depth))
-    if not _redirected[0]:
-        return record
+    that many frames above this function (the hook's frame at 2 for a hook that calls this directly). A hook on
+    a hot path may call ``new_request(..., depth)`` itself and, if ``redirected[0]``, :func:`follow_redirect`."""
+    record = new_request(state, level, fixed, depth)
+    if _redirected[0]:
+        follow_redirect(record)
+    return record
+
+
+def follow_redirect(record: Request) -> None:
+    """A request that follows the redirect pending in this context is its next hop (see the module's text)."""
     pending = _pending_redirect()
     if pending is not None:
         _redirect.set(None)
+        fixed = record.fixed
         if pending[0] == _key(fixed[2], fixed[3], fixed[4], fixed[5]):
             record.hop, record.previous = pending[1], pending[2]
-    return record
 
 
 def end(
@@ -163,6 +180,8 @@ def end(
     describe does not break the request it describes (reported once on stderr); an exception a signal handler
     raises meanwhile is the application's and propagates (issue 18: nothing here may swallow one)."""
     try:
+        if error is None and _request_end is not None and _request_end(record, status):
+            return  # (the common case, done by the C accelerator: see request_end in native/sg_accel.c)
         elapsed = (_perf_counter_ns() - record.start) // 1000  # microseconds
         state = record.state
         peer = record.peer
@@ -321,3 +340,11 @@ def _remember_redirect(record: Request, location: Any) -> None:
 def reset() -> None:
     """Forget a pending redirect in this context (tests)."""
     _redirect.set(None)
+
+
+_request_end: Any = None
+_accel = accelerator()
+if _accel is not None:
+    _accel.request_setup(Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write)
+    new_request = _accel.request_new
+    _request_end = _accel.request_end

@@ -16,7 +16,8 @@ import re
 
 from sockguard import active
 from sockguard.http.checks import authority, check_host, check_target, same_host
-from sockguard.http.events import REDIRECT_STATUSES, end, fixed_fields, start, wanted
+from sockguard.http import events
+from sockguard.http.events import REDIRECT_STATUSES, end, fixed_fields, follow_redirect, redirected, start, wanted
 from sockguard.http.patching import patch_method
 
 TYPE_CHECKING = False
@@ -143,23 +144,18 @@ _request_lines: dict[Any, tuple[str, str]] = {}
 
 def _begin(state: State, level: int, conn: Any, first: Any) -> Request:
     """The request event of the head in ``conn._buffer`` (``first`` its request line) begins. Its fixed fields are
-    kept on the connection (``_sockguard_fixed``) for the next request with the same request line."""
+    kept on the connection (``_sockguard_fixed``: what they were made from, and they) for the next request with the
+    same request line to the same place."""
     memo = conn._sockguard_fixed
-    if (
-        memo is not None
-        and memo[0] == first
-        and memo[1] is state
-        and memo[2] is conn.host
-        and memo[3] is conn._tunnel_host
-        and memo[4] == conn.port
-        and memo[5] == conn._tunnel_port
-        and memo[6] == conn.default_port
-    ):
-        return start(state, level, memo[7])
+    key = (first, state, conn.host, conn._tunnel_host, conn.port, conn._tunnel_port, conn.default_port)
+    if memo is not None and memo[0] == key:
+        record = events.new_request(state, level, memo[1], 2)  # (the caller search from the endheaders hook on)
+        if redirected[0]:
+            follow_redirect(record)
+        return record
     fixed = _fixed(state, conn, first)
     if first.__class__ is bytes:
-        conn._sockguard_fixed = (first, state, conn.host, conn._tunnel_host, conn.port, conn._tunnel_port,
-                                 conn.default_port, fixed)  # fmt: skip
+        conn._sockguard_fixed = (key, fixed)
     return start(state, level, fixed)
 
 
