@@ -17,6 +17,7 @@ import _socket
 import gc
 import os
 import socket
+import sys
 import types
 import weakref
 from collections.abc import Callable, Iterator
@@ -42,10 +43,16 @@ class _Local:
 
 
 def _sockguard_frames() -> list[types.FrameType]:
+    """Frame objects of sockguard's code that no thread is executing now (finished, or a suspended generator's)."""
+    running = set()
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            running.add(id(frame))
+            frame = frame.f_back  # type: ignore[assignment]
     return [
         obj
         for obj in gc.get_objects()
-        if isinstance(obj, types.FrameType) and obj.f_code.co_filename.startswith(_SOCKGUARD)
+        if isinstance(obj, types.FrameType) and obj.f_code.co_filename.startswith(_SOCKGUARD) and id(obj) not in running
     ]
 
 
