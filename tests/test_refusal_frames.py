@@ -14,6 +14,7 @@ Where a call would send anything, the far side proves it did not (nothing accept
 from __future__ import annotations
 
 import _socket
+import errno
 import gc
 import os
 import socket
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 import sockguard
-from sockguard import floor, guard, integrations, lowlevel, testing
+from sockguard import _hook, active, floor, guard, integrations, lowlevel, testing
 from sockguard.config import Settings
 from sockguard.errors import InvalidHost
 from tests.netlab import Lab
@@ -342,3 +343,40 @@ def test_a_pinned_resolver_without_an_answer_frees_its_frames(netlab: Lab) -> No
         state.resolver = Resolver([f"{netlab.BLACKHOLE_DNS}:53"], timeout=0.2, attempts=1)
         refused_and_freed(lambda: socket.getaddrinfo(ALLOWED, 443, socket.AF_INET), socket.gaierror)
     assert netlab.dns.blackhole_queries(ALLOWED) == 1 and netlab.dns.queries() == 0
+
+
+# -- a first use whose load fails for a reason other than the configuration (issue 18) -------------------------------
+
+
+class _Interrupt(Exception):
+    """What a signal handler raises into the load (it reaches the application unchanged)."""
+
+
+@pytest.mark.parametrize("failure", ["no descriptor left", "interrupted"])
+def test_a_failed_load_frees_its_frames(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """The first socket use loads the configuration; when that fails, the use is refused (config-unavailable) or
+    gets the application's own exception, and the loader's frame keeps neither."""
+
+    def load_fails() -> guard.State:
+        if failure == "interrupted":
+            raise _Interrupt()
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    expected: type[BaseException] = _Interrupt if failure == "interrupted" else sockguard.EgressBlocked
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client,
+    ):
+        listener.bind(("127.0.0.2", 0))
+        listener.listen()
+        target = listener.getsockname()
+        previous = guard.install(guard.off())
+        try:
+            active.in_force = None  # as sitecustomize leaves a process: nothing loaded until the first use
+            _hook.set_lazy_handlers()
+            _hook.install_audit_hook()
+            monkeypatch.setattr(guard, "_load_from_environment", load_fails)
+            refused_and_freed(lambda: client.connect(target), expected)
+        finally:
+            guard.restore(previous)
+        assert _nothing_waiting(listener)
