@@ -452,31 +452,31 @@ async def _uv_connected_socket(
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned an empty list")
     errors: list[OSError] = []
-    for info_family, info_type, info_proto, _, address in infos:
-        sock = socket.socket(info_family, info_type, info_proto)
-        try:
-            sock.setblocking(False)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if broadcast:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            if local_addr is not None:
-                sock.bind(local_addr)
-            if stream:
-                await loop.sock_connect(sock, address)
-            else:
-                sock.connect(address)
-            return sock
-        except EgressBlocked:
-            sock.close()
-            raise
-        except OSError as exc:
-            sock.close()
-            errors.append(exc)
-        except BaseException:
-            sock.close()
-            raise
     try:
+        for info_family, info_type, info_proto, _, address in infos:
+            sock = socket.socket(info_family, info_type, info_proto)
+            try:
+                sock.setblocking(False)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if broadcast:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                if local_addr is not None:
+                    sock.bind(local_addr)
+                if stream:
+                    await loop.sock_connect(sock, address)
+                else:
+                    sock.connect(address)
+                return sock
+            except EgressBlocked:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+            except BaseException:
+                sock.close()
+                raise
         if len(errors) == 1:
             raise errors[0]
         raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")

@@ -58,9 +58,12 @@ def _sockguard_frames() -> list[types.FrameType]:
 
 
 def _handled_in_a_frame(
-    call: Callable[[], object], expected: type[BaseException], check: Callable[[Any], None] | None
+    call: Callable[[], object], expected: type[BaseException] | None, check: Callable[[Any], None] | None
 ) -> tuple[weakref.ref[_Local], weakref.ref[BaseException] | None]:
     local = _Local()
+    if expected is None:
+        call()
+        return weakref.ref(local), None
     try:
         call()
     except expected as exc:
@@ -75,11 +78,12 @@ def _handled_in_a_frame(
 
 def refused_and_freed(
     call: Callable[[], object],
-    expected: type[BaseException] = sockguard.EgressBlocked,
+    expected: type[BaseException] | None = sockguard.EgressBlocked,
     check: Callable[[Any], None] | None = None,
 ) -> None:
     """``call`` raises ``expected``; once it is handled, reference counting alone frees the caller's frame and its
-    locals, the exception and every frame of sockguard's the traceback named."""
+    locals, the exception and every frame of sockguard's the traceback named (``expected`` None: ``call`` returns,
+    and the same holds for the exceptions it handled on the way)."""
     gc.collect()
     before = _sockguard_frames()  # held, so that no id is reused (a suspended generator's frame, say)
     known = {id(frame) for frame in before}
@@ -291,10 +295,14 @@ def test_a_refused_psycopg_connection_frees_its_frames(netlab: Lab) -> None:
 
 
 class _Loop:
-    """The two event-loop methods the uvloop connect helper awaits, answered at once (no event loop)."""
+    """The two event-loop methods the uvloop connect helper awaits, answered at once (no event loop); the lookup
+    answers ``targets`` in order."""
+
+    def __init__(self, *targets: tuple[str, int]) -> None:
+        self.infos = [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", target) for target in targets]
 
     async def getaddrinfo(self, host: Any, port: Any, **kwargs: Any) -> Any:
-        return socket.getaddrinfo(host, port, kwargs.get("family", 0), kwargs.get("type", 0))
+        return self.infos
 
     async def sock_connect(self, sock: socket.socket, address: Any) -> None:
         sock.setblocking(True)
@@ -309,17 +317,30 @@ def _run(coroutine: Any) -> Any:
     raise AssertionError("the coroutine waited")
 
 
-def test_a_failed_connect_through_the_uvloop_helper_frees_its_frames() -> None:
-    """Not a refusal: an allowed connect that fails reaches the caller as the failure itself, as asyncio raises it,
-    and frees the helper's frame (the failures it kept hold their tracebacks)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]  # bound, never listening: a connect is refused by the kernel
-        with guard.applied(_state(allow_loopback=True)):
-            refused_and_freed(
-                lambda: _run(integrations._uv_connected_socket(_Loop(), "127.0.0.1", port, None, stream=True)),
-                ConnectionRefusedError,
-            )
+def test_the_uvloop_connect_helper_frees_its_frames() -> None:
+    """The helper keeps each failed attempt to raise the failure itself, as asyncio does: whatever ends it (the one
+    failure, a refusal of the next address, a connection to it) lets go of them, and with them of its frame."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as refused_listener,
+    ):
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a connect to it is refused by the kernel
+        listener.bind(("127.0.0.1", 0))
+        refused_listener.bind(("127.0.0.2", 0))
+        for server in (listener, refused_listener):
+            server.listen()
+        failing, listening, refused = closed.getsockname(), listener.getsockname(), refused_listener.getsockname()
+
+        def connect(*targets: tuple[str, int]) -> Any:
+            return _run(integrations._uv_connected_socket(_Loop(*targets), "db.test", 0, None, stream=True))
+
+        with guard.applied(_state(allow=["127.0.0.1"])):
+            refused_and_freed(lambda: connect(failing), ConnectionRefusedError)
+            refused_and_freed(lambda: connect(failing, refused))
+            refused_and_freed(lambda: connect(failing, listening).close(), None)
+        assert _nothing_waiting(refused_listener)
+        listener.accept()[0].close()  # the one connection the policy allowed
 
 
 # -- failures of allowed lookups that sockguard answers in Python ---------------------------------------------------
