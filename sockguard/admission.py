@@ -44,5 +44,5 @@ def admit(state: State, name: str, port: Any, infos: list[Any], address_index: i
         # Each refused answer is already in the log as a block of this lookup; the caller learns why.
         error = refuse(state, refused[0], "resolve", None, name, number, refused[1], depth=2, log=False)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     return kept

@@ -102,7 +102,7 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
         if host is None:
             error = refuse(state, _UNKNOWN_SHAPE, operation, sock, repr(address), None, None, depth=_HOOK_DEPTH)
             if error is not None:
-                raise error
+                raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
             return
         ports = state.addrs.get(host)  # State.address's cache hit, inlined: this runs on every connect
         decision = ports.get(port) if ports is not None else None
@@ -135,20 +135,17 @@ def _check_socket(args: tuple[Any, ...], operation: str = "connect") -> None:
                     state, decision, operation, sock, name, port, address_text, depth=_HOOK_DEPTH, replaces=replaces
                 )
                 if error is not None:
-                    try:
-                        raise error
-                    finally:  # the traceback keeps this frame: without its local, no cycle keeps the caller's
-                        error = None  # frame (and its locals) alive until a garbage collection
+                    raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     elif family == AF_UNIX:
         if not state.policy.allow_unix:
             error = refuse(state, Decision(False, UNIX), operation, sock, host_text(address), None, None)
             if error is not None:
-                raise error
+                raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     elif family != AF_NETLINK:
         decision = Decision(False, FAMILY, None, str(family))
         error = refuse(state, decision, operation, sock, repr(address), None, None)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 _on_connect = _check_socket
@@ -188,7 +185,7 @@ def _on_bind(args: tuple[Any, ...]) -> None:
     shown = host if host is not None else repr(address)
     error = refuse(state, decision, "bind", sock, shown, None, None, depth=2 + _AUDIT)
     if error is not None:
-        raise error
+        raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 def _on_new(args: tuple[Any, ...]) -> None:
@@ -205,7 +202,7 @@ def _on_lookup(host: Any, port: Any, family: int, depth: int = 3 + _AUDIT) -> No
     if cls is not str and issubclass(cls, str):
         error = refuse(state, _SUBCLASS_LOOKUP, "resolve", None, str.__str__(host), port, None, depth=depth)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
         return
     try:
         text = c_host(host)
@@ -215,13 +212,13 @@ def _on_lookup(host: Any, port: Any, family: int, depth: int = 3 + _AUDIT) -> No
     if not decision.allowed:
         error = refuse(state, decision, "resolve", None, host, port, None, depth=depth)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     elif name is not None and state.resolver is not None:
         # Pinned mode: the wrappers never give C a name, so this lookup bypassed them (_socket called directly,
         # or a reference to the unpatched function) and would ask the system resolver.
         error = refuse(state, _PINNED_BYPASS, "resolve", None, host, port, None, depth=depth)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     elif name is not None and text is not None and not text.endswith("."):
         # Handed a relative name, glibc may ask DNS for search-list candidates first (sockguard/resolvconf.py).
         for candidate in resolvconf_module().expansions(name, False, family):
@@ -235,7 +232,7 @@ def _on_lookup(host: Any, port: Any, family: int, depth: int = 3 + _AUDIT) -> No
                 )
                 error = refuse(state, expansion, "resolve", None, host, port, None, depth=depth)
                 if error is not None:
-                    raise error
+                    raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
                 return
 
 
@@ -297,7 +294,7 @@ def _reverse(address: str, shown: str) -> None:
     if not decision.allowed:
         error = refuse(state, decision, "resolve", None, shown, None, address, depth=3 + _AUDIT)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 _PINNED_BYPASS = Decision(

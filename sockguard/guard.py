@@ -71,10 +71,13 @@ def load() -> State:
             if gc_was_on:
                 gc.enable()
     if failure is not None:  # (said on stderr after the lock is released: stderr can block too)
-        if not _own_failure(failure):
-            _interrupted(failure)
-            raise failure  # the application's exception (a signal handler's, KeyboardInterrupt), unchanged
-        return _not_loaded(failure)
+        try:
+            if not _own_failure(failure):
+                _interrupted(failure)
+                raise failure  # the application's exception (a signal handler's, KeyboardInterrupt), unchanged
+            return _not_loaded(failure)
+        finally:
+            failure = None  # its traceback holds this frame: no cycle through it (sockguard/refusal.py)
     state.sinks.start()
     return state
 

@@ -452,33 +452,36 @@ async def _uv_connected_socket(
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned an empty list")
     errors: list[OSError] = []
-    for info_family, info_type, info_proto, _, address in infos:
-        sock = socket.socket(info_family, info_type, info_proto)
-        try:
-            sock.setblocking(False)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if broadcast:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            if local_addr is not None:
-                sock.bind(local_addr)
-            if stream:
-                await loop.sock_connect(sock, address)
-            else:
-                sock.connect(address)
-            return sock
-        except EgressBlocked:
-            sock.close()
-            raise
-        except OSError as exc:
-            sock.close()
-            errors.append(exc)
-        except BaseException:
-            sock.close()
-            raise
-    if len(errors) == 1:
-        raise errors[0]
-    raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+    try:
+        for info_family, info_type, info_proto, _, address in infos:
+            sock = socket.socket(info_family, info_type, info_proto)
+            try:
+                sock.setblocking(False)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if broadcast:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                if local_addr is not None:
+                    sock.bind(local_addr)
+                if stream:
+                    await loop.sock_connect(sock, address)
+                else:
+                    sock.connect(address)
+                return sock
+            except EgressBlocked:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+            except BaseException:
+                sock.close()
+                raise
+        if len(errors) == 1:
+            raise errors[0]
+        raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+    finally:
+        errors.clear()  # each failure's traceback holds this frame: no cycle through it (sockguard/refusal.py)
 
 
 # -- libpq (psycopg 3): psycopg resolves in Python, libpq connects in C -------------------------------
@@ -532,41 +535,48 @@ def _check_pg_hosts(params: Any) -> None:
     hosts = [h.strip() for h in (_pg_param(params, "host") or "").split(",")]
     if not hosts or _pg_param(params, "hostaddr"):
         return
-    blocked = []
-    for host in hosts:
-        if not host or host.startswith(("/", "@")) or host[1:2] == ":":
-            return  # a Unix socket among them: decided per attempt
-        try:
-            lowlevel.check_lookup(host)
-        except EgressBlocked as exc:
-            blocked.append(exc)
-        else:
-            return
-    if blocked:
-        raise _pg_refused(blocked)
+    blocked: list[EgressBlocked] = []
+    try:
+        for host in hosts:
+            if not host or host.startswith(("/", "@")) or host[1:2] == ":":
+                return  # a Unix socket among them: decided per attempt
+            try:
+                lowlevel.check_lookup(host)
+            except EgressBlocked as exc:
+                blocked.append(exc)
+            else:
+                return
+        if blocked:
+            raise _pg_refused(blocked)
+    finally:
+        blocked.clear()  # each refusal's traceback holds this frame: no cycle through it (sockguard/refusal.py)
 
 
 def _check_pg_attempts(attempts: list[Any]) -> list[Any]:
     """Attempts whose address the policy refuses are dropped; none left raises."""
-    kept, blocked = [], []
-    for attempt in attempts:
-        host = _pg_param(attempt, "host") or ""
-        address = _pg_param(attempt, "hostaddr")
-        port = int(_pg_param(attempt, "port") or 5432)
-        try:
-            if address:
-                lowlevel.check_connect(address, port)
-            elif not host or host.startswith(("/", "@")) or host[1:2] == ":":
-                lowlevel.check_unix(host)
-            else:  # libpq resolves it itself: at least the name is decided before its DNS query
-                lowlevel.check_lookup(host, port)
-        except EgressBlocked as exc:
-            blocked.append(exc)
-            continue
-        kept.append(attempt)
-    if not kept and blocked:
-        raise _pg_refused(blocked)
-    return kept
+    kept: list[Any] = []
+    blocked: list[EgressBlocked] = []
+    try:
+        for attempt in attempts:
+            host = _pg_param(attempt, "host") or ""
+            address = _pg_param(attempt, "hostaddr")
+            port = int(_pg_param(attempt, "port") or 5432)
+            try:
+                if address:
+                    lowlevel.check_connect(address, port)
+                elif not host or host.startswith(("/", "@")) or host[1:2] == ":":
+                    lowlevel.check_unix(host)
+                else:  # libpq resolves it itself: at least the name is decided before its DNS query
+                    lowlevel.check_lookup(host, port)
+            except EgressBlocked as exc:
+                blocked.append(exc)
+                continue
+            kept.append(attempt)
+        if not kept and blocked:
+            raise _pg_refused(blocked)
+        return kept
+    finally:
+        blocked.clear()  # each refusal's traceback holds this frame: no cycle through it (sockguard/refusal.py)
 
 
 # -- dnspython used directly ---------------------------------------------------------------------

@@ -48,7 +48,7 @@ def check_lookup(host: Any, port: Any = None, *, log_allowed: bool = True) -> st
     if not decision.allowed:
         error = refuse(state, decision, "resolve", None, host, port, None, depth=2)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     elif log_allowed and name is not None:
         record_allowed(state, decision, "resolve", None, name, port, None, 2)
     return name
@@ -96,7 +96,7 @@ def check_reverse(address: Any) -> None:
     if not decision.allowed:
         error = refuse(state, decision, "resolve", None, text, None, numeric, depth=2)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 def admit_answers(name: str, port: Any, addresses: Iterable[str]) -> list[str]:
@@ -139,7 +139,7 @@ def _check_address(operation: str, address: str, port: Any, protocol: str) -> No
     if not decision.allowed:
         error = refuse(state, decision, operation, protocol, name, port, address, depth=3)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     record_allowed(state, decision, operation, protocol, name, port, address, 3)
 
 
@@ -149,7 +149,7 @@ def check_unix(path: str, protocol: str = "unix") -> None:
     if state.mode != "off" and not state.policy.allow_unix:
         error = refuse(state, Decision(False, UNIX), "connect", protocol, path, None, None, depth=2)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 def pinned_nameservers() -> tuple[tuple[str, int], ...] | None:

@@ -74,7 +74,7 @@ def check_raw(family: int, kind: int, proto: int, *, depth: int) -> None:
         detail = "a raw IP socket lets the program write its own IP header, past any destination check"
     error = refuse(state, Decision(False, RAW_SOCKET, None, detail), "socket", "raw", what, None, None, depth=depth)
     if error is not None:
-        raise error
+        raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 def source_route(level: int, optname: int, value: bytes | int | None) -> str | None:
@@ -123,4 +123,4 @@ def refuse_source_route(detail: str, operation: str, sock: object, destination: 
     decision = Decision(False, SOURCE_ROUTE, None, detail)
     error = refuse(state, decision, operation, sock, host, port, None, depth=depth)
     if error is not None:
-        raise error
+        raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)

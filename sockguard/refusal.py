@@ -1,9 +1,20 @@
 """Refusing: the block message, the rule that would allow the destination, and the exception.
 
-Every enforcement point reads ``raise refuse(...)`` (or, where monitor mode must let the call go on,
-``error = refuse(...)`` then ``if error: raise error``): recording the decision and refusing are one step here,
-and the raise stays visible where the call is stopped. Messages are cached per State, so a retry loop
-against a blocked destination pays for the suggestion and the formatting once.
+Every enforcement point reads ``raise refuse(...)`` or, where monitor mode must let the call go on (None)::
+
+    error = refuse(...)
+    if error is not None:
+        raise (error, error := None)[0]
+
+Recording the decision and refusing are one step here, and the raise stays visible where the call is stopped. The last
+line lets go of the local before the exception leaves (the tuple holds the exception, the local becomes None, then the
+tuple's first item is raised): its traceback holds the raising frame, so a frame that still held the exception would
+make a cycle, and the cycle would keep that frame, every other frame of the traceback (the caller's too) and their
+locals (sockets, buffers) alive until a garbage collection, instead of freeing them once the caller has handled the
+refusal (tests/test_refusal_frames.py). One line, no helper: a helper that raised would add its own frame to every
+refusal's traceback. Caught exceptions kept in a list, to raise or chain later, are let go in a ``finally`` for the
+same reason. Messages are cached per State, so a retry loop against a blocked destination pays for the suggestion and
+the formatting once.
 """
 
 from __future__ import annotations

@@ -176,14 +176,14 @@ class Resolver:
             types = [_A, _AAAA]
         found: list[str] = []
         answers: list[_Answer] = []
-        failure: ResolverFailure | None = None
+        failure: str | None = None  # (its text: the exception itself would hold this frame, which would hold it)
         for rdtype in types:
             if rdtype == _A and family == AF_INET6 and found and not flags & _socket.AI_ALL:
                 break  # AI_V4MAPPED: IPv4 only when there is no IPv6 answer
             try:
                 answer = self._lookup(name, rdtype)
             except ResolverFailure as exc:
-                failure = exc
+                failure = str(exc)
                 break  # the servers did not answer one type: do not wait for them again for the other
             answers.append(answer)
             if answer.status == "nxdomain":

@@ -120,7 +120,7 @@ def install_wrapper(owner: Any, wrapper: Any, original: Any) -> None:
 def _refused(state: Any, decision: Any, host: Any, port: Any, operation: str = "resolve") -> None:
     error = refuse(state, decision, operation, None, host, port, None, depth=3)
     if error is not None:
-        raise error
+        raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
 
 
 def _lookup_text(state: Any, host: Any, port: Any) -> str | None:
@@ -158,15 +158,18 @@ def first_answer(
     if len(queries) == 1:
         return name, ask(queries[0])
     failure: OSError | None = None
-    for candidate, query in allowed_queries(state, name, absolute, port, family):
-        try:
-            return candidate, ask(query)
-        except _socket.gaierror as exc:
-            if exc.errno not in _NOT_FOUND:
-                raise
-            if failure is None or exc.errno != _socket.EAI_NONAME:
-                failure = exc
-    raise failure or _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
+    try:
+        for candidate, query in allowed_queries(state, name, absolute, port, family):
+            try:
+                return candidate, ask(query)
+            except _socket.gaierror as exc:
+                if exc.errno not in _NOT_FOUND:
+                    raise
+                if failure is None or exc.errno != _socket.EAI_NONAME:
+                    failure = exc
+        raise failure or _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
+    finally:
+        failure = None  # its traceback holds this frame: no cycle through it (sockguard/refusal.py)
 
 
 def patch_socket_module(module: Any) -> None:
@@ -363,7 +366,7 @@ def guard_socket_class(cls: Any, guarded_getaddrinfo: Any) -> None:
             error = refuse(state, Decision(False, INVALID, None, str(exc)), operation, sock, repr(address), None, None,
                            depth=3)  # fmt: skip
             if error is not None:
-                raise error
+                raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
             return address  # monitor mode: logged as would-block, and C gets the call as made
         host = plain[0]
         text = host

@@ -47,6 +47,7 @@ ENFORCEMENT_MODULES = frozenset(
         "test_integrity_activation",
         "test_integrity_pinning",
         "test_integrity_property",
+        "test_refusal_frames",
         "test_resolution",
         "test_resolver",
         "test_transparency",

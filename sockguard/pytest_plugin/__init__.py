@@ -8,10 +8,13 @@ recorded (even when the code under test swallows the exception): the test's repo
 call site and the rule to add, and the session ends with a summary (optionally a JSON file). See
 docs/pytest-plugin.md.
 
-One job per module: ``options`` (inputs), ``scopes`` (policies), ``session`` (the per-config plugin: stack,
-children, recording, reports), ``records``, ``raises``, ``fixture``, ``compat`` (pytest-socket's semantics) and
-``socket_api`` (the ``pytest_socket`` module when pytest-socket is not installed). This module holds only the
-module-level hooks and the ``sockguard`` fixture.
+One job per module: ``options`` (inputs), ``scopes`` (policies and the scopes that hold them), ``node_rules``
+(which policy a node runs under), ``stack`` (the scope on top in force), ``children`` (child processes),
+``recorder`` and ``records`` (what was blocked, where), ``raises`` (what ``pytest.raises`` caught), ``reporting``
+(reports, summary, JSON file), ``session`` (the per-config plugin: pytest's hooks), ``fixture``, ``compat``
+(pytest-socket's semantics), ``socket_changes`` (pytest-socket's functions at run time) and ``socket_api`` (the
+``pytest_socket`` module when pytest-socket is not installed). This module holds only the module-level hooks and
+the ``sockguard`` fixture.
 
 PYTEST_DONT_REWRITE: production code, not tests (the guard may have imported sockguard before pytest started).
 """

@@ -38,12 +38,12 @@ class _Change:
         self._plugin, self._scope, self._change = plugin, scope, change
         if scope is not None:
             scope.changes.append(change)
-            plugin._apply()
+            plugin.stack.apply()
 
     def undo(self) -> None:
         if self._scope is not None and self._change in self._scope.changes:
             self._scope.changes.remove(self._change)
-            self._plugin._apply()
+            self._plugin.stack.apply()
 
     def __enter__(self) -> _Change:
         return self
@@ -58,12 +58,12 @@ class _ExpectBlocked:
         self.blocked: list[Blocked] = []
 
     def __enter__(self) -> list[Blocked]:
-        self._plugin.expecting.append(self.blocked)
+        self._plugin.recorder.expecting.append(self.blocked)
         return self.blocked
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self._plugin._read_children()
-        self._plugin.expecting.remove(self.blocked)
+        self._plugin.stack.read_children()
+        self._plugin.recorder.expecting.remove(self.blocked)
         if exc_type is None and not self.blocked:
             raise AssertionError("sockguard.expect_blocked(): nothing was blocked inside the block")
 
@@ -80,9 +80,9 @@ class Controller:
     def _scope(self) -> _Scope | None:
         if self._plugin.force_off:
             return None  # --force-enable-socket: everything stays allowed
-        if not self._plugin.stack:
+        if not self._plugin.stack.scopes:
             raise RuntimeError("sockguard is not guarding this part of the run (use the fixture from a test)")
-        return self._plugin.stack[-1]
+        return self._plugin.stack.scopes[-1]
 
     def allow(self, *rules: str) -> _Change:
         return self.policy(allow=rules)
@@ -121,11 +121,11 @@ class Controller:
     @property
     def rules(self) -> Rules | None:
         """The policy in force now (None: sockguard is not guarding)."""
-        return self._plugin.current_rules()
+        return self._plugin.stack.current_rules()
 
     @property
     def blocked(self) -> list[Blocked]:
         """Every attempt blocked so far in the current test (all phases, child processes included)."""
-        self._plugin._read_children()
-        nodeid = self._plugin._context()[0]
-        return list(self._plugin.by_node.get(nodeid, ()))
+        self._plugin.stack.read_children()
+        nodeid = self._plugin.stack.context()[0]
+        return list(self._plugin.recorder.by_node.get(nodeid, ()))

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from sockguard.pytest_plugin.session import _Plugin
+    from sockguard.pytest_plugin.stack import PolicyStack
 
-_watchers: list[_Plugin] = []
+_watchers: list[PolicyStack] = []
 _original_fill_unfilled: Any = None
 
 
-def _watch_pytest_raises(plugin: _Plugin, on: bool) -> None:
-    """Tell the innermost guarding plugin what ``pytest.raises`` caught (every pytest.raises/RaisesGroup
-    success goes through ``ExceptionInfo.fill_unfilled``). Patched only while a run is being guarded."""
+def _watch_pytest_raises(stack: PolicyStack, on: bool) -> None:
+    """Tell the innermost guarding plugin's policy stack what ``pytest.raises`` caught (every pytest.raises /
+    RaisesGroup success goes through ``ExceptionInfo.fill_unfilled``). Patched only while a run is being guarded."""
     global _original_fill_unfilled
     if on:
-        _watchers.append(plugin)
-    elif plugin in _watchers:
-        _watchers.remove(plugin)
+        _watchers.append(stack)
+    elif stack in _watchers:
+        _watchers.remove(stack)
     if _watchers and _original_fill_unfilled is None:
         original = _original_fill_unfilled = pytest.ExceptionInfo.fill_unfilled
 

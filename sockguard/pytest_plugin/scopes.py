@@ -1,6 +1,6 @@
 """The policy of a stretch of the run (:class:`Rules`) and the scopes of the stack that puts one in force.
 
-Rules are hashable: the plugin compiles one guard State per Rules and reuses it (sockguard/pytest_plugin/session.py).
+Rules are hashable: the plugin compiles one guard State per Rules and reuses it (sockguard/pytest_plugin/stack.py).
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
+
+import pytest
 
 # --- policies -------------------------------------------------------------------------------
 
@@ -94,3 +96,7 @@ class _Scope:
         for change in self.changes:
             rules = change(rules)
         return rules
+
+
+#: The scope of a test's own phases (None: sockguard leaves the test alone), made at its set-up.
+_ITEM_SCOPE = pytest.StashKey["_Scope | None"]()
