@@ -110,7 +110,7 @@ def decide(state: State, host: str, port: int | None, operation: str, protocol: 
     if not decision.allowed:
         error = refuse(state, decision, operation, protocol, None if address else host, port, address, depth=2)
         if error is not None:
-            raise error
+            raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     elif state.sinks.wants_allow():
         record_allowed(state, decision, operation, protocol, name, port, address, 2)
 
@@ -175,7 +175,7 @@ def check_sni(server_hostname: Any, sock: Any = None) -> Any:
         return server_hostname
     error = refuse(state, decision, SNI, "tls", server_hostname, port, address, depth=2)
     if error is not None:
-        raise error
+        raise (error, error := None)[0]  # the local let go first (sockguard/refusal.py)
     return server_hostname
 
 
