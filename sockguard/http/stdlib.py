@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 
 from sockguard import active
-from sockguard.http.checks import authority, check_host, check_target, same_host
 from sockguard.http import events
+from sockguard.http.checks import authority, check_host, check_target, same_host
 from sockguard.http.events import REDIRECT_STATUSES, end, fixed_fields, follow_redirect, redirected, start, wanted
 from sockguard.http.patching import patch_method
 
