@@ -12,8 +12,18 @@ wants the event (no extra coroutine per request); only an observed request gets 
 from __future__ import annotations
 
 from sockguard import active
+from sockguard.http import events
 from sockguard.http.checks import check_host, check_target
-from sockguard.http.events import DEFAULT_PORTS, REDIRECT_STATUSES, end, fixed_fields, start, wanted
+from sockguard.http.events import (
+    DEFAULT_PORTS,
+    REDIRECT_STATUSES,
+    end,
+    fixed_fields,
+    follow_redirect,
+    redirected,
+    start,
+    wanted,
+)
 from sockguard.http.patching import patch_method
 
 TYPE_CHECKING = False
@@ -62,7 +72,10 @@ def _begin(state: State, level: int, pool: Any, request: Any) -> Request:
         memo = _fixed[0]
         fixed = memo.get(key) if memo is not None and memo[None] is state else None
         if fixed is not None:
-            return start(state, level, fixed)
+            record = events.new_request(state, level, fixed, 2)  # (the caller search from the hook on)
+            if redirected[0]:
+                follow_redirect(record)
+            return record
     text = scheme.decode("latin-1")
     via = None
     if proxy is not None:
