@@ -15,19 +15,29 @@ one event, caller found, one line written). The request target carries a query s
 
 from __future__ import annotations
 
+import gc
+import importlib
 import io
 import json
 import os
+import statistics
+import sys
 from typing import Any
 
-from benchmarks import variants
-from benchmarks.harness import Context, Row, Stats, Workers, interleave, paired, verdict
+from benchmarks import callgrind, variants
+from benchmarks.harness import Context, Row, Stats, Workers, copies_of, interleave, paired, verdict
 from benchmarks.worker import Bench, Elapsed, elapsed, stamp
 
 US = 1000.0
 PEER = ("198.51.100.10", 80)  # what the canned socket says it is connected to (never used for traffic)
 HOST = "api.bench.test"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+KINDS = ("http.client", "httpcore")
+VARIANTS = ("bare", "guard", "guard-log")
+SINKS = {"guard": "no sink wants request events", "guard-log": "JSONL log on: one event per request"}
+COPIES = 2  # processes per variant (full run): what one process's memory layout adds or saves averages out
+WARMUP = 200  # requests before a counted run's measured parts
+COUNTED_FULL, COUNTED_QUICK = (500, 1500), (100, 300)  # requests in the two measured parts of a counted run
 
 
 class _Reader(io.BytesIO):
@@ -60,6 +70,47 @@ class _CannedSocket:
         pass
 
 
+class _CannedBackend:
+    """httpcore's network backend interface, connecting every request's pool to the one canned stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+        return self.stream
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+
+def _canned_stream(httpcore: Any) -> Any:
+    """An httpcore network stream answering ``RESPONSE`` to the next ``left`` reads, connected to ``PEER``.
+
+    Like httpcore's ``MockStream``, with two differences: it reports its peer (``server_addr``, as a real socket's
+    stream does, so the request event carries the address and its rule, as the http.client rows' does), and a
+    read costs the same whatever the batch size (MockStream pops the first item of a list)."""
+
+    class CannedStream(httpcore.NetworkStream):  # type: ignore[misc]
+        left = 0
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            if self.left <= 0:
+                return b""
+            self.left -= 1
+            return RESPONSE
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def get_extra_info(self, info: str) -> Any:
+            return PEER if info == "server_addr" else None
+
+    return CannedStream()
+
+
 def setup(variant: str, *, log: str, kind: str) -> Bench:
     variants.apply(variant, [PEER[0], HOST], log=log)
     if kind == "http.client":
@@ -83,16 +134,17 @@ def setup(variant: str, *, log: str, kind: str) -> Bench:
     elif kind == "httpcore":
         import httpcore
 
+        stream = _canned_stream(httpcore)
+        pool = httpcore.ConnectionPool(network_backend=_CannedBackend(stream))  # one pool, one connection, kept
+        request, url = pool.request, f"http://{HOST}/v1/orders?page=2"
+
         def run(n: int) -> Elapsed:
-            backend = httpcore.MockBackend([RESPONSE] * n)
-            with httpcore.ConnectionPool(network_backend=backend) as pool:
-                request = pool.request
-                url = f"http://{HOST}/v1/orders?page=2"
-                start = stamp()
-                for _ in range(n):
-                    if request("GET", url).content != b"ok":
-                        raise RuntimeError("bad response")
-                return elapsed(start)
+            stream.left = n
+            start = stamp()
+            for _ in range(n):
+                if request("GET", url).content != b"ok":
+                    raise RuntimeError("bad response")
+            return elapsed(start)
 
     else:
         raise ValueError(f"unknown kind {kind!r}")
@@ -114,20 +166,21 @@ def setup(variant: str, *, log: str, kind: str) -> Bench:
 
 def run(ctx: Context) -> list[Row]:
     rows = []
-    n, rounds = ctx.pick((2000, 30), (500, 5))
-    for kind in ("http.client", "httpcore"):
-        names = ("bare", "guard", "guard-log")
-        params = {v: {"log": os.path.join(ctx.tmp, f"requests-{kind}-{v}.jsonl"), "kind": kind} for v in names}
-        with Workers("http_requests", params) as workers:
+    (n, rounds), copies = ctx.pick(((250, 100), COPIES), ((250, 10), 1))
+    times: dict[str, float] = {}  # the bare request's median CPU µs per kind, for the instruction rows' rate
+    for kind in KINDS:
+        params = {v: {"log": os.path.join(ctx.tmp, f"requests-{kind}-{v}.jsonl"), "kind": kind} for v in VARIANTS}
+        with Workers("http_requests", params, copies=copies) as workers:
             samples = interleave(workers, kind, n=n, rounds=rounds)
-            written = workers["guard-log"].call(op="info")
-        expected = n * (rounds + 2)  # every batch, warm-up included
+            written = [w.call(op="info") for w in copies_of(workers, "guard-log")]
+        times[kind] = statistics.median(samples["bare"]) / US
+        expected = n * (rounds + 2) * copies  # every batch, warm-up included
+        events = sum(w["request_events"] for w in written)
         for variant, target, limit in (("guard", "added ≤ 1 µs", 1.0), ("guard-log", "added ≤ 5 µs", 5.0)):
             added, ratio = paired(samples[variant], samples["bare"], US)
-            sink = "no sink wants request events" if variant == "guard" else "JSONL log on: one event per request"
             row = Row(
                 f"request/{kind}/{variant}",
-                f"{kind} request on a kept-alive connection, {sink}",
+                f"{kind} request on a kept-alive connection, {SINKS[variant]}",
                 target,
                 "µs",
                 baseline=Stats.of(samples["bare"], US),
@@ -137,9 +190,81 @@ def run(ctx: Context) -> list[Row]:
             )
             ok = added <= limit
             if variant == "guard-log":
-                ok = ok and written["request_events"] == expected
-                row.note = f"{written['request_events']:,} request events written for {expected:,} requests"
-                row.extra = {"log_file": written, "expected_events": expected}
+                ok = ok and events == expected
+                row.note = f"{events:,} request events written for {expected:,} requests"
+                row.extra = {"log_files": written, "expected_events": expected}
             row.verdict = verdict(ok)
             rows.append(row)
+    rows.extend(_instruction_rows(ctx, times))
     return rows
+
+
+# --- instruction counts (load-independent) -------------------------------------------------------------------
+
+TARGETS = {"guard": 1.0, "guard-log": 5.0}  # µs added per request (issue 15)
+
+
+def _instruction_rows(ctx: Context, times: dict[str, float]) -> list[Row]:
+    """Instructions added per request, counted by callgrind in one run per variant: (the part of HIGH requests -
+    the part of LOW) / (HIGH - LOW), after the set-up and a warm-up; the interpreter's start-up is not counted."""
+    marks = callgrind.build(ctx.tmp, "callgrind_marks") if callgrind.valgrind() else None
+    if marks is None:
+        why = "valgrind is not installed" if callgrind.valgrind() is None else "callgrind_marks.c did not build"
+        return [Row("request/instructions", "instructions per request (valgrind)", "info", "instr",
+                    verdict="skipped", note=why)]  # fmt: skip
+    low, high = ctx.pick(COUNTED_FULL, COUNTED_QUICK)
+    rows = []
+    for kind in KINDS:
+
+        def args(variant: str, kind: str = kind) -> tuple[str, ...]:
+            return variant, kind, str(low), str(high), os.path.join(ctx.tmp, f"counted-{kind}-{variant}.jsonl"), marks
+
+        counts = callgrind.per_op_in_parts("http_requests", args, VARIANTS, low, high)
+        bare = counts["bare"]
+        for variant in ("guard", "guard-log"):
+            guarded = counts[variant]
+            key, label = f"request/instructions-{kind}/{variant}", f"{kind} request, {SINKS[variant]}"
+            if bare is None or guarded is None:
+                rows.append(Row(key, f"{label}: instructions (valgrind)", "info", "instr", verdict="skipped",
+                                note="a counted run failed"))  # fmt: skip
+                continue
+            rate = bare / times[kind]  # instructions per µs of the bare request, this run, this machine
+            budget = TARGETS[variant] * rate
+            row = Row(
+                key,
+                f"{label}: instructions per request (valgrind; load-independent)",
+                f"info (≤ {TARGETS[variant]:g} µs ≈ {budget:,.0f} at this run's rate)",
+                "instr",
+                baseline=Stats(bare, bare, bare, 1),
+                guarded=Stats(guarded, guarded, guarded, 1),
+                added=guarded - bare,
+                ratio=guarded / bare,
+                verdict="info",
+                note=f"≈ {(guarded - bare) / rate:.2f} µs at the bare request's {rate:,.0f} instructions per CPU µs "
+                f"in this run's time rows ({bare:,.0f} instructions in {times[kind]:.2f} µs); counted: "
+                f"({high:,} - {low:,} requests) after a warm-up, collector off as in the time rows"
+                + ("; the write() system call (one per line) is not counted" if variant == "guard-log" else ""),
+            )
+            row.extra = {"instructions": counts, "rate_per_us": rate, "budget_instructions": budget, "low": low,
+                         "high": high}  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+def _counted_run(variant: str, kind: str, low: int, high: int, log: str, marks: str) -> None:
+    """One run for callgrind: the set-up of ``variant`` and a warm-up, then two measured parts of ``low`` and
+    ``high`` requests, the collector off (as in a timed batch; nothing these requests allocate is cyclic garbage)."""
+    sys.path.insert(0, marks)
+    callgrind_marks = importlib.import_module("callgrind_marks")
+    work = setup(variant, log=log, kind=kind).workloads[kind]
+    work(WARMUP)
+    gc.collect()
+    gc.disable()
+    for n in (low, high):
+        callgrind_marks.zero()
+        work(n)
+        callgrind_marks.dump(f"{n} requests")
+
+
+if __name__ == "__main__":
+    _counted_run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
