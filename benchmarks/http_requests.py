@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from benchmarks import callgrind, variants
-from benchmarks.harness import Context, Row, Stats, Workers, copies_of, interleave, paired, verdict
+from benchmarks.harness import Context, Row, Stats, Workers, copies_of, interleave, paired, paired_interval, verdict
 from benchmarks.worker import Bench, Elapsed, elapsed, stamp
 
 US = 1000.0
@@ -35,9 +35,12 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\
 KINDS = ("http.client", "httpcore")
 VARIANTS = ("bare", "guard", "guard-log")
 SINKS = {"guard": "no sink wants request events", "guard-log": "JSONL log on: one event per request"}
-COPIES = 2  # processes per variant (full run): what one process's memory layout adds or saves averages out
+# Timed: (requests per batch, rounds, processes per variant). Short batches, many rounds: on a shared machine a
+# batch's time swings by ±30% whatever its length, so more rounds (pairs) narrow the median more than longer
+# batches do; two processes per variant average out what one process's memory layout adds or saves.
+TIMED_FULL, TIMED_QUICK = (200, 150, 2), (200, 15, 1)
 WARMUP = 200  # requests before a counted run's measured parts
-COUNTED_FULL, COUNTED_QUICK = (500, 1500), (100, 300)  # requests in the two measured parts of a counted run
+COUNTED_FULL, COUNTED_QUICK = (200, 600), (100, 300)  # requests in the two measured parts of a counted run
 
 
 class _Reader(io.BytesIO):
@@ -70,21 +73,9 @@ class _CannedSocket:
         pass
 
 
-class _CannedBackend:
-    """httpcore's network backend interface, connecting every request's pool to the one canned stream."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
-        return self.stream
-
-    def sleep(self, seconds: float) -> None:
-        pass
-
-
-def _canned_stream(httpcore: Any) -> Any:
-    """An httpcore network stream answering ``RESPONSE`` to the next ``left`` reads, connected to ``PEER``.
+def _canned(httpcore: Any) -> tuple[Any, Any]:
+    """An httpcore network stream answering ``RESPONSE`` to the next ``left`` reads, connected to ``PEER``, and a
+    network backend whose every connection is that stream.
 
     Like httpcore's ``MockStream``, with two differences: it reports its peer (``server_addr``, as a real socket's
     stream does, so the request event carries the address and its rule, as the http.client rows' does), and a
@@ -108,7 +99,13 @@ def _canned_stream(httpcore: Any) -> Any:
         def get_extra_info(self, info: str) -> Any:
             return PEER if info == "server_addr" else None
 
-    return CannedStream()
+    stream = CannedStream()
+
+    class CannedBackend(httpcore.NetworkBackend):  # type: ignore[misc]
+        def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+            return stream
+
+    return stream, CannedBackend()
 
 
 def setup(variant: str, *, log: str, kind: str) -> Bench:
@@ -134,8 +131,8 @@ def setup(variant: str, *, log: str, kind: str) -> Bench:
     elif kind == "httpcore":
         import httpcore
 
-        stream = _canned_stream(httpcore)
-        pool = httpcore.ConnectionPool(network_backend=_CannedBackend(stream))  # one pool, one connection, kept
+        stream, backend = _canned(httpcore)
+        pool = httpcore.ConnectionPool(network_backend=backend)  # one pool, one connection, kept alive
         request, url = pool.request, f"http://{HOST}/v1/orders?page=2"
 
         def run(n: int) -> Elapsed:
@@ -161,12 +158,17 @@ def setup(variant: str, *, log: str, kind: str) -> Bench:
                     requests += 1
         return {"lines": lines, "request_events": requests}
 
+    # The set-up's objects (the client library, the guard) out of the collector's reach: the worker collects
+    # before every batch, and a full collection of a heap that holds httpcore and its async libraries would cost
+    # more than a short batch (every variant alike; nothing these requests allocate is cyclic garbage).
+    gc.collect()
+    gc.freeze()
     return Bench({kind: run}, info)
 
 
 def run(ctx: Context) -> list[Row]:
     rows = []
-    (n, rounds), copies = ctx.pick(((250, 100), COPIES), ((250, 10), 1))
+    n, rounds, copies = ctx.pick(TIMED_FULL, TIMED_QUICK)
     times: dict[str, float] = {}  # the bare request's median CPU µs per kind, for the instruction rows' rate
     for kind in KINDS:
         params = {v: {"log": os.path.join(ctx.tmp, f"requests-{kind}-{v}.jsonl"), "kind": kind} for v in VARIANTS}
@@ -178,6 +180,7 @@ def run(ctx: Context) -> list[Row]:
         events = sum(w["request_events"] for w in written)
         for variant, target, limit in (("guard", "added ≤ 1 µs", 1.0), ("guard-log", "added ≤ 5 µs", 5.0)):
             added, ratio = paired(samples[variant], samples["bare"], US)
+            low, high = paired_interval(samples[variant], samples["bare"], US)
             row = Row(
                 f"request/{kind}/{variant}",
                 f"{kind} request on a kept-alive connection, {SINKS[variant]}",
@@ -189,10 +192,12 @@ def run(ctx: Context) -> list[Row]:
                 ratio=ratio,
             )
             ok = added <= limit
+            row.note = f"added: 95% interval {low:+.2f} to {high:+.2f} µs ({rounds} rounds of {n} requests x {copies})"
+            row.extra = {"added_interval_95": [low, high], "batch": n, "rounds": rounds, "copies": copies}
             if variant == "guard-log":
                 ok = ok and events == expected
-                row.note = f"{events:,} request events written for {expected:,} requests"
-                row.extra = {"log_files": written, "expected_events": expected}
+                row.note += f"; {events:,} request events written for {expected:,} requests"
+                row.extra |= {"log_files": written, "expected_events": expected}
             row.verdict = verdict(ok)
             rows.append(row)
     rows.extend(_instruction_rows(ctx, times))
