@@ -6,11 +6,17 @@ The request runs through the real client code, but its connection is canned, so 
 * ``http.client``: ``HTTPConnection.request`` + ``getresponse`` + ``read`` on a connection whose socket is an
   in-memory object answering ``200 OK`` (the path urllib, xmlrpc and urllib3/requests take; the peer address it
   reports is allowed by an IP rule, so the event carries the address and the rule);
-* ``httpcore``: ``ConnectionPool.request`` (httpx's transport) over httpcore's own ``MockBackend``.
+* ``httpcore``: ``ConnectionPool.request`` (httpx's transport) on one kept-alive connection whose network stream
+  is canned the same way (httpcore's ``NetworkStream`` interface; it reports the same peer address).
 
 Variants: ``bare`` (unguarded), ``guard`` (no sink wants request events: the logger at its default WARNING, no
 log file -- the hooks decide the Host header and return), ``guard-log`` (the JSON-lines log on: every request is
 one event, caller found, one line written). The request target carries a query string, dropped from the event.
+
+Two measurements per row (docs/performance.md, "How the request rows are measured"): CPU time, the paired median
+against ``bare`` over many short interleaved batches, with its 95% interval; and the instructions per request
+(valgrind's callgrind, load-independent, information): ``python -m benchmarks.http_requests VARIANT KIND LOW HIGH
+LOG MARKS_DIR`` is one counted run.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from typing import Any
 
 from benchmarks import callgrind, variants
@@ -172,9 +179,11 @@ def run(ctx: Context) -> list[Row]:
     times: dict[str, float] = {}  # the bare request's median CPU µs per kind, for the instruction rows' rate
     for kind in KINDS:
         params = {v: {"log": os.path.join(ctx.tmp, f"requests-{kind}-{v}.jsonl"), "kind": kind} for v in VARIANTS}
+        started = time.perf_counter()
         with Workers("http_requests", params, copies=copies) as workers:
             samples = interleave(workers, kind, n=n, rounds=rounds)
             written = [w.call(op="info") for w in copies_of(workers, "guard-log")]
+        ctx.log(f"    {kind}: timed in {time.perf_counter() - started:.0f} s")
         times[kind] = statistics.median(samples["bare"]) / US
         expected = n * (rounds + 2) * copies  # every batch, warm-up included
         events = sum(w["request_events"] for w in written)
@@ -224,7 +233,9 @@ def _instruction_rows(ctx: Context, times: dict[str, float]) -> list[Row]:
         def args(variant: str, kind: str = kind) -> tuple[str, ...]:
             return variant, kind, str(low), str(high), os.path.join(ctx.tmp, f"counted-{kind}-{variant}.jsonl"), marks
 
+        started = time.perf_counter()
         counts = callgrind.per_op_in_parts("http_requests", args, VARIANTS, low, high)
+        ctx.log(f"    {kind}: instructions counted in {time.perf_counter() - started:.0f} s")
         bare = counts["bare"]
         for variant in ("guard", "guard-log"):
             guarded = counts[variant]
