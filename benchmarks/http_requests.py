@@ -116,6 +116,8 @@ def _canned(httpcore: Any) -> tuple[Any, Any]:
 
 
 def setup(variant: str, *, log: str, kind: str) -> Bench:
+    stem, ext = os.path.splitext(log)
+    log = f"{stem}-{os.getpid()}{ext}"  # one file per process (copies of a variant get the same parameters)
     variants.apply(variant, [PEER[0], HOST], log=log)
     if kind == "http.client":
         import http.client
@@ -166,8 +168,8 @@ def setup(variant: str, *, log: str, kind: str) -> Bench:
         return {"lines": lines, "request_events": requests}
 
     # The set-up's objects (the client library, the guard) out of the collector's reach: the worker collects
-    # before every batch, and a full collection of a heap that holds httpcore and its async libraries would cost
-    # more than a short batch (every variant alike; nothing these requests allocate is cyclic garbage).
+    # before every batch, and need not walk httpcore's and its async libraries' objects each time (every variant
+    # alike; nothing these requests allocate is cyclic garbage).
     gc.collect()
     gc.freeze()
     return Bench({kind: run}, info)
@@ -227,15 +229,18 @@ def _instruction_rows(ctx: Context, times: dict[str, float]) -> list[Row]:
         return [Row("request/instructions", "instructions per request (valgrind)", "info", "instr",
                     verdict="skipped", note=why)]  # fmt: skip
     low, high = ctx.pick(COUNTED_FULL, COUNTED_QUICK)
+
+    def args(job: str) -> tuple[str, ...]:
+        kind, variant = job.split("/")
+        return variant, kind, str(low), str(high), os.path.join(ctx.tmp, f"counted-{kind}-{variant}.jsonl"), marks
+
+    started = time.perf_counter()
+    jobs = [f"{kind}/{variant}" for kind in reversed(KINDS) for variant in VARIANTS]  # httpcore's (longer) first
+    counted = callgrind.per_op_in_parts("http_requests", args, jobs, low, high)
+    ctx.log(f"    instructions counted in {time.perf_counter() - started:.0f} s")
     rows = []
     for kind in KINDS:
-
-        def args(variant: str, kind: str = kind) -> tuple[str, ...]:
-            return variant, kind, str(low), str(high), os.path.join(ctx.tmp, f"counted-{kind}-{variant}.jsonl"), marks
-
-        started = time.perf_counter()
-        counts = callgrind.per_op_in_parts("http_requests", args, VARIANTS, low, high)
-        ctx.log(f"    {kind}: instructions counted in {time.perf_counter() - started:.0f} s")
+        counts = {variant: counted[f"{kind}/{variant}"] for variant in VARIANTS}
         bare = counts["bare"]
         for variant in ("guard", "guard-log"):
             guarded = counts[variant]
