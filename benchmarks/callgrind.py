@@ -6,8 +6,8 @@ benchmarks.<module> ARGS``) under callgrind, with a small and a large number of 
 and warm-up; the difference divided by the difference in operations is the count per operation, with the
 start-up, the set-up and the warm-up cancelled. Either as two runs (:func:`per_op`), or as two measured parts of
 one run (:func:`per_op_in_parts`: the program zeroes and dumps callgrind's counters around each part through
-``benchmarks/callgrind_marks.c``, so the start-up, which can cost more than the parts, is paid once). Counted runs
-go two at a time (the counts do not depend on what else runs).
+``benchmarks/callgrind_marks.c``, and its start-up, which can cost more than the parts, runs uninstrumented).
+Counted runs go two at a time (the counts do not depend on what else runs).
 """
 
 from __future__ import annotations
@@ -86,13 +86,16 @@ def per_op(
 
 def parts(module: str, args: Sequence[str]) -> list[int] | None:
     """The instructions of each part that ``python -m benchmarks.<module> ARGS`` measures between
-    ``callgrind_marks.zero()`` and ``callgrind_marks.dump(label)``, in order (None: the run failed)."""
+    ``callgrind_marks.zero()`` and ``callgrind_marks.dump(label)``, in order (None: the run failed). The program
+    calls ``callgrind_marks.start()`` first, before its warm-up."""
     tool = valgrind()
     if tool is None:
         return None
     with tempfile.TemporaryDirectory(prefix="callgrind-") as out:
-        argv = [tool, "--tool=callgrind", f"--callgrind-out-file={out}/counted", sys.executable, "-m",
-                f"benchmarks.{module}", *args]  # fmt: skip
+        # Not instrumented until the program calls callgrind_marks.start() (after its imports and set-up): the
+        # uninstrumented start-up runs several times faster, and only the parts are counted anyway.
+        argv = [tool, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/counted",
+                sys.executable, "-m", f"benchmarks.{module}", *args]  # fmt: skip
         done = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             return None

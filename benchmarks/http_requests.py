@@ -46,8 +46,8 @@ SINKS = {"guard": "no sink wants request events", "guard-log": "JSONL log on: on
 # batch's time swings by ±30% whatever its length, so more rounds (pairs) narrow the median more than longer
 # batches do; two processes per variant average out what one process's memory layout adds or saves.
 TIMED_FULL, TIMED_QUICK = (200, 150, 2), (200, 15, 1)
-WARMUP = 200  # requests before a counted run's measured parts
-COUNTED_FULL, COUNTED_QUICK = (200, 600), (100, 300)  # requests in the two measured parts of a counted run
+WARMUP = 100  # requests before a counted run's measured parts
+COUNTED_FULL, COUNTED_QUICK = (100, 300), (50, 150)  # requests in the two measured parts of a counted run
 
 
 class _Reader(io.BytesIO):
@@ -273,11 +273,12 @@ def _instruction_rows(ctx: Context, times: dict[str, float]) -> list[Row]:
 
 
 def _counted_run(variant: str, kind: str, low: int, high: int, log: str, marks: str) -> None:
-    """One run for callgrind: the set-up of ``variant`` and a warm-up, then two measured parts of ``low`` and
-    ``high`` requests, the collector off (as in a timed batch; nothing these requests allocate is cyclic garbage)."""
+    """One run for callgrind: the set-up of ``variant`` (not instrumented) and a warm-up, then two measured parts of
+    ``low`` and ``high`` requests, the collector off (as in a timed batch; these requests leave no cyclic garbage)."""
     sys.path.insert(0, marks)
     callgrind_marks = importlib.import_module("callgrind_marks")
     work = setup(variant, log=log, kind=kind).workloads[kind]
+    callgrind_marks.start()  # instrumented from here: the warm-up fills callgrind's translations too
     work(WARMUP)
     gc.collect()
     gc.disable()
