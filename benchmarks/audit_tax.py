@@ -18,14 +18,10 @@ import gc
 import importlib
 import os
 import py_compile
-import re
-import shutil
-import subprocess
 import sys
-import sysconfig
 
-from benchmarks import variants
-from benchmarks.harness import ROOT, Context, Row, Stats, Workers, accelerator_off, interleave, paired, verdict
+from benchmarks import callgrind, variants
+from benchmarks.harness import Context, Row, Stats, Workers, accelerator_off, interleave, paired, verdict
 from benchmarks.worker import Bench, Elapsed, elapsed, stamp
 
 US = 1000.0
@@ -120,47 +116,16 @@ def run(ctx: Context) -> list[Row]:
 COUNTED = ("bare", "noop-c", "hook", "guard", "guard-python")
 
 
-def _build_noop_hook(tmp: str) -> str | None:
-    """Build benchmarks/noop_audit_hook.c into a directory of its own; None without a C compiler."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        return None
-    directory = os.path.join(tmp, "noop-hook")
-    os.makedirs(directory, exist_ok=True)
-    output = os.path.join(directory, "noop_audit_hook" + str(sysconfig.get_config_var("EXT_SUFFIX")))
-    command = [compiler, "-O2", "-fPIC", "-shared", f"-I{sysconfig.get_paths()['include']}", "-o", output,
-               os.path.join(ROOT, "benchmarks", "noop_audit_hook.c")]  # fmt: skip
-    built = subprocess.run(command, capture_output=True, text=True, check=False)
-    return directory if built.returncode == 0 else None
-
-
-def _count(valgrind: str, variant: str, op: str, n: int, directory: str, extdir: str) -> int | None:
-    argv = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
-            "benchmarks.audit_tax", variant, op, str(n), directory, extdir]  # fmt: skip
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": ROOT}  # one hash seed: the same dict probes each run
-    env.pop("SOCKGUARD_ACCELERATOR", None)
-    out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    return int(found.group(1)) if found and out.returncode == 0 else None
-
-
-def _per_op(valgrind: str, variant: str, op: str, n: int, directory: str, extdir: str) -> float | None:
-    """Instructions per operation: a run of ``n`` operations less a run of none (the same set-up)."""
-    base = _count(valgrind, variant, op, 0, directory, extdir)
-    full = _count(valgrind, variant, op, n, directory, extdir)
-    return None if base is None or full is None else (full - base) / n
-
-
 def _instruction_rows(ctx: Context, directory: str) -> list[Row]:
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
+    if callgrind.valgrind() is None:
         return [Row("audit-tax/instructions", "instructions per operation (valgrind)", "≤ 1.01", "instr",
                     verdict="skipped", note="valgrind is not installed")]  # fmt: skip
-    extdir = _build_noop_hook(ctx.tmp) or ""
+    extdir = callgrind.build(ctx.tmp, "noop_audit_hook") or ""
     rows = []
     for op, label, n in (("open", "open()/close() of a file", ctx.pick(20000, 5000)),
                          ("import", "import of a small module", ctx.pick(2000, 500))):  # fmt: skip
-        counts = {v: _per_op(valgrind, v, op, n, directory, extdir) for v in COUNTED if v != "noop-c" or extdir}
+        counted = [v for v in COUNTED if v != "noop-c" or extdir]
+        counts = callgrind.per_op("audit_tax", lambda v, k, op=op: (v, op, str(k), directory, extdir), counted, 0, n)
         bare, guarded = counts.get("bare"), counts.get("guard")
         if bare is None or guarded is None:
             rows.append(Row(f"audit-tax/instructions-{op}", f"{label}: instructions (valgrind)", "≤ 1.01", "instr",

@@ -10,6 +10,7 @@ baseline the median of the per-round differences and ratios (paired, so drift be
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import statistics
@@ -206,6 +207,18 @@ def paired(guarded: list[float], baseline: list[float], scale: float = 1.0) -> t
     diffs = [(g - b) / scale for g, b in zip(guarded, baseline, strict=True)]
     ratios = [g / b for g, b in zip(guarded, baseline, strict=True) if b > 0]
     return statistics.median(diffs), statistics.median(ratios)
+
+
+def paired_interval(
+    guarded: list[float], baseline: list[float], scale: float = 1.0, z: float = 1.96
+) -> tuple[float, float]:
+    """A distribution-free ~95% confidence interval of the median per-round difference (order statistics of the
+    differences, binomial normal approximation): how far the paired median could move with other rounds."""
+    diffs = sorted((g - b) / scale for g, b in zip(guarded, baseline, strict=True))
+    n = len(diffs)
+    half = z * math.sqrt(n) / 2
+    low, high = math.floor(n / 2 - half), math.ceil(n / 2 + half)  # 1-based ranks
+    return diffs[max(low, 1) - 1], diffs[min(high, n) - 1]
 
 
 # -- results ---------------------------------------------------------------------
