@@ -342,7 +342,7 @@ done:
  *     logging imported and the ``sockguard`` logger's own isEnabledFor memo says False while it is not disabled);
  *   - the message's halves are in ``state.blocks`` already (the first refusal, made in Python, put them there);
  *   - the caller search (caller.find_caller) meets only modules whose kind ``caller._kinds`` knows: plumbing
- *     (skipped) and application code, named as find_caller names it (``__main__`` only without a ``__spec__``).
+ *     (skipped) and application code, named as find_caller names it (see caller_walk).
  *     A boundary, an unknown module, a non-str name or line: Python decides.
  *
  * The exception is built as ``EgressBlocked(message, host=..., ...)`` builds it: ``OSError.__init__(errno,
@@ -407,16 +407,17 @@ done:
  * The frames are walked here (PyFrame_GetBack: no audit event, no interpreter loop per frame) as long as each is
  * plainly plumbing: globals an exact dict whose exact-str ``__name__`` has kind 1 in ``kinds`` (caller._kinds, the
  * live dict, filled by Python). At the first frame that is not, either it is plainly application code (kind 0, an
- * exact-str name -- "__main__" only without a ``__spec__``, which caller._display_name would name by --, an
- * exact-str co_name, a line number) and ``name:function:line`` is made here, or the walk stops at that very frame
- * and Python decides from there (a module judged for the first time, ``python -m`` mains, where the work began,
- * odd globals): the same Python code with and without the accelerator. */
+ * exact-str name -- a ``__main__`` with a ``__spec__`` named, as caller._display_name names it, by the spec's
+ * exact-str ``name`` when reading it runs no code --, an exact-str co_name, a line number) and
+ * ``name:function:line`` is made here, or the walk stops at that very frame and Python decides from there (a module
+ * judged for the first time, where the work began, odd globals or specs): the same Python code with and without the
+ * accelerator. */
 
 #define CALLER_CACHE 64
 
 static PyObject *caller_kinds;  /* sockguard.caller._kinds: module name -> 0 application, 1 plumbing, 2 boundary */
 static PyObject *caller_search; /* sockguard.caller._search(frame): the Python walk from a frame */
-static PyObject *s_caller_name, *s_caller_spec;
+static PyObject *s_caller_name, *s_caller_spec, *s_caller_spec_name;
 
 /* name:function:line texts already made, by (module name, code object, instruction offset): the line is a
  * function of the code and the offset, so a repeat costs no line-table scan. Strong references, so a pointer in
@@ -469,6 +470,24 @@ caller_text(PyFrameObject *frame, PyObject *name)
     return text;
 }
 
+/* ``spec.name`` of a ``__main__`` run with -m, when reading it runs no code and gives an exact str (a borrowed
+ * reference: the spec's own attribute, kept alive by the module's globals while the caller's frame runs); NULL, no
+ * error, when Python must decide. */
+static PyObject *
+spec_name(PyObject *spec)
+{
+    PyTypeObject *type = Py_TYPE(spec);
+    if (type->tp_getattro != PyObject_GenericGetAttr || _PyType_Lookup(type, s_caller_spec_name) != NULL)
+        return NULL; /* a __getattr__, or a class attribute or descriptor called "name" */
+    PyObject *name = PyObject_GetAttr(spec, s_caller_spec_name); /* the instance dict's entry: no code runs */
+    if (name == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(name); /* (still held by the spec's dict) */
+    return PyUnicode_CheckExact(name) ? name : NULL;
+}
+
 /* The caller search from ``frame`` on (its reference is taken over). 1: *caller is the answer (a new str, or None
  * when only plumbing was found to the start of the stack); 0: Python must decide from *stop (a new reference);
  * -1: an error is set. */
@@ -497,15 +516,21 @@ caller_walk(PyObject *kinds, PyFrameObject *frame, PyObject **caller, PyFrameObj
             continue;
         }
         int plain = value == 0;
-        if (plain && PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
+        PyObject *shown = name; /* the name the text begins with (caller._display_name) */
+        if (plain && PyUnicode_GET_LENGTH(name) == 8 && PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
             PyObject *spec = PyDict_GetItemWithError(globals, s_caller_spec); /* borrowed */
-            plain = spec == NULL ? !PyErr_Occurred() : spec == Py_None;
+            if (spec == NULL)
+                plain = !PyErr_Occurred();
+            else if (spec != Py_None) { /* python -m app: named by its spec's name */
+                shown = spec_name(spec);
+                plain = shown != NULL;
+            }
         }
         if (plain) {
-            Py_INCREF(name); /* (the globals dict may lose it while the text is made) */
+            Py_INCREF(shown); /* (the globals dict may lose it while the text is made) */
             Py_DECREF(globals);
-            PyObject *text = caller_text(frame, name);
-            Py_DECREF(name);
+            PyObject *text = caller_text(frame, shown);
+            Py_DECREF(shown);
             if (text != NULL || PyErr_Occurred()) {
                 Py_DECREF(frame);
                 *caller = text;
@@ -1336,6 +1361,8 @@ accel_caller_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (s_caller_name == NULL && (s_caller_name = PyUnicode_InternFromString("__name__")) == NULL)
         return NULL;
     if (s_caller_spec == NULL && (s_caller_spec = PyUnicode_InternFromString("__spec__")) == NULL)
+        return NULL;
+    if (s_caller_spec_name == NULL && (s_caller_spec_name = PyUnicode_InternFromString("name")) == NULL)
         return NULL;
     Py_XSETREF(caller_kinds, Py_NewRef(args[0]));
     Py_XSETREF(caller_search, Py_NewRef(args[1]));

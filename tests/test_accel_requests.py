@@ -46,6 +46,17 @@ class Unhashable(str):
     __hash__ = None  # type: ignore[assignment]
 
 
+class PropertySpec:
+    @property
+    def name(self) -> str:
+        return "myapp.property_spec"
+
+
+class GetattrSpec:
+    def __getattr__(self, attribute: str) -> str:
+        return "myapp.getattr_spec"
+
+
 # What a frame's module can be. "__main__" entries carry a spec name or a file; None: no __name__ at all.
 MODULES: list[Any] = [
     "app.orders",
@@ -58,6 +69,9 @@ MODULES: list[Any] = [
     "pytest_asyncio.plugin",
     ("__main__", "myapp.__main__"),
     ("__main__", None),
+    ("__main__", Text("myapp.text_spec")),  # a str subclass as the spec's name
+    ("__main__", "spec with a name property"),
+    ("__main__", "spec with __getattr__"),
     Text("app.text_name"),
     Unhashable("app.unhashable"),
     42,
@@ -70,7 +84,11 @@ def _globals(module: Any, index: int) -> dict[str, Any]:
     if isinstance(module, tuple):
         namespace["__name__"] = "__main__"
         namespace["__file__"] = f"/srv/app/script{index}.py"
-        if module[1] is not None:
+        if module[1] == "spec with a name property":
+            namespace["__spec__"] = PropertySpec()
+        elif module[1] == "spec with __getattr__":
+            namespace["__spec__"] = GetattrSpec()
+        elif module[1] is not None:
             namespace["__spec__"] = types.SimpleNamespace(name=module[1])
     elif module is not None:
         namespace["__name__"] = module
