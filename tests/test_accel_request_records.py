@@ -203,7 +203,8 @@ def _declines(state: Any, monkeypatch: pytest.MonkeyPatch, case: str) -> tuple[A
         monkeypatch.setattr(state.sinks, "observer", lambda event: None)
     elif case == "logger shows debug":
         logger = logging.getLogger("sockguard")
-        monkeypatch.setattr(logger, "level", logging.DEBUG)
+        _restore_level.append((logger, logger.level))  # (set back by setLevel: logging's caches cleared both ways)
+        logger.setLevel(logging.DEBUG)
     elif case == "check due":
         monkeypatch.setattr(state.sinks._file, "_due", 0)
     elif case == "write replaced":
@@ -221,6 +222,17 @@ def _declines(state: Any, monkeypatch: pytest.MonkeyPatch, case: str) -> tuple[A
     else:
         raise AssertionError(case)
     return record, status
+
+
+_restore_level: list[tuple[logging.Logger, int]] = []
+
+
+@pytest.fixture(autouse=True)
+def _sockguard_logger_level_restored() -> Iterator[None]:
+    yield
+    while _restore_level:
+        logger, level = _restore_level.pop()
+        logger.setLevel(level)
 
 
 CASES = [
