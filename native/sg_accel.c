@@ -497,14 +497,16 @@ caller_walk(PyObject *kinds, PyFrameObject *frame, PyObject **caller, PyFrameObj
             continue;
         }
         int plain = value == 0;
-        if (plain && PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
-            PyObject *spec = PyDict_GetItemWithError(globals, s_caller_spec); /* borrowed */
-            plain = spec == NULL ? !PyErr_Occurred() : spec == Py_None;
-        }
         if (plain) {
-            Py_INCREF(name); /* (the globals dict may lose it while the text is made) */
+            /* Owned from here: looking up __spec__ may run code (a key of the same hash with an __eq__) that takes
+             * __name__ out of the globals, and so may a deallocation while the text is made. */
+            Py_INCREF(name);
+            if (PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
+                PyObject *spec = PyDict_GetItemWithError(globals, s_caller_spec); /* borrowed */
+                plain = spec == NULL ? !PyErr_Occurred() : spec == Py_None;
+            }
             Py_DECREF(globals);
-            PyObject *text = caller_text(frame, name);
+            PyObject *text = plain ? caller_text(frame, name) : NULL;
             Py_DECREF(name);
             if (text != NULL || PyErr_Occurred()) {
                 Py_DECREF(frame);
@@ -1476,6 +1478,15 @@ static PyObject *request_pid;        /* sockguard.events.pid: a list of one int,
 static PyObject *request_writer;     /* sockguard.logfile.__dict__: its ``_write`` must still be os.write */
 static PyObject *request_os_write;   /* os.write */
 static PyObject *request_sys;        /* sys.__dict__: sys.modules is read from it, as Python reads it */
+static PyTypeObject *request_sinks;  /* sockguard.sinks.Sinks: a subclass may write its own way */
+static PyTypeObject *request_logfile; /* sockguard.logfile.LogFile: likewise */
+/* The methods Python would call that request_end stands in for, as the classes define them: a subclass or a
+ * monkeypatched method (a test's, an application's) is Python's to run. Checked once per version tag. */
+#define SINKS_METHODS 3
+static PyObject *sinks_names[SINKS_METHODS], *sinks_methods[SINKS_METHODS], *logfile_name, *logfile_method;
+static unsigned int sinks_tag, logfile_tag;
+static PyTypeObject *level_type; /* a logger class whose ``level`` is read with no code run (compared only) */
+static unsigned int level_tag;
 static Py_ssize_t off_q_us, off_q_start, off_q_state, off_q_level, off_q_fixed, off_q_caller, off_q_cid, off_q_hop,
     off_q_previous, off_q_outer, off_q_peer, off_q_sinks;
 static PyObject *s_q_observer, *s_q_logger, *s_q_level, *s_q_file, *s_q_last_request, *s_q_checked, *s_q_due,
@@ -1484,7 +1495,8 @@ static AttrCache qcache_observer, qcache_logger, qcache_level, qcache_file, qcac
     qcache_due, qcache_fd;
 
 PyDoc_STRVAR(request_setup_doc,
-             "request_setup(Request, State, correlation_id, last_rule, pid, logfile_globals, os_write)\n--\n\n"
+             "request_setup(Request, State, correlation_id, last_rule, pid, logfile_globals, os_write, Sinks,\n"
+             "              LogFile)\n--\n\n"
              "Give request_new and request_end the classes and live objects they read (once).");
 
 static PyObject *
@@ -1495,8 +1507,9 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "request_setup(): set up already");
         return NULL;
     }
-    if (nargs != 7 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
-        !PyList_CheckExact(args[4]) || !PyDict_CheckExact(args[5]) || !PyCallable_Check(args[6])) {
+    if (nargs != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
+        !PyList_CheckExact(args[4]) || !PyDict_CheckExact(args[5]) || !PyCallable_Check(args[6]) ||
+        !PyType_Check(args[7]) || !PyType_Check(args[8])) {
         PyErr_SetString(PyExc_TypeError, "request_setup(): arguments of the wrong type");
         return NULL;
     }
@@ -1522,10 +1535,33 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
             return NULL;
     }
+    static const char *methods[] = {"beyond_file", "_shown", "write_request_ok"};
+    for (int i = 0; i < SINKS_METHODS; i++) {
+        if (sinks_names[i] == NULL && (sinks_names[i] = PyUnicode_InternFromString(methods[i])) == NULL)
+            return NULL;
+        PyObject *method = PyDict_GetItemWithError(((PyTypeObject *)args[7])->tp_dict, sinks_names[i]);
+        if (method == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "request_setup(): Sinks.%s is not defined", methods[i]);
+            return NULL;
+        }
+        sinks_methods[i] = Py_NewRef(method);
+    }
+    if (logfile_name == NULL && (logfile_name = PyUnicode_InternFromString("write")) == NULL)
+        return NULL;
+    logfile_method = PyDict_GetItemWithError(((PyTypeObject *)args[8])->tp_dict, logfile_name);
+    if (logfile_method == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "request_setup(): LogFile.write is not defined");
+        return NULL;
+    }
+    Py_INCREF(logfile_method);
     PyObject *sys = PyImport_ImportModule("sys");
     if (sys == NULL)
         return NULL;
     request_sys = Py_NewRef(PyModule_GetDict(sys));
+    request_sinks = (PyTypeObject *)Py_NewRef(args[7]);
+    request_logfile = (PyTypeObject *)Py_NewRef(args[8]);
     Py_DECREF(sys);
     request_type = (PyTypeObject *)Py_NewRef(args[0]);
     request_state = (PyTypeObject *)Py_NewRef(args[1]);
@@ -1604,6 +1640,38 @@ accel_request_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return record;
 }
 
+/* Whether ``type`` still has the methods ``names`` as they were at set-up (``originals``): 1 yes, 0 no. Answered
+ * from ``*tag`` while the type's version tag is the one last checked (any change to the class gives it a new one). */
+static int
+methods_unchanged(PyTypeObject *type, unsigned int *tag, PyObject **names, PyObject **originals, int count)
+{
+    if ((type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && type->tp_version_tag == *tag && *tag != 0)
+        return 1;
+    for (int i = 0; i < count; i++) {
+        if (_PyType_Lookup(type, names[i]) != originals[i]) /* borrowed; compared only */
+            return 0;
+    }
+    if (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
+        *tag = type->tp_version_tag;
+    return 1;
+}
+
+/* Whether reading ``level`` from an object of this type runs no code (no class attribute of that name, no
+ * __getattr__ / __getattribute__: the instance's dict answers): a logger class with a ``level`` property is
+ * Python's to read, the number of times Python reads it. */
+static int
+level_is_plain(PyTypeObject *type)
+{
+    if (type == level_type && (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && type->tp_version_tag == level_tag)
+        return 1;
+    if (type->tp_getattro != PyObject_GenericGetAttr || _PyType_Lookup(type, s_q_level) != NULL ||
+        !(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return 0;
+    level_type = type;
+    level_tag = type->tp_version_tag;
+    return 1;
+}
+
 /* Whether an event at ``level`` (an exact int) reaches nothing but the JSON-lines file: Sinks.beyond_file is
  * False, read from the same objects. 1 yes, 0 it may reach more or this cannot tell. Never raises. */
 static int
@@ -1624,7 +1692,7 @@ file_alone(PyObject *sinks, long level)
     if (level >= 20)
         goto done; /* Sinks._logger_wants decides */
     logger = read_attr(sinks, s_q_logger, &qcache_logger);
-    if (logger == NULL || logger == Py_None)
+    if (logger == NULL || logger == Py_None || !level_is_plain(Py_TYPE(logger)))
         goto done;
     logger_level = read_attr(logger, s_q_level, &qcache_level);
     if (logger_level == NULL || !PyLong_CheckExact(logger_level))
@@ -1737,42 +1805,53 @@ accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long started = exact_ll(slot(record, off_q_start), &ok), us = exact_ll(slot(record, off_q_us), &ok);
     long long code = exact_ll(status, &ok), hop = exact_ll(slot(record, off_q_hop), &ok);
     long long level = exact_ll(slot(record, off_q_level), &ok);
+    /* (ts and duration where request_line_bytes writes them: LogFile.write's ``now`` below cannot overflow) */
     if (!ok || hop != 0 || code == 301 || code == 302 || code == 303 || code == 307 || code == 308 ||
-        level < 0 || level > 1000 || now_ns < started)
+        level < 0 || level > 1000 || now_ns < started || us < 1000000000000000LL || us >= 8000000000000000LL ||
+        (now_ns - started) / 1000 >= 1000000000000000LL)
         Py_RETURN_FALSE; /* (a redirect: Python keeps where it points) */
     long long duration = (now_ns - started) / 1000;
     PyObject *state = slot(record, off_q_state), *peer = slot(record, off_q_peer);
     if (state == NULL || Py_TYPE(state) != request_state || peer == NULL)
         Py_RETURN_FALSE;
+    PyObject *sinks = slot(state, off_q_sinks);
+    if (sinks == NULL || Py_TYPE(sinks) != request_sinks ||
+        !methods_unchanged(request_sinks, &sinks_tag, sinks_names, sinks_methods, SINKS_METHODS))
+        Py_RETURN_FALSE; /* (a Sinks subclass or a replaced method: Python calls it) */
+    /* Owned while they are used: the code a dict lookup or a deallocation can run must not free them. */
+    PyObject *file = NULL, *last = NULL, *line = NULL, *checked = NULL, *due = NULL, *fd_value = NULL;
+    PyObject *last_rule = NULL, *result = Py_False;
+    Py_INCREF(state);
+    Py_INCREF(peer);
+    Py_INCREF(sinks);
     PyObject *address = Py_None, *rule = Py_None;
     if (peer != Py_None) {
         if (!PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(peer, 1)))
-            Py_RETURN_FALSE;
+            goto done;
         address = PyTuple_GET_ITEM(peer, 0);
-        PyObject *last = PyList_GET_SIZE(request_last_rule) == 1 ? PyList_GET_ITEM(request_last_rule, 0) : NULL;
-        if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 4 ||
-            PyTuple_GET_ITEM(last, 0) != state || PyTuple_GET_ITEM(last, 1) != address ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(last, 2)) ||
-            PyObject_RichCompareBool(PyTuple_GET_ITEM(last, 2), PyTuple_GET_ITEM(peer, 1), Py_EQ) != 1) {
-            PyErr_Clear();
-            Py_RETURN_FALSE; /* Python looks the rule up (and keeps it for the next request) */
-        }
-        rule = PyTuple_GET_ITEM(last, 3);
+        last_rule = PyList_GET_SIZE(request_last_rule) == 1 ? Py_NewRef(PyList_GET_ITEM(request_last_rule, 0)) : NULL;
+        if (last_rule == NULL || !PyTuple_CheckExact(last_rule) || PyTuple_GET_SIZE(last_rule) != 4 ||
+            PyTuple_GET_ITEM(last_rule, 0) != state || PyTuple_GET_ITEM(last_rule, 1) != address ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(last_rule, 2)) ||
+            PyObject_RichCompareBool(PyTuple_GET_ITEM(last_rule, 2), PyTuple_GET_ITEM(peer, 1), Py_EQ) != 1)
+            goto done; /* Python looks the rule up (and keeps it for the next request) */
+        rule = PyTuple_GET_ITEM(last_rule, 3);
     }
-    PyObject *sinks = slot(state, off_q_sinks);
-    if (sinks == NULL || !file_alone(sinks, (long)level))
-        Py_RETURN_FALSE;
-    PyObject *file = NULL, *last = NULL, *line = NULL, *checked = NULL, *due = NULL, *fd_value = NULL;
-    PyObject *result = Py_False;
-    Py_INCREF(sinks); /* (reading attributes may run code) */
+    if (!file_alone(sinks, (long)level))
+        goto done;
     file = read_attr(sinks, s_q_file, &qcache_file);
+    if (file == NULL)
+        goto done;
     if (file == Py_None) {
         result = Py_True; /* Sinks.write_request_ok: no file, nothing to write */
         goto done;
     }
+    if (Py_TYPE(file) != request_logfile ||
+        !methods_unchanged(request_logfile, &logfile_tag, &logfile_name, &logfile_method, 1))
+        goto done; /* (a LogFile subclass, a stand-in, or a replaced write: Python calls its write) */
     last = read_attr(sinks, s_q_last_request, &qcache_last_request);
     PyObject *pid = PyList_GET_SIZE(request_pid) == 1 ? PyList_GET_ITEM(request_pid, 0) : NULL;
-    if (file == NULL || last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
+    if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
         PyTuple_GET_ITEM(last, 0) != slot(record, off_q_fixed) || PyTuple_GET_ITEM(last, 1) != address ||
         PyTuple_GET_ITEM(last, 2) != rule || PyTuple_GET_ITEM(last, 3) != status ||
         PyTuple_GET_ITEM(last, 4) != slot(record, off_q_caller) || PyTuple_GET_ITEM(last, 5) != slot(record, off_q_cid) ||
@@ -1807,7 +1886,10 @@ done:
     Py_XDECREF(fd_value);
     Py_XDECREF(last);
     Py_XDECREF(file);
+    Py_XDECREF(last_rule);
     Py_DECREF(sinks);
+    Py_DECREF(peer);
+    Py_DECREF(state);
     return Py_XNewRef(result);
 }
 

@@ -155,12 +155,11 @@ def test_request_end_writes_the_line_python_writes(state: Any, monkeypatch: pyte
 
 
 def test_end_uses_the_c_path_for_repeats(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Any] = []
-    original = type(state.sinks).write_request_ok
-    monkeypatch.setattr(type(state.sinks), "write_request_ok", lambda self, *a: calls.append(a) or original(self, *a))
+    answers: list[Any] = []
+    monkeypatch.setattr(events, "_request_end", lambda *args: answers.append(_accel.request_end(*args)) or answers[-1])
     for _ in range(20):
         events.end(_record(state), 200)
-    assert len(calls) <= 2  # the first ones, which cache the rule and the line's text
+    assert answers.count(False) <= 2  # the first ones, which cache the rule and the line's text
     assert len(_lines(state)) == 20
 
 
@@ -366,6 +365,147 @@ def test_threads_write_whole_lines_once(state: Any, monkeypatch: pytest.MonkeyPa
     lines = _lines(state)
     assert len(lines) == 2002
     assert all(json.loads(line)["status"] == 200 for line in lines)
+
+
+# -- request_end: classes and code it must not stand in for (adversarial review, issue 15) ------------------------
+
+
+def _subclass_sinks(state: Any) -> list[Any]:
+    """Make the State's sinks an instance of a Sinks subclass that records its own write_request_ok calls."""
+    calls: list[Any] = []
+    base = type(state.sinks)
+
+    class Recording(base):  # type: ignore[misc,valid-type]
+        __slots__ = ()
+
+        def write_request_ok(self, *args: Any) -> None:
+            calls.append(args)
+            super().write_request_ok(*args)
+
+    state.sinks.__class__ = Recording
+    return calls
+
+
+def test_a_sinks_subclass_writes_its_own_way(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Sinks subclass's write_request_ok is what Python calls for every plain request: C must not skip it."""
+    _warm(state, monkeypatch)
+    calls = _subclass_sinks(state)
+    try:
+        assert _accel.request_end(_record(state), 200) is False
+        for _ in range(3):
+            events.end(_record(state), 200)
+    finally:
+        state.sinks.__class__ = type(state.sinks).__mro__[1]
+    assert len(calls) == 3 and len(_lines(state)) == 5
+
+
+@pytest.mark.parametrize("method", ["write_request_ok", "beyond_file", "_shown"])
+def test_a_replaced_sinks_method_is_called(state: Any, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """A monkeypatched method of Sinks on the path (a test's spy, an application's tweak) runs as without C; once it
+    is put back, C takes over again."""
+    _warm(state, monkeypatch)
+    calls: list[Any] = []
+    cls = type(state.sinks)
+    original = vars(cls)[method]
+    with monkeypatch.context() as patch:
+        patch.setattr(cls, method, lambda self, *args: calls.append(args) or original(self, *args))
+        assert _accel.request_end(_record(state), 200) is False
+        events.end(_record(state), 200)
+        assert len(calls) == 1
+    assert _accel.request_end(_record(state), 200) is True
+    assert len(_lines(state)) == 4
+
+
+class _StandIn:
+    """A file stand-in with LogFile's attributes (a test double): its write is what Python calls."""
+
+    def __init__(self, real: Any) -> None:
+        self._checked, self._due, self._fd, self.lines = real._checked, real._due, real._fd, []
+
+    def write(self, data: bytes, now: int) -> None:
+        self.lines.append(data)
+
+
+def test_a_logfile_stand_in_subclass_or_replaced_write_is_called(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _warm(state, monkeypatch)
+    real = state.sinks._file
+    stand_in = _StandIn(real)
+    monkeypatch.setattr(state.sinks, "_file", stand_in)
+    assert _accel.request_end(_record(state), 200) is False
+    events.end(_record(state), 200)
+    monkeypatch.setattr(state.sinks, "_file", real)
+    assert len(stand_in.lines) == 1 and len(_lines(state)) == 2  # nothing reached the real file's descriptor
+
+    class Counting(logfile.LogFile):
+        __slots__ = ()
+        writes = 0
+
+        def write(self, data: bytes, now: int) -> None:
+            type(self).writes += 1
+            super().write(data, now)
+
+    real.__class__ = Counting
+    try:
+        assert _accel.request_end(_record(state), 200) is False
+        events.end(_record(state), 200)
+        assert Counting.writes == 1
+    finally:
+        real.__class__ = logfile.LogFile
+    written: list[bytes] = []
+    original = logfile.LogFile.write
+    with monkeypatch.context() as patch:
+        patch.setattr(logfile.LogFile, "write", lambda self, data, now: written.append(data) or original(self, data, now))
+        assert _accel.request_end(_record(state), 200) is False
+        events.end(_record(state), 200)
+    assert len(written) == 1 and len(_lines(state)) == 4
+    assert _accel.request_end(_record(state), 200) is True  # (LogFile as it was: C again)
+
+
+def test_a_logger_level_property_is_read_as_often_as_in_python(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logger class whose ``level`` is a property (logging.setLoggerClass): C must not run it and then decline, so
+    Python runs it again; the property runs as many times with and without the accelerator."""
+    _warm(state, monkeypatch)
+    reads: list[int] = []
+    logger = logging.getLogger("sockguard")
+
+    class Spying(logging.Logger):
+        @property  # type: ignore[override]
+        def level(self) -> int:
+            reads.append(1)
+            return 0
+
+        @level.setter
+        def level(self, value: int) -> None:
+            pass
+
+    monkeypatch.setattr(logger, "__class__", Spying)
+    monkeypatch.setattr(state.sinks, "_logger", logger)
+    counts = []
+    for accelerated in (True, False):
+        reads.clear()
+        with monkeypatch.context() as patch:
+            if not accelerated:
+                patch.setattr(events, "_request_end", None)
+            events.end(_record(state), 200)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] >= 1
+    assert _accel.request_end(_record(state), 200) is False
+
+
+def test_a_record_with_unset_or_odd_fields_is_left_to_python(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted slots (NULL in C), a ts far outside any clock's range (LogFile.write's ``now`` would overflow in C)."""
+    _warm(state, monkeypatch)
+    for name in ("us", "start", "state", "level", "fixed", "caller", "cid", "hop", "peer"):
+        record = _record(state)
+        delattr(record, name)
+        assert _accel.request_end(record, 200) is False, name
+    for us in (2**62, -(2**62), 0):
+        assert _accel.request_end(_record(state, us=us), 200) is False
+    file = state.sinks._file
+    with monkeypatch.context() as patch:
+        patch.delattr(state.sinks, "_file")
+        assert _accel.request_end(_record(state), 200) is False
+    assert state.sinks._file is file and len(_lines(state)) == 2
 
 
 # -- under the sanitizers ------------------------------------------------------------------------------------------

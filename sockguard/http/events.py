@@ -345,6 +345,8 @@ def reset() -> None:
 _request_end: Any = None
 _accel = accelerator()
 if _accel is not None:
-    _accel.request_setup(Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write)
+    from sockguard.sinks import Sinks
+
+    _accel.request_setup(Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write, Sinks, logfile.LogFile)
     new_request = _accel.request_new
     _request_end = _accel.request_end
