@@ -534,11 +534,54 @@ threads = [threading.Thread(target=work) for _ in range(3)]
 [t.join() for t in threads]
 with open(path, "rb") as f:
     assert sum(1 for line in f if json.loads(line)["event"] == "request") == 6000
+# Adversarial records: deleted fields, a ts whose LogFile "now" would overflow, and code run by a sys.modules key
+# that collides with "logging" while request_end looks it up, dropping the record's State, its Sinks and the rule:
+# request_end must hold what it uses (run with PYTHONMALLOC=malloc, so ASan sees a freed object).
+import gc
+for name in ("us", "start", "state", "level", "fixed", "caller", "cid", "hop", "peer"):
+    record = events.new_request(state, 10, fixed, 1)
+    delattr(record, name)
+    assert module.request_end(record, 200) is False
+for us in (2**62, 2**63 - 1, -(2**63)):
+    record = events.new_request(state, 10, fixed, 1)
+    record.peer, record.us = ("198.51.100.10", 80), us
+    assert module.request_end(record, 200) is False
+class Collides:
+    armed = None
+    def __hash__(self):
+        return hash("logging")
+    def __eq__(self, other):
+        victim, Collides.armed = Collides.armed, None
+        if victim is not None:
+            victim.state = None
+            events._last_rule[0] = (None, None, None, None)
+            gc.collect()
+        return False
+for _ in range(20):
+    own = guard.state_from_settings(Settings(allow=["198.51.100.10"], allow_loopback=False, log=path))
+    own.sinks._file.start()
+    for _ in range(3):
+        record = events.new_request(own, 10, fixed, 1)
+        record.peer = ("198.51.100.10", 80)
+        events.end(record, 200)
+    record = events.new_request(own, 10, fixed, 1)
+    record.peer = ("198.51.100.10", 80)
+    own = None
+    key = Collides()
+    sys.modules[key] = None
+    try:
+        Collides.armed = record
+        module.request_end(record, 200)
+    finally:
+        del sys.modules[key]
 print("OK")
 """
 
 
-def test_record_and_end_under_address_and_undefined_behaviour_sanitizers(tmp_path: Path) -> None:
+def test_record_and_end_under_address_and_undefined_behaviour_sanitizers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONMALLOC", "malloc")  # (objects from malloc: ASan sees a use after free of one)
     extension = build_sanitized_extension(tmp_path)
     result = run_sanitized(SANITIZED_CHILD, extension)
     assert result.returncode == 0 and result.stdout.startswith("OK"), result.stdout + result.stderr[-4000:]
