@@ -1641,12 +1641,11 @@ accel_request_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* Whether ``type`` still has the methods ``names`` as they were at set-up (``originals``): 1 yes, 0 no. Answered
- * from ``*tag`` while the type's version tag is the one last checked (any change to the class gives it a new one). */
+ * from ``*tag`` while the type's version tag is the one last checked (any change to the class, or to a base, sets
+ * it to 0, "no valid tag", and the next one assigned is new): see methods_unchanged below. */
 static int
-methods_unchanged(PyTypeObject *type, unsigned int *tag, PyObject **names, PyObject **originals, int count)
+methods_recheck(PyTypeObject *type, unsigned int *tag, PyObject **names, PyObject **originals, int count)
 {
-    if ((type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && type->tp_version_tag == *tag && *tag != 0)
-        return 1;
     for (int i = 0; i < count; i++) {
         if (_PyType_Lookup(type, names[i]) != originals[i]) /* borrowed; compared only */
             return 0;
@@ -1655,6 +1654,9 @@ methods_unchanged(PyTypeObject *type, unsigned int *tag, PyObject **names, PyObj
         *tag = type->tp_version_tag;
     return 1;
 }
+
+#define methods_unchanged(type, tag, names, originals, count)                                                       \
+    (((type)->tp_version_tag == *(tag) && *(tag) != 0) || methods_recheck((type), (tag), (names), (originals), (count)))
 
 /* Whether reading ``level`` from an object of this type runs no code (no class attribute of that name, no
  * __getattr__ / __getattribute__: the instance's dict answers): a logger class with a ``level`` property is
@@ -1818,65 +1820,73 @@ accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (sinks == NULL || Py_TYPE(sinks) != request_sinks ||
         !methods_unchanged(request_sinks, &sinks_tag, sinks_names, sinks_methods, SINKS_METHODS))
         Py_RETURN_FALSE; /* (a Sinks subclass or a replaced method: Python calls it) */
-    /* Owned while they are used: the code a dict lookup or a deallocation can run must not free them. */
-    PyObject *file = NULL, *last = NULL, *line = NULL, *checked = NULL, *due = NULL, *fd_value = NULL;
-    PyObject *last_rule = NULL, *result = Py_False;
-    Py_INCREF(state);
-    Py_INCREF(peer);
-    Py_INCREF(sinks);
+    /* Everything is read and compared before file_alone, where code can run (a key of sys.modules that collides
+     * with "logging" runs its __eq__): from there on only references owned here are used. Until then no code runs:
+     * exact ints compared, slots of exact classes read, identities compared. */
     PyObject *address = Py_None, *rule = Py_None;
     if (peer != Py_None) {
         if (!PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(peer, 1)))
-            goto done;
+            Py_RETURN_FALSE;
         address = PyTuple_GET_ITEM(peer, 0);
-        last_rule = PyList_GET_SIZE(request_last_rule) == 1 ? Py_NewRef(PyList_GET_ITEM(request_last_rule, 0)) : NULL;
-        if (last_rule == NULL || !PyTuple_CheckExact(last_rule) || PyTuple_GET_SIZE(last_rule) != 4 ||
-            PyTuple_GET_ITEM(last_rule, 0) != state || PyTuple_GET_ITEM(last_rule, 1) != address ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(last_rule, 2)) ||
-            PyObject_RichCompareBool(PyTuple_GET_ITEM(last_rule, 2), PyTuple_GET_ITEM(peer, 1), Py_EQ) != 1)
-            goto done; /* Python looks the rule up (and keeps it for the next request) */
-        rule = PyTuple_GET_ITEM(last_rule, 3);
+        PyObject *last = PyList_GET_SIZE(request_last_rule) == 1 ? PyList_GET_ITEM(request_last_rule, 0) : NULL;
+        if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 4 ||
+            PyTuple_GET_ITEM(last, 0) != state || PyTuple_GET_ITEM(last, 1) != address ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(last, 2)) ||
+            PyObject_RichCompareBool(PyTuple_GET_ITEM(last, 2), PyTuple_GET_ITEM(peer, 1), Py_EQ) != 1) {
+            PyErr_Clear();
+            Py_RETURN_FALSE; /* Python looks the rule up (and keeps it for the next request) */
+        }
+        rule = PyTuple_GET_ITEM(last, 3);
     }
-    if (!file_alone(sinks, (long)level))
-        goto done;
+    PyObject *file = NULL, *last = NULL, *line = NULL, *checked = NULL, *due = NULL, *fd_value = NULL;
+    PyObject *result = Py_False;
+    long long now = 0;
+    int fd = -1;
     file = read_attr(sinks, s_q_file, &qcache_file);
     if (file == NULL)
+        goto done;
+    if (file != Py_None) {
+        if (Py_TYPE(file) != request_logfile ||
+            !methods_unchanged(request_logfile, &logfile_tag, &logfile_name, &logfile_method, 1))
+            goto done; /* (a LogFile subclass, a stand-in, or a replaced write: Python calls its write) */
+        last = read_attr(sinks, s_q_last_request, &qcache_last_request);
+        PyObject *pid = PyList_GET_SIZE(request_pid) == 1 ? PyList_GET_ITEM(request_pid, 0) : NULL;
+        if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
+            PyTuple_GET_ITEM(last, 0) != slot(record, off_q_fixed) || PyTuple_GET_ITEM(last, 1) != address ||
+            PyTuple_GET_ITEM(last, 2) != rule || PyTuple_GET_ITEM(last, 3) != status ||
+            PyTuple_GET_ITEM(last, 4) != slot(record, off_q_caller) ||
+            PyTuple_GET_ITEM(last, 5) != slot(record, off_q_cid) || PyTuple_GET_ITEM(last, 6) != pid)
+            goto done;
+        PyObject *parts = PyTuple_GET_ITEM(last, 7);
+        if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 0)) || !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 1)))
+            goto done;
+        now = (us + duration) * 1000; /* LogFile.write's now, as write_request_ok gives it */
+        checked = read_attr(file, s_q_checked, &qcache_checked);
+        due = read_attr(file, s_q_due, &qcache_due);
+        fd_value = read_attr(file, s_q_fd, &qcache_fd);
+        ok = 1;
+        long long checked_at = exact_ll(checked, &ok), due_at = exact_ll(due, &ok), number = exact_ll(fd_value, &ok);
+        if (!ok || !(checked_at <= now && now < due_at) || number < 0 || number > INT_MAX)
+            goto done; /* the periodic check is due, or the file is not open: Python */
+        fd = (int)number;
+        line = request_line_bytes(us, PyTuple_GET_ITEM(parts, 0), duration, PyTuple_GET_ITEM(parts, 1));
+        if (line == NULL || line == Py_None)
+            goto done;
+    }
+    /* Code may run from here on (see above). */
+    Py_INCREF(sinks); /* (its State may lose it: file_alone reads it after sys.modules) */
+    int alone = file_alone(sinks, (long)level);
+    Py_DECREF(sinks);
+    if (!alone)
         goto done;
     if (file == Py_None) {
         result = Py_True; /* Sinks.write_request_ok: no file, nothing to write */
         goto done;
     }
-    if (Py_TYPE(file) != request_logfile ||
-        !methods_unchanged(request_logfile, &logfile_tag, &logfile_name, &logfile_method, 1))
-        goto done; /* (a LogFile subclass, a stand-in, or a replaced write: Python calls its write) */
-    last = read_attr(sinks, s_q_last_request, &qcache_last_request);
-    PyObject *pid = PyList_GET_SIZE(request_pid) == 1 ? PyList_GET_ITEM(request_pid, 0) : NULL;
-    if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
-        PyTuple_GET_ITEM(last, 0) != slot(record, off_q_fixed) || PyTuple_GET_ITEM(last, 1) != address ||
-        PyTuple_GET_ITEM(last, 2) != rule || PyTuple_GET_ITEM(last, 3) != status ||
-        PyTuple_GET_ITEM(last, 4) != slot(record, off_q_caller) || PyTuple_GET_ITEM(last, 5) != slot(record, off_q_cid) ||
-        PyTuple_GET_ITEM(last, 6) != pid)
-        goto done;
-    PyObject *parts = PyTuple_GET_ITEM(last, 7);
-    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 0)) ||
-        !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 1)))
-        goto done;
-    long long now = (us + duration) * 1000; /* LogFile.write's now, as write_request_ok gives it */
-    checked = read_attr(file, s_q_checked, &qcache_checked);
-    due = read_attr(file, s_q_due, &qcache_due);
-    fd_value = read_attr(file, s_q_fd, &qcache_fd);
-    ok = 1;
-    long long checked_at = exact_ll(checked, &ok), due_at = exact_ll(due, &ok), fd = exact_ll(fd_value, &ok);
-    if (!ok || !(checked_at <= now && now < due_at) || fd < 0 || fd > INT_MAX ||
-        PyDict_GetItemWithError(request_writer, s_q_write) != request_os_write)
-        goto done; /* the periodic check is due, the file is not open, or a test replaced _write: Python */
-    line = request_line_bytes(us, PyTuple_GET_ITEM(parts, 0), duration, PyTuple_GET_ITEM(parts, 1));
-    if (line == NULL || line == Py_None)
-        goto done;
-    if (write_line(file, fd_value, (int)fd, line, now) < 0)
-        result = NULL;
-    else
-        result = Py_True;
+    if (PyDict_GetItemWithError(request_writer, s_q_write) != request_os_write)
+        goto done; /* a test replaced logfile._write: Python */
+    result = write_line(file, fd_value, fd, line, now) < 0 ? NULL : Py_True;
 done:
     if (result == Py_False && PyErr_Occurred())
         PyErr_Clear();
@@ -1886,10 +1896,6 @@ done:
     Py_XDECREF(fd_value);
     Py_XDECREF(last);
     Py_XDECREF(file);
-    Py_XDECREF(last_rule);
-    Py_DECREF(sinks);
-    Py_DECREF(peer);
-    Py_DECREF(state);
     return Py_XNewRef(result);
 }
 

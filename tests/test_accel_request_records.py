@@ -404,6 +404,7 @@ def test_a_replaced_sinks_method_is_called(state: Any, monkeypatch: pytest.Monke
     """A monkeypatched method of Sinks on the path (a test's spy, an application's tweak) runs as without C; once it
     is put back, C takes over again."""
     _warm(state, monkeypatch)
+    assert _accel.request_end(_record(state), 200) is True  # (C has seen the class as it is)
     calls: list[Any] = []
     cls = type(state.sinks)
     original = vars(cls)[method]
@@ -413,7 +414,7 @@ def test_a_replaced_sinks_method_is_called(state: Any, monkeypatch: pytest.Monke
         events.end(_record(state), 200)
         assert len(calls) == 1
     assert _accel.request_end(_record(state), 200) is True
-    assert len(_lines(state)) == 4
+    assert len(_lines(state)) == 5
 
 
 class _StandIn:
@@ -451,13 +452,16 @@ def test_a_logfile_stand_in_subclass_or_replaced_write_is_called(state: Any, mon
         assert Counting.writes == 1
     finally:
         real.__class__ = logfile.LogFile
+    assert _accel.request_end(_record(state), 200) is True  # (C has seen the class as it is)
     written: list[bytes] = []
     original = logfile.LogFile.write
     with monkeypatch.context() as patch:
-        patch.setattr(logfile.LogFile, "write", lambda self, data, now: written.append(data) or original(self, data, now))
+        patch.setattr(
+            logfile.LogFile, "write", lambda self, data, now: written.append(data) or original(self, data, now)
+        )
         assert _accel.request_end(_record(state), 200) is False
         events.end(_record(state), 200)
-    assert len(written) == 1 and len(_lines(state)) == 4
+    assert len(written) == 1 and len(_lines(state)) == 5
     assert _accel.request_end(_record(state), 200) is True  # (LogFile as it was: C again)
 
 
@@ -557,23 +561,38 @@ class Collides:
             events._last_rule[0] = (None, None, None, None)
             gc.collect()
         return False
-for _ in range(20):
+import logging
+def made(state):
+    record = events.new_request(state, 10, fixed, 1)
+    record.peer = ("198.51.100.10", 80)
+    return record
+done = []
+for with_logging, with_file in [(False, True), (True, True), (True, False)] * 7:
     own = guard.state_from_settings(Settings(allow=["198.51.100.10"], allow_loopback=False, log=path))
     own.sinks._file.start()
+    own.sinks.logger()
     for _ in range(3):
-        record = events.new_request(own, 10, fixed, 1)
-        record.peer = ("198.51.100.10", 80)
-        events.end(record, 200)
-    record = events.new_request(own, 10, fixed, 1)
-    record.peer = ("198.51.100.10", 80)
+        events.end(made(own), 200)
+    record = made(own)
+    record.caller = own.sinks._last_request[4]  # (the line's text is cached for this very caller object)
+    if not with_file:  # (then nothing request_end holds keeps the Sinks alive)
+        own.sinks._file.close()
+        own.sinks._file = None
     own = None
     key = Collides()
+    logging_module = sys.modules.pop("logging", None)  # (so the colliding key is probed first)
     sys.modules[key] = None
+    if with_logging and logging_module is not None:
+        sys.modules["logging"] = logging_module  # (then the sinks' logger is read after the key's __eq__ ran)
     try:
         Collides.armed = record
-        module.request_end(record, 200)
+        done.append(module.request_end(record, 200))
+        assert Collides.armed is None  # (the key's __eq__ ran inside request_end)
     finally:
         del sys.modules[key]
+        if logging_module is not None:
+            sys.modules["logging"] = logging_module
+assert done == [True] * 21, done  # (written: the State and Sinks dropped meanwhile were not needed any more)
 print("OK")
 """
 

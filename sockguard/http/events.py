@@ -347,6 +347,8 @@ _accel = accelerator()
 if _accel is not None:
     from sockguard.sinks import Sinks
 
-    _accel.request_setup(Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write, Sinks, logfile.LogFile)
+    _accel.request_setup(
+        Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write, Sinks, logfile.LogFile
+    )
     new_request = _accel.request_new
     _request_end = _accel.request_end
