@@ -1487,6 +1487,61 @@ static PyObject *sinks_names[SINKS_METHODS], *sinks_methods[SINKS_METHODS], *log
 static unsigned int sinks_tag, logfile_tag;
 static PyTypeObject *level_type; /* a logger class whose ``level`` is read with no code run (compared only) */
 static unsigned int level_tag;
+/* The clocks Request.__init__ and events.end call are the events module's ``_time_ns`` and ``_perf_counter_ns``: read
+ * here with clock_gettime only while they are still time.time_ns and time.perf_counter_ns (a test's frozen clock --
+ * freezegun replaces module attributes -- is Python's to call: request_new hands the call to events._new_request,
+ * request_end declines). */
+static PyObject *request_events;           /* sockguard.http.events.__dict__ */
+static PyObject *request_python_new;       /* events._new_request */
+static PyObject *clock_wall, *clock_mono;  /* time.time_ns, time.perf_counter_ns (as events had them at set-up) */
+static PyObject *s_q_time_ns, *s_q_perf_counter_ns;
+static int clocks_real;                    /* both are the time module's own builtins */
+/* Whether events' clocks were those two at the last look and its globals have not changed since (told by the
+ * dict's version tag before 3.12, by a dict watcher from 3.12 on): the hot path's check is this flag. */
+static int clocks_ok;
+#if PY_VERSION_HEX >= 0x030C0000
+static int
+events_changed(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
+{
+    (void)event, (void)dict, (void)key, (void)new_value;
+    clocks_ok = 0; /* (called before the change: the next request looks again) */
+    return 0;
+}
+#else
+static uint64_t events_version;
+#endif
+
+/* events' _time_ns and _perf_counter_ns looked up again: 1 if they are still the time module's builtins. */
+static int
+clocks_recheck(void)
+{
+    if (!clocks_real)
+        return 0;
+    PyObject *wall = PyDict_GetItemWithError(request_events, s_q_time_ns);
+    PyObject *mono = PyDict_GetItemWithError(request_events, s_q_perf_counter_ns);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    events_version = ((PyDictObject *)request_events)->ma_version_tag;
+#endif
+    clocks_ok = wall == clock_wall && mono == clock_mono;
+    return clocks_ok;
+}
+
+static inline int
+clocks_unpatched(void)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (clocks_ok && ((PyDictObject *)request_events)->ma_version_tag == events_version)
+        return 1;
+#else
+    if (clocks_ok)
+        return 1;
+#endif
+    return clocks_recheck();
+}
 static Py_ssize_t off_q_us, off_q_start, off_q_state, off_q_level, off_q_fixed, off_q_caller, off_q_cid, off_q_hop,
     off_q_previous, off_q_outer, off_q_peer, off_q_sinks;
 static PyObject *s_q_observer, *s_q_logger, *s_q_level, *s_q_file, *s_q_last_request, *s_q_checked, *s_q_due,
@@ -1494,9 +1549,26 @@ static PyObject *s_q_observer, *s_q_logger, *s_q_level, *s_q_file, *s_q_last_req
 static AttrCache qcache_observer, qcache_logger, qcache_level, qcache_file, qcache_last_request, qcache_checked,
     qcache_due, qcache_fd;
 
+/* Whether ``function`` is the time module's own builtin ``name`` (what clock_gettime stands in for). */
+static int
+time_builtin(PyObject *function, const char *name)
+{
+    if (!PyCFunction_Check(function) || strcmp(((PyCFunctionObject *)function)->m_ml->ml_name, name) != 0)
+        return 0;
+    PyObject *self = PyCFunction_GET_SELF(function);
+    if (self == NULL || !PyModule_Check(self))
+        return 0;
+    const char *module = PyModule_GetName(self);
+    if (module == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return strcmp(module, "time") == 0;
+}
+
 PyDoc_STRVAR(request_setup_doc,
              "request_setup(Request, State, correlation_id, last_rule, pid, logfile_globals, os_write, Sinks,\n"
-             "              LogFile)\n--\n\n"
+             "              LogFile, events_globals, new_request)\n--\n\n"
              "Give request_new and request_end the classes and live objects they read (once).");
 
 static PyObject *
@@ -1507,9 +1579,10 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "request_setup(): set up already");
         return NULL;
     }
-    if (nargs != 9 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
+    if (nargs != 11 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
         !PyList_CheckExact(args[4]) || !PyDict_CheckExact(args[5]) || !PyCallable_Check(args[6]) ||
-        !PyType_Check(args[7]) || !PyType_Check(args[8])) {
+        !PyType_Check(args[7]) || !PyType_Check(args[8]) || !PyDict_CheckExact(args[9]) ||
+        !PyCallable_Check(args[10])) {
         PyErr_SetString(PyExc_TypeError, "request_setup(): arguments of the wrong type");
         return NULL;
     }
@@ -1527,10 +1600,11 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     static const char *names[] = {"observer", "_logger", "level", "_file", "_last_request", "_checked", "_due",
-                                  "_fd", "_write", "_failed", "_torn", "logging", "modules"};
+                                  "_fd", "_write", "_failed", "_torn", "logging", "modules", "_time_ns",
+                                  "_perf_counter_ns"};
     PyObject **slots[] = {&s_q_observer, &s_q_logger, &s_q_level, &s_q_file, &s_q_last_request, &s_q_checked,
                           &s_q_due,      &s_q_fd,     &s_q_write, &s_q_failed, &s_q_torn, &s_q_logging,
-                          &s_q_modules};
+                          &s_q_modules,  &s_q_time_ns, &s_q_perf_counter_ns};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
             return NULL;
@@ -1560,6 +1634,23 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (sys == NULL)
         return NULL;
     request_sys = Py_NewRef(PyModule_GetDict(sys));
+    clock_wall = PyDict_GetItemWithError(args[9], s_q_time_ns);
+    clock_mono = PyDict_GetItemWithError(args[9], s_q_perf_counter_ns);
+    if (clock_wall == NULL || clock_mono == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "request_setup(): events has no _time_ns or _perf_counter_ns");
+        return NULL;
+    }
+    Py_INCREF(clock_wall);
+    Py_INCREF(clock_mono);
+    clocks_real = time_builtin(clock_wall, "time_ns") && time_builtin(clock_mono, "perf_counter_ns");
+#if PY_VERSION_HEX >= 0x030C0000
+    int watcher = PyDict_AddWatcher(events_changed);
+    if (watcher < 0 || PyDict_Watch(watcher, args[9]) < 0)
+        return NULL;
+#endif
+    request_events = Py_NewRef(args[9]);
+    request_python_new = Py_NewRef(args[10]);
     request_sinks = (PyTypeObject *)Py_NewRef(args[7]);
     request_logfile = (PyTypeObject *)Py_NewRef(args[8]);
     Py_DECREF(sys);
@@ -1601,6 +1692,10 @@ accel_request_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 4 || !PyLong_CheckExact(args[3])) {
         PyErr_SetString(PyExc_TypeError, "request_new(state, level, fixed, depth: int)");
         return NULL;
+    }
+    if (!clocks_unpatched()) {
+        /* (no frame in between: _new_request's caller search starts at the same frame) */
+        return PyObject_Vectorcall(request_python_new, args, (size_t)nargs, NULL);
     }
     long depth = PyLong_AsLong(args[3]);
     if (depth == -1 && PyErr_Occurred())
@@ -1800,8 +1895,8 @@ accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *record = args[0], *status = args[1];
-    if (!request_ready || Py_TYPE(record) != request_type || !PyLong_CheckExact(status))
-        Py_RETURN_FALSE;
+    if (!request_ready || Py_TYPE(record) != request_type || !PyLong_CheckExact(status) || !clocks_unpatched())
+        Py_RETURN_FALSE; /* (a replaced clock: Python calls it) */
     long long now_ns = clock_ns(CLOCK_MONOTONIC);
     int ok = 1;
     long long started = exact_ll(slot(record, off_q_start), &ok), us = exact_ll(slot(record, off_q_us), &ok);

@@ -512,6 +512,29 @@ def test_a_record_with_unset_or_odd_fields_is_left_to_python(state: Any, monkeyp
     assert state.sinks._file is file and len(_lines(state)) == 2
 
 
+def test_a_replaced_clock_is_called_as_in_python(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen clock in events' ``_time_ns`` / ``_perf_counter_ns`` (freezegun replaces module attributes that are
+    time's functions): the record and the line carry its times, as without the accelerator, and never a mix of
+    real start and frozen end (a duration of decades)."""
+    _warm(state, monkeypatch)
+    assert _accel.request_end(_record(state), 200) is True
+    frozen = 1_700_000_000_123_456_000
+    with monkeypatch.context() as patch:
+        patch.setattr(events, "_time_ns", lambda: frozen)
+        patch.setattr(events, "_perf_counter_ns", lambda: 42)
+        record = _record(state)
+        assert (record.us, record.start) == (frozen // 1000, 42)
+        assert record.caller == _record(state).caller and type(record) is events.Request
+        assert _accel.request_end(record, 200) is False
+        events.end(record, 200)
+    event = json.loads(_lines(state)[-1])
+    assert event["ts"] == frozen // 1000 / 1e6 and event["duration_ms"] == 0.0
+    events.end(_record(state), 200)  # (the file's check is due: the frozen line's "now" was years ago)
+    record = _record(state)
+    assert record.us > frozen // 1000
+    assert _accel.request_end(record, 200) is True  # (the real clocks again: C again)
+
+
 # -- under the sanitizers ------------------------------------------------------------------------------------------
 
 SANITIZED_CHILD = r"""

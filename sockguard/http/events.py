@@ -348,7 +348,17 @@ if _accel is not None:
     from sockguard.sinks import Sinks
 
     _accel.request_setup(
-        Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write, Sinks, logfile.LogFile
+        Request,
+        State,
+        correlation_id,
+        _last_rule,
+        pid,
+        vars(logfile),
+        os.write,
+        Sinks,
+        logfile.LogFile,
+        globals(),  # (its _time_ns and _perf_counter_ns: a frozen clock in their place is Python's to call)
+        _new_request,
     )
     new_request = _accel.request_new
     _request_end = _accel.request_end
