@@ -50,6 +50,14 @@ PEER = ("198.51.100.10", 80)  # an address in a record; nothing is sent anywhere
 FIXED = ("http.client", "GET", "http", "api.test", 80, "/v1/orders", None)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging_memo() -> Iterator[None]:
+    """A case that sets the sockguard logger's ``level`` directly leaves isEnabledFor's memo (``_cache``, which
+    Sinks reads as its ``_levels``) saying DEBUG is shown: cleared after each test, as setLevel would."""
+    yield
+    logging.getLogger("sockguard").manager._clear_cache()
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Any]:
     settings = Settings(allow=[PEER[0], "api.test"], allow_loopback=False, log=str(tmp_path / "log.jsonl"))

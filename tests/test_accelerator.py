@@ -233,8 +233,8 @@ def test_the_floor_cannot_be_switched_off_or_redirected_from_python() -> None:
     with pytest.raises(RuntimeError):
         fast.blocked_path({}, {}, set(), EgressBlocked)
     settable = {name for name in vars(fast) if not name.startswith("__")}
-    # (caller_setup, find_caller and request_line serve request events' text: no decision reads them)
-    request_events = {"caller_setup", "find_caller", "request_line"}
+    # (caller_setup, find_caller, request_line and request_setup/new/end serve request events: no decision reads them)
+    request_events = {"caller_setup", "find_caller", "request_line", "request_setup", "request_new", "request_end"}
     assert settable == {"install", "fast_path", "status", "answers", "wrap", "blocked_path"} | request_events
 
 
