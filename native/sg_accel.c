@@ -1902,10 +1902,11 @@ accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long started = exact_ll(slot(record, off_q_start), &ok), us = exact_ll(slot(record, off_q_us), &ok);
     long long code = exact_ll(status, &ok), hop = exact_ll(slot(record, off_q_hop), &ok);
     long long level = exact_ll(slot(record, off_q_level), &ok);
-    /* (ts and duration where request_line_bytes writes them: LogFile.write's ``now`` below cannot overflow) */
+    /* (ts and duration where request_line_bytes writes them, and a start no monotonic clock gives: neither now -
+     * start nor LogFile.write's ``now`` below can overflow) */
     if (!ok || hop != 0 || code == 301 || code == 302 || code == 303 || code == 307 || code == 308 ||
-        level < 0 || level > 1000 || now_ns < started || us < 1000000000000000LL || us >= 8000000000000000LL ||
-        (now_ns - started) / 1000 >= 1000000000000000LL)
+        level < 0 || level > 1000 || started < 0 || now_ns < started || us < 1000000000000000LL ||
+        us >= 8000000000000000LL || (now_ns - started) / 1000 >= 1000000000000000LL)
         Py_RETURN_FALSE; /* (a redirect: Python keeps where it points) */
     long long duration = (now_ns - started) / 1000;
     PyObject *state = slot(record, off_q_state), *peer = slot(record, off_q_peer);

@@ -581,6 +581,10 @@ for us in (2**62, 2**63 - 1, -(2**63)):
     record = events.new_request(state, 10, fixed, 1)
     record.peer, record.us = ("198.51.100.10", 80), us
     assert module.request_end(record, 200) is False
+for start in (-(2**63), -(2**62), 2**63 - 1):  # (now - start would overflow)
+    record = events.new_request(state, 10, fixed, 1)
+    record.peer, record.start = ("198.51.100.10", 80), start
+    assert module.request_end(record, 200) is False
 class Collides:
     armed = None
     def __hash__(self):
