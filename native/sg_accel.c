@@ -1464,10 +1464,14 @@ accel_request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *    wall clock, the monotonic clock and the correlation id, in that order, as Request.__init__ reads them.
  *  - request_end(record, status): the common case of events.end -- a response without redirect, hop 0, no sink but
  *    the JSON-lines file, the connection's rule and the line's text already cached by Python (events._last_rule,
- *    Sinks._last_request), the file's periodic check not due and its ``_write`` still os.write. Then the line is
+ *    Sinks._last_request), the file's periodic check not due and its ``_write`` still os.write; the Sinks and the
+ *    LogFile exactly those classes with the methods Python would call as defined (no subclass, no monkeypatch),
+ *    the logger's ``level`` readable without running code, events' clocks time's own. Then the line is
  *    written here as LogFile.write would (the GIL released around write(2), EINTR retried with the signal
  *    handlers run, a failure or a short write handed to LogFile._failed / _torn) and True is returned. Anything
- *    else returns False having done nothing, and Python does all of it. */
+ *    else returns False having done nothing, and Python does all of it. No code of the application runs before the
+ *    write but in file_alone (a colliding key's __eq__ in sys.modules), and from there on only references owned
+ *    here are used. */
 
 static int request_ready;
 static PyTypeObject *request_type;   /* sockguard.http.events.Request */
