@@ -470,22 +470,22 @@ caller_text(PyFrameObject *frame, PyObject *name)
     return text;
 }
 
-/* ``spec.name`` of a ``__main__`` run with -m, when reading it runs no code and gives an exact str (a borrowed
- * reference: the spec's own attribute, kept alive by the module's globals while the caller's frame runs); NULL, no
- * error, when Python must decide. */
+/* ``spec.name`` of a ``__main__`` run with -m, when reading it runs no code of a class and gives an exact str: a
+ * new reference; NULL, no error, when Python must decide. */
 static PyObject *
 spec_name(PyObject *spec)
 {
     PyTypeObject *type = Py_TYPE(spec);
     if (type->tp_getattro != PyObject_GenericGetAttr || _PyType_Lookup(type, s_caller_spec_name) != NULL)
         return NULL; /* a __getattr__, or a class attribute or descriptor called "name" */
-    PyObject *name = PyObject_GetAttr(spec, s_caller_spec_name); /* the instance dict's entry: no code runs */
+    PyObject *name = PyObject_GetAttr(spec, s_caller_spec_name); /* the instance dict's entry */
     if (name == NULL) {
         PyErr_Clear();
         return NULL;
     }
-    Py_DECREF(name); /* (still held by the spec's dict) */
-    return PyUnicode_CheckExact(name) ? name : NULL;
+    if (!PyUnicode_CheckExact(name))
+        Py_CLEAR(name);
+    return name;
 }
 
 /* The caller search from ``frame`` on (its reference is taken over). 1: *caller is the answer (a new str, or None
@@ -516,19 +516,25 @@ caller_walk(PyObject *kinds, PyFrameObject *frame, PyObject **caller, PyFrameObj
             continue;
         }
         int plain = value == 0;
-        PyObject *shown = name; /* the name the text begins with (caller._display_name) */
-        if (plain && PyUnicode_GET_LENGTH(name) == 8 && PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
-            PyObject *spec = PyDict_GetItemWithError(globals, s_caller_spec); /* borrowed */
-            if (spec == NULL)
-                plain = !PyErr_Occurred();
-            else if (spec != Py_None) { /* python -m app: named by its spec's name */
-                shown = spec_name(spec);
-                plain = shown != NULL;
+        PyObject *shown = NULL; /* owned: the name the text begins with (caller._display_name) */
+        if (plain) {
+            /* Owned from here: looking up __spec__ may run code (a key of the same hash with an __eq__) that takes
+             * __name__ out of the globals, and so may a deallocation while the text is made. */
+            shown = Py_NewRef(name);
+            if (PyUnicode_GET_LENGTH(name) == 8 && PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
+                PyObject *spec = PyDict_GetItemWithError(globals, s_caller_spec); /* borrowed */
+                if (spec == NULL)
+                    plain = !PyErr_Occurred();
+                else if (spec != Py_None) { /* python -m app: named by its spec's name */
+                    Py_INCREF(spec);
+                    Py_SETREF(shown, spec_name(spec));
+                    Py_DECREF(spec);
+                    plain = shown != NULL;
+                }
             }
         }
+        Py_DECREF(globals);
         if (plain) {
-            Py_INCREF(shown); /* (the globals dict may lose it while the text is made) */
-            Py_DECREF(globals);
             PyObject *text = caller_text(frame, shown);
             Py_DECREF(shown);
             if (text != NULL || PyErr_Occurred()) {
@@ -538,7 +544,7 @@ caller_walk(PyObject *kinds, PyFrameObject *frame, PyObject **caller, PyFrameObj
             }
         }
         else {
-            Py_DECREF(globals);
+            Py_XDECREF(shown);
             if (PyErr_Occurred()) {
                 Py_DECREF(frame);
                 return -1;
@@ -1489,10 +1495,14 @@ accel_request_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *    wall clock, the monotonic clock and the correlation id, in that order, as Request.__init__ reads them.
  *  - request_end(record, status): the common case of events.end -- a response without redirect, hop 0, no sink but
  *    the JSON-lines file, the connection's rule and the line's text already cached by Python (events._last_rule,
- *    Sinks._last_request), the file's periodic check not due and its ``_write`` still os.write. Then the line is
+ *    Sinks._last_request), the file's periodic check not due and its ``_write`` still os.write; the Sinks and the
+ *    LogFile exactly those classes with the methods Python would call as defined (no subclass, no monkeypatch),
+ *    the logger's ``level`` readable without running code, events' clocks time's own. Then the line is
  *    written here as LogFile.write would (the GIL released around write(2), EINTR retried with the signal
  *    handlers run, a failure or a short write handed to LogFile._failed / _torn) and True is returned. Anything
- *    else returns False having done nothing, and Python does all of it. */
+ *    else returns False having done nothing, and Python does all of it. No code of the application runs before the
+ *    write but in file_alone (a colliding key's __eq__ in sys.modules), and from there on only references owned
+ *    here are used. */
 
 static int request_ready;
 static PyTypeObject *request_type;   /* sockguard.http.events.Request */
@@ -1503,6 +1513,70 @@ static PyObject *request_pid;        /* sockguard.events.pid: a list of one int,
 static PyObject *request_writer;     /* sockguard.logfile.__dict__: its ``_write`` must still be os.write */
 static PyObject *request_os_write;   /* os.write */
 static PyObject *request_sys;        /* sys.__dict__: sys.modules is read from it, as Python reads it */
+static PyTypeObject *request_sinks;  /* sockguard.sinks.Sinks: a subclass may write its own way */
+static PyTypeObject *request_logfile; /* sockguard.logfile.LogFile: likewise */
+/* The methods Python would call that request_end stands in for, as the classes define them: a subclass or a
+ * monkeypatched method (a test's, an application's) is Python's to run. Checked once per version tag. */
+#define SINKS_METHODS 3
+static PyObject *sinks_names[SINKS_METHODS], *sinks_methods[SINKS_METHODS], *logfile_name, *logfile_method;
+static unsigned int sinks_tag, logfile_tag;
+static PyTypeObject *level_type; /* a logger class whose ``level`` is read with no code run (compared only) */
+static unsigned int level_tag;
+/* The clocks Request.__init__ and events.end call are the events module's ``_time_ns`` and ``_perf_counter_ns``: read
+ * here with clock_gettime only while they are still time.time_ns and time.perf_counter_ns (a test's frozen clock --
+ * freezegun replaces module attributes -- is Python's to call: request_new hands the call to events._new_request,
+ * request_end declines). */
+static PyObject *request_events;           /* sockguard.http.events.__dict__ */
+static PyObject *request_python_new;       /* events._new_request */
+static PyObject *clock_wall, *clock_mono;  /* time.time_ns, time.perf_counter_ns (as events had them at set-up) */
+static PyObject *s_q_time_ns, *s_q_perf_counter_ns;
+static int clocks_real;                    /* both are the time module's own builtins */
+/* Whether events' clocks were those two at the last look and its globals have not changed since (told by the
+ * dict's version tag before 3.12, by a dict watcher from 3.12 on): the hot path's check is this flag. */
+static int clocks_ok;
+#if PY_VERSION_HEX >= 0x030C0000
+static int
+events_changed(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
+{
+    (void)event, (void)dict, (void)key, (void)new_value;
+    clocks_ok = 0; /* (called before the change: the next request looks again) */
+    return 0;
+}
+#else
+static uint64_t events_version;
+#endif
+
+/* events' _time_ns and _perf_counter_ns looked up again: 1 if they are still the time module's builtins. */
+static int
+clocks_recheck(void)
+{
+    if (!clocks_real)
+        return 0;
+    PyObject *wall = PyDict_GetItemWithError(request_events, s_q_time_ns);
+    PyObject *mono = PyDict_GetItemWithError(request_events, s_q_perf_counter_ns);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    events_version = ((PyDictObject *)request_events)->ma_version_tag;
+#endif
+    clocks_ok = wall == clock_wall && mono == clock_mono;
+    return clocks_ok;
+}
+
+static inline int
+clocks_unpatched(void)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (clocks_ok && ((PyDictObject *)request_events)->ma_version_tag == events_version)
+        return 1;
+#else
+    if (clocks_ok)
+        return 1;
+#endif
+    return clocks_recheck();
+}
 static Py_ssize_t off_q_us, off_q_start, off_q_state, off_q_level, off_q_fixed, off_q_caller, off_q_cid, off_q_hop,
     off_q_previous, off_q_outer, off_q_peer, off_q_sinks;
 static PyObject *s_q_observer, *s_q_logger, *s_q_level, *s_q_file, *s_q_last_request, *s_q_checked, *s_q_due,
@@ -1510,8 +1584,26 @@ static PyObject *s_q_observer, *s_q_logger, *s_q_level, *s_q_file, *s_q_last_req
 static AttrCache qcache_observer, qcache_logger, qcache_level, qcache_file, qcache_last_request, qcache_checked,
     qcache_due, qcache_fd;
 
+/* Whether ``function`` is the time module's own builtin ``name`` (what clock_gettime stands in for). */
+static int
+time_builtin(PyObject *function, const char *name)
+{
+    if (!PyCFunction_Check(function) || strcmp(((PyCFunctionObject *)function)->m_ml->ml_name, name) != 0)
+        return 0;
+    PyObject *self = PyCFunction_GET_SELF(function);
+    if (self == NULL || !PyModule_Check(self))
+        return 0;
+    const char *module = PyModule_GetName(self);
+    if (module == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return strcmp(module, "time") == 0;
+}
+
 PyDoc_STRVAR(request_setup_doc,
-             "request_setup(Request, State, correlation_id, last_rule, pid, logfile_globals, os_write)\n--\n\n"
+             "request_setup(Request, State, correlation_id, last_rule, pid, logfile_globals, os_write, Sinks,\n"
+             "              LogFile, events_globals, new_request)\n--\n\n"
              "Give request_new and request_end the classes and live objects they read (once).");
 
 static PyObject *
@@ -1522,8 +1614,10 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "request_setup(): set up already");
         return NULL;
     }
-    if (nargs != 7 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
-        !PyList_CheckExact(args[4]) || !PyDict_CheckExact(args[5]) || !PyCallable_Check(args[6])) {
+    if (nargs != 11 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyList_CheckExact(args[3]) ||
+        !PyList_CheckExact(args[4]) || !PyDict_CheckExact(args[5]) || !PyCallable_Check(args[6]) ||
+        !PyType_Check(args[7]) || !PyType_Check(args[8]) || !PyDict_CheckExact(args[9]) ||
+        !PyCallable_Check(args[10])) {
         PyErr_SetString(PyExc_TypeError, "request_setup(): arguments of the wrong type");
         return NULL;
     }
@@ -1541,18 +1635,59 @@ accel_request_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     static const char *names[] = {"observer", "_logger", "level", "_file", "_last_request", "_checked", "_due",
-                                  "_fd", "_write", "_failed", "_torn", "logging", "modules"};
+                                  "_fd", "_write", "_failed", "_torn", "logging", "modules", "_time_ns",
+                                  "_perf_counter_ns"};
     PyObject **slots[] = {&s_q_observer, &s_q_logger, &s_q_level, &s_q_file, &s_q_last_request, &s_q_checked,
                           &s_q_due,      &s_q_fd,     &s_q_write, &s_q_failed, &s_q_torn, &s_q_logging,
-                          &s_q_modules};
+                          &s_q_modules,  &s_q_time_ns, &s_q_perf_counter_ns};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
             return NULL;
     }
+    static const char *methods[] = {"beyond_file", "_shown", "write_request_ok"};
+    for (int i = 0; i < SINKS_METHODS; i++) {
+        if (sinks_names[i] == NULL && (sinks_names[i] = PyUnicode_InternFromString(methods[i])) == NULL)
+            return NULL;
+        PyObject *method = PyDict_GetItemWithError(((PyTypeObject *)args[7])->tp_dict, sinks_names[i]);
+        if (method == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "request_setup(): Sinks.%s is not defined", methods[i]);
+            return NULL;
+        }
+        sinks_methods[i] = Py_NewRef(method);
+    }
+    if (logfile_name == NULL && (logfile_name = PyUnicode_InternFromString("write")) == NULL)
+        return NULL;
+    logfile_method = PyDict_GetItemWithError(((PyTypeObject *)args[8])->tp_dict, logfile_name);
+    if (logfile_method == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "request_setup(): LogFile.write is not defined");
+        return NULL;
+    }
+    Py_INCREF(logfile_method);
     PyObject *sys = PyImport_ImportModule("sys");
     if (sys == NULL)
         return NULL;
     request_sys = Py_NewRef(PyModule_GetDict(sys));
+    clock_wall = PyDict_GetItemWithError(args[9], s_q_time_ns);
+    clock_mono = PyDict_GetItemWithError(args[9], s_q_perf_counter_ns);
+    if (clock_wall == NULL || clock_mono == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "request_setup(): events has no _time_ns or _perf_counter_ns");
+        return NULL;
+    }
+    Py_INCREF(clock_wall);
+    Py_INCREF(clock_mono);
+    clocks_real = time_builtin(clock_wall, "time_ns") && time_builtin(clock_mono, "perf_counter_ns");
+#if PY_VERSION_HEX >= 0x030C0000
+    int watcher = PyDict_AddWatcher(events_changed);
+    if (watcher < 0 || PyDict_Watch(watcher, args[9]) < 0)
+        return NULL;
+#endif
+    request_events = Py_NewRef(args[9]);
+    request_python_new = Py_NewRef(args[10]);
+    request_sinks = (PyTypeObject *)Py_NewRef(args[7]);
+    request_logfile = (PyTypeObject *)Py_NewRef(args[8]);
     Py_DECREF(sys);
     request_type = (PyTypeObject *)Py_NewRef(args[0]);
     request_state = (PyTypeObject *)Py_NewRef(args[1]);
@@ -1593,6 +1728,10 @@ accel_request_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "request_new(state, level, fixed, depth: int)");
         return NULL;
     }
+    if (!clocks_unpatched()) {
+        /* (no frame in between: _new_request's caller search starts at the same frame) */
+        return PyObject_Vectorcall(request_python_new, args, (size_t)nargs, NULL);
+    }
     long depth = PyLong_AsLong(args[3]);
     if (depth == -1 && PyErr_Occurred())
         return NULL;
@@ -1631,6 +1770,40 @@ accel_request_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return record;
 }
 
+/* Whether ``type`` still has the methods ``names`` as they were at set-up (``originals``): 1 yes, 0 no. Answered
+ * from ``*tag`` while the type's version tag is the one last checked (any change to the class, or to a base, sets
+ * it to 0, "no valid tag", and the next one assigned is new): see methods_unchanged below. */
+static int
+methods_recheck(PyTypeObject *type, unsigned int *tag, PyObject **names, PyObject **originals, int count)
+{
+    for (int i = 0; i < count; i++) {
+        if (_PyType_Lookup(type, names[i]) != originals[i]) /* borrowed; compared only */
+            return 0;
+    }
+    if (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
+        *tag = type->tp_version_tag;
+    return 1;
+}
+
+#define methods_unchanged(type, tag, names, originals, count)                                                       \
+    (((type)->tp_version_tag == *(tag) && *(tag) != 0) || methods_recheck((type), (tag), (names), (originals), (count)))
+
+/* Whether reading ``level`` from an object of this type runs no code (no class attribute of that name, no
+ * __getattr__ / __getattribute__: the instance's dict answers): a logger class with a ``level`` property is
+ * Python's to read, the number of times Python reads it. */
+static int
+level_is_plain(PyTypeObject *type)
+{
+    if (type == level_type && (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && type->tp_version_tag == level_tag)
+        return 1;
+    if (type->tp_getattro != PyObject_GenericGetAttr || _PyType_Lookup(type, s_q_level) != NULL ||
+        !(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return 0;
+    level_type = type;
+    level_tag = type->tp_version_tag;
+    return 1;
+}
+
 /* Whether an event at ``level`` (an exact int) reaches nothing but the JSON-lines file: Sinks.beyond_file is
  * False, read from the same objects. 1 yes, 0 it may reach more or this cannot tell. Never raises. */
 static int
@@ -1651,7 +1824,7 @@ file_alone(PyObject *sinks, long level)
     if (level >= 20)
         goto done; /* Sinks._logger_wants decides */
     logger = read_attr(sinks, s_q_logger, &qcache_logger);
-    if (logger == NULL || logger == Py_None)
+    if (logger == NULL || logger == Py_None || !level_is_plain(Py_TYPE(logger)))
         goto done;
     logger_level = read_attr(logger, s_q_level, &qcache_level);
     if (logger_level == NULL || !PyLong_CheckExact(logger_level))
@@ -1757,20 +1930,30 @@ accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *record = args[0], *status = args[1];
-    if (!request_ready || Py_TYPE(record) != request_type || !PyLong_CheckExact(status))
-        Py_RETURN_FALSE;
+    if (!request_ready || Py_TYPE(record) != request_type || !PyLong_CheckExact(status) || !clocks_unpatched())
+        Py_RETURN_FALSE; /* (a replaced clock: Python calls it) */
     long long now_ns = clock_ns(CLOCK_MONOTONIC);
     int ok = 1;
     long long started = exact_ll(slot(record, off_q_start), &ok), us = exact_ll(slot(record, off_q_us), &ok);
     long long code = exact_ll(status, &ok), hop = exact_ll(slot(record, off_q_hop), &ok);
     long long level = exact_ll(slot(record, off_q_level), &ok);
+    /* (ts and duration where request_line_bytes writes them, and a start no monotonic clock gives: neither now -
+     * start nor LogFile.write's ``now`` below can overflow) */
     if (!ok || hop != 0 || code == 301 || code == 302 || code == 303 || code == 307 || code == 308 ||
-        level < 0 || level > 1000 || now_ns < started)
+        level < 0 || level > 1000 || started < 0 || now_ns < started || us < 1000000000000000LL ||
+        us >= 8000000000000000LL || (now_ns - started) / 1000 >= 1000000000000000LL)
         Py_RETURN_FALSE; /* (a redirect: Python keeps where it points) */
     long long duration = (now_ns - started) / 1000;
     PyObject *state = slot(record, off_q_state), *peer = slot(record, off_q_peer);
     if (state == NULL || Py_TYPE(state) != request_state || peer == NULL)
         Py_RETURN_FALSE;
+    PyObject *sinks = slot(state, off_q_sinks);
+    if (sinks == NULL || Py_TYPE(sinks) != request_sinks ||
+        !methods_unchanged(request_sinks, &sinks_tag, sinks_names, sinks_methods, SINKS_METHODS))
+        Py_RETURN_FALSE; /* (a Sinks subclass or a replaced method: Python calls it) */
+    /* Everything is read and compared before file_alone, where code can run (a key of sys.modules that collides
+     * with "logging" runs its __eq__): from there on only references owned here are used. Until then no code runs:
+     * exact ints compared, slots of exact classes read, identities compared. */
     PyObject *address = Py_None, *rule = Py_None;
     if (peer != Py_None) {
         if (!PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(peer, 1)))
@@ -1786,45 +1969,55 @@ accel_request_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         rule = PyTuple_GET_ITEM(last, 3);
     }
-    PyObject *sinks = slot(state, off_q_sinks);
-    if (sinks == NULL || !file_alone(sinks, (long)level))
-        Py_RETURN_FALSE;
     PyObject *file = NULL, *last = NULL, *line = NULL, *checked = NULL, *due = NULL, *fd_value = NULL;
     PyObject *result = Py_False;
-    Py_INCREF(sinks); /* (reading attributes may run code) */
+    long long now = 0;
+    int fd = -1;
     file = read_attr(sinks, s_q_file, &qcache_file);
+    if (file == NULL)
+        goto done;
+    if (file != Py_None) {
+        if (Py_TYPE(file) != request_logfile ||
+            !methods_unchanged(request_logfile, &logfile_tag, &logfile_name, &logfile_method, 1))
+            goto done; /* (a LogFile subclass, a stand-in, or a replaced write: Python calls its write) */
+        last = read_attr(sinks, s_q_last_request, &qcache_last_request);
+        PyObject *pid = PyList_GET_SIZE(request_pid) == 1 ? PyList_GET_ITEM(request_pid, 0) : NULL;
+        if (last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
+            PyTuple_GET_ITEM(last, 0) != slot(record, off_q_fixed) || PyTuple_GET_ITEM(last, 1) != address ||
+            PyTuple_GET_ITEM(last, 2) != rule || PyTuple_GET_ITEM(last, 3) != status ||
+            PyTuple_GET_ITEM(last, 4) != slot(record, off_q_caller) ||
+            PyTuple_GET_ITEM(last, 5) != slot(record, off_q_cid) || PyTuple_GET_ITEM(last, 6) != pid)
+            goto done;
+        PyObject *parts = PyTuple_GET_ITEM(last, 7);
+        if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 0)) || !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 1)))
+            goto done;
+        now = (us + duration) * 1000; /* LogFile.write's now, as write_request_ok gives it */
+        checked = read_attr(file, s_q_checked, &qcache_checked);
+        due = read_attr(file, s_q_due, &qcache_due);
+        fd_value = read_attr(file, s_q_fd, &qcache_fd);
+        ok = 1;
+        long long checked_at = exact_ll(checked, &ok), due_at = exact_ll(due, &ok), number = exact_ll(fd_value, &ok);
+        if (!ok || !(checked_at <= now && now < due_at) || number < 0 || number > INT_MAX)
+            goto done; /* the periodic check is due, or the file is not open: Python */
+        fd = (int)number;
+        line = request_line_bytes(us, PyTuple_GET_ITEM(parts, 0), duration, PyTuple_GET_ITEM(parts, 1));
+        if (line == NULL || line == Py_None)
+            goto done;
+    }
+    /* Code may run from here on (see above). */
+    Py_INCREF(sinks); /* (its State may lose it: file_alone reads it after sys.modules) */
+    int alone = file_alone(sinks, (long)level);
+    Py_DECREF(sinks);
+    if (!alone)
+        goto done;
     if (file == Py_None) {
         result = Py_True; /* Sinks.write_request_ok: no file, nothing to write */
         goto done;
     }
-    last = read_attr(sinks, s_q_last_request, &qcache_last_request);
-    PyObject *pid = PyList_GET_SIZE(request_pid) == 1 ? PyList_GET_ITEM(request_pid, 0) : NULL;
-    if (file == NULL || last == NULL || !PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 8 || pid == NULL ||
-        PyTuple_GET_ITEM(last, 0) != slot(record, off_q_fixed) || PyTuple_GET_ITEM(last, 1) != address ||
-        PyTuple_GET_ITEM(last, 2) != rule || PyTuple_GET_ITEM(last, 3) != status ||
-        PyTuple_GET_ITEM(last, 4) != slot(record, off_q_caller) || PyTuple_GET_ITEM(last, 5) != slot(record, off_q_cid) ||
-        PyTuple_GET_ITEM(last, 6) != pid)
-        goto done;
-    PyObject *parts = PyTuple_GET_ITEM(last, 7);
-    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 0)) ||
-        !PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, 1)))
-        goto done;
-    long long now = (us + duration) * 1000; /* LogFile.write's now, as write_request_ok gives it */
-    checked = read_attr(file, s_q_checked, &qcache_checked);
-    due = read_attr(file, s_q_due, &qcache_due);
-    fd_value = read_attr(file, s_q_fd, &qcache_fd);
-    ok = 1;
-    long long checked_at = exact_ll(checked, &ok), due_at = exact_ll(due, &ok), fd = exact_ll(fd_value, &ok);
-    if (!ok || !(checked_at <= now && now < due_at) || fd < 0 || fd > INT_MAX ||
-        PyDict_GetItemWithError(request_writer, s_q_write) != request_os_write)
-        goto done; /* the periodic check is due, the file is not open, or a test replaced _write: Python */
-    line = request_line_bytes(us, PyTuple_GET_ITEM(parts, 0), duration, PyTuple_GET_ITEM(parts, 1));
-    if (line == NULL || line == Py_None)
-        goto done;
-    if (write_line(file, fd_value, (int)fd, line, now) < 0)
-        result = NULL;
-    else
-        result = Py_True;
+    if (PyDict_GetItemWithError(request_writer, s_q_write) != request_os_write)
+        goto done; /* a test replaced logfile._write: Python */
+    result = write_line(file, fd_value, fd, line, now) < 0 ? NULL : Py_True;
 done:
     if (result == Py_False && PyErr_Occurred())
         PyErr_Clear();
@@ -1834,7 +2027,6 @@ done:
     Py_XDECREF(fd_value);
     Py_XDECREF(last);
     Py_XDECREF(file);
-    Py_DECREF(sinks);
     return Py_XNewRef(result);
 }
 

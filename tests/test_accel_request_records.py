@@ -50,6 +50,14 @@ PEER = ("198.51.100.10", 80)  # an address in a record; nothing is sent anywhere
 FIXED = ("http.client", "GET", "http", "api.test", 80, "/v1/orders", None)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging_memo() -> Iterator[None]:
+    """A case that sets the sockguard logger's ``level`` directly leaves isEnabledFor's memo (``_cache``, which
+    Sinks reads as its ``_levels``) saying DEBUG is shown: cleared after each test, as setLevel would."""
+    yield
+    logging.getLogger("sockguard").manager._clear_cache()
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Any]:
     settings = Settings(allow=[PEER[0], "api.test"], allow_loopback=False, log=str(tmp_path / "log.jsonl"))
@@ -155,12 +163,12 @@ def test_request_end_writes_the_line_python_writes(state: Any, monkeypatch: pyte
 
 
 def test_end_uses_the_c_path_for_repeats(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Any] = []
-    original = type(state.sinks).write_request_ok
-    monkeypatch.setattr(type(state.sinks), "write_request_ok", lambda self, *a: calls.append(a) or original(self, *a))
+    answers: list[Any] = []
+    monkeypatch.setattr(events, "_request_end", lambda *args: answers.append(_accel.request_end(*args)) or answers[-1])
+    monkeypatch.setattr(state.sinks._file, "_due", logfile._NEVER)  # (the once-a-second check: not due meanwhile)
     for _ in range(20):
         events.end(_record(state), 200)
-    assert len(calls) <= 2  # the first ones, which cache the rule and the line's text
+    assert answers.count(False) <= 2  # the first ones, which cache the rule and the line's text
     assert len(_lines(state)) == 20
 
 
@@ -380,6 +388,174 @@ def test_threads_write_whole_lines_once(state: Any, monkeypatch: pytest.MonkeyPa
     assert all(json.loads(line)["status"] == 200 for line in lines)
 
 
+# -- request_end: classes and code it must not stand in for (adversarial review, issue 15) ------------------------
+
+
+def _subclass_sinks(state: Any) -> list[Any]:
+    """Make the State's sinks an instance of a Sinks subclass that records its own write_request_ok calls."""
+    calls: list[Any] = []
+    base = type(state.sinks)
+
+    class Recording(base):  # type: ignore[misc,valid-type]
+        __slots__ = ()
+
+        def write_request_ok(self, *args: Any) -> None:
+            calls.append(args)
+            super().write_request_ok(*args)
+
+    state.sinks.__class__ = Recording
+    return calls
+
+
+def test_a_sinks_subclass_writes_its_own_way(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Sinks subclass's write_request_ok is what Python calls for every plain request: C must not skip it."""
+    _warm(state, monkeypatch)
+    calls = _subclass_sinks(state)
+    try:
+        assert _accel.request_end(_record(state), 200) is False
+        for _ in range(3):
+            events.end(_record(state), 200)
+    finally:
+        state.sinks.__class__ = type(state.sinks).__mro__[1]
+    assert len(calls) == 3 and len(_lines(state)) == 5
+
+
+@pytest.mark.parametrize("method", ["write_request_ok", "beyond_file", "_shown"])
+def test_a_replaced_sinks_method_is_called(state: Any, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """A monkeypatched method of Sinks on the path (a test's spy, an application's tweak) runs as without C; once it
+    is put back, C takes over again."""
+    _warm(state, monkeypatch)
+    assert _accel.request_end(_record(state), 200) is True  # (C has seen the class as it is)
+    calls: list[Any] = []
+    cls = type(state.sinks)
+    original = vars(cls)[method]
+    with monkeypatch.context() as patch:
+        patch.setattr(cls, method, lambda self, *args: calls.append(args) or original(self, *args))
+        assert _accel.request_end(_record(state), 200) is False
+        events.end(_record(state), 200)
+        assert len(calls) == 1
+    assert _accel.request_end(_record(state), 200) is True
+    assert len(_lines(state)) == 5
+
+
+class _StandIn:
+    """A file stand-in with LogFile's attributes (a test double): its write is what Python calls."""
+
+    def __init__(self, real: Any) -> None:
+        self._checked, self._due, self._fd, self.lines = real._checked, real._due, real._fd, []
+
+    def write(self, data: bytes, now: int) -> None:
+        self.lines.append(data)
+
+
+def test_a_logfile_stand_in_subclass_or_replaced_write_is_called(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _warm(state, monkeypatch)
+    real = state.sinks._file
+    stand_in = _StandIn(real)
+    monkeypatch.setattr(state.sinks, "_file", stand_in)
+    assert _accel.request_end(_record(state), 200) is False
+    events.end(_record(state), 200)
+    monkeypatch.setattr(state.sinks, "_file", real)
+    assert len(stand_in.lines) == 1 and len(_lines(state)) == 2  # nothing reached the real file's descriptor
+
+    class Counting(logfile.LogFile):
+        __slots__ = ()
+        writes = 0
+
+        def write(self, data: bytes, now: int) -> None:
+            type(self).writes += 1
+            super().write(data, now)
+
+    real.__class__ = Counting
+    try:
+        assert _accel.request_end(_record(state), 200) is False
+        events.end(_record(state), 200)
+        assert Counting.writes == 1
+    finally:
+        real.__class__ = logfile.LogFile
+    assert _accel.request_end(_record(state), 200) is True  # (C has seen the class as it is)
+    written: list[bytes] = []
+    original = logfile.LogFile.write
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            logfile.LogFile, "write", lambda self, data, now: written.append(data) or original(self, data, now)
+        )
+        assert _accel.request_end(_record(state), 200) is False
+        events.end(_record(state), 200)
+    assert len(written) == 1 and len(_lines(state)) == 5
+    assert _accel.request_end(_record(state), 200) is True  # (LogFile as it was: C again)
+
+
+def test_a_logger_level_property_is_read_as_often_as_in_python(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logger class whose ``level`` is a property (logging.setLoggerClass): C must not run it and then decline, so
+    Python runs it again; the property runs as many times with and without the accelerator."""
+    _warm(state, monkeypatch)
+    reads: list[int] = []
+    logger = logging.getLogger("sockguard")
+
+    class Spying(logging.Logger):
+        @property  # type: ignore[override]
+        def level(self) -> int:
+            reads.append(1)
+            return 0
+
+        @level.setter
+        def level(self, value: int) -> None:
+            pass
+
+    monkeypatch.setattr(logger, "__class__", Spying)
+    monkeypatch.setattr(state.sinks, "_logger", logger)
+    counts = []
+    for accelerated in (True, False):
+        reads.clear()
+        with monkeypatch.context() as patch:
+            if not accelerated:
+                patch.setattr(events, "_request_end", None)
+            events.end(_record(state), 200)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] >= 1
+    assert _accel.request_end(_record(state), 200) is False
+
+
+def test_a_record_with_unset_or_odd_fields_is_left_to_python(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted slots (NULL in C), a ts far outside any clock's range (LogFile.write's ``now`` would overflow in C)."""
+    _warm(state, monkeypatch)
+    for name in ("us", "start", "state", "level", "fixed", "caller", "cid", "hop", "peer"):
+        record = _record(state)
+        delattr(record, name)
+        assert _accel.request_end(record, 200) is False, name
+    for us in (2**62, -(2**62), 0):
+        assert _accel.request_end(_record(state, us=us), 200) is False
+    file = state.sinks._file
+    with monkeypatch.context() as patch:
+        patch.delattr(state.sinks, "_file")
+        assert _accel.request_end(_record(state), 200) is False
+    assert state.sinks._file is file and len(_lines(state)) == 2
+
+
+def test_a_replaced_clock_is_called_as_in_python(state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen clock in events' ``_time_ns`` / ``_perf_counter_ns`` (freezegun replaces module attributes that are
+    time's functions): the record and the line carry its times, as without the accelerator, and never a mix of
+    real start and frozen end (a duration of decades)."""
+    _warm(state, monkeypatch)
+    assert _accel.request_end(_record(state), 200) is True
+    frozen = 1_700_000_000_123_456_000
+    with monkeypatch.context() as patch:
+        patch.setattr(events, "_time_ns", lambda: frozen)
+        patch.setattr(events, "_perf_counter_ns", lambda: 42)
+        record = _record(state)
+        assert (record.us, record.start) == (frozen // 1000, 42)
+        assert record.caller == _record(state).caller and type(record) is events.Request
+        assert _accel.request_end(record, 200) is False
+        events.end(record, 200)
+    event = json.loads(_lines(state)[-1])
+    assert event["ts"] == frozen // 1000 / 1e6 and event["duration_ms"] == 0.0
+    events.end(_record(state), 200)  # (the file's check is due: the frozen line's "now" was years ago)
+    record = _record(state)
+    assert record.us > frozen // 1000
+    assert _accel.request_end(record, 200) is True  # (the real clocks again: C again)
+
+
 # -- under the sanitizers ------------------------------------------------------------------------------------------
 
 SANITIZED_CHILD = r"""
@@ -406,11 +582,73 @@ threads = [threading.Thread(target=work) for _ in range(3)]
 [t.join() for t in threads]
 with open(path, "rb") as f:
     assert sum(1 for line in f if json.loads(line)["event"] == "request") == 6000
+# Adversarial records: deleted fields, a ts whose LogFile "now" would overflow, and code run by a sys.modules key
+# that collides with "logging" while request_end looks it up, dropping the record's State, its Sinks and the rule:
+# request_end must hold what it uses (run with PYTHONMALLOC=malloc, so ASan sees a freed object).
+import gc
+for name in ("us", "start", "state", "level", "fixed", "caller", "cid", "hop", "peer"):
+    record = events.new_request(state, 10, fixed, 1)
+    delattr(record, name)
+    assert module.request_end(record, 200) is False
+for us in (2**62, 2**63 - 1, -(2**63)):
+    record = events.new_request(state, 10, fixed, 1)
+    record.peer, record.us = ("198.51.100.10", 80), us
+    assert module.request_end(record, 200) is False
+for start in (-(2**63), -(2**62), 2**63 - 1):  # (now - start would overflow)
+    record = events.new_request(state, 10, fixed, 1)
+    record.peer, record.start = ("198.51.100.10", 80), start
+    assert module.request_end(record, 200) is False
+class Collides:
+    armed = None
+    def __hash__(self):
+        return hash("logging")
+    def __eq__(self, other):
+        victim, Collides.armed = Collides.armed, None
+        if victim is not None:
+            victim.state = None
+            events._last_rule[0] = (None, None, None, None)
+            gc.collect()
+        return False
+import logging
+def made(state):
+    record = events.new_request(state, 10, fixed, 1)
+    record.peer = ("198.51.100.10", 80)
+    return record
+done = []
+for with_logging, with_file in [(False, True), (True, True), (True, False)] * 7:
+    own = guard.state_from_settings(Settings(allow=["198.51.100.10"], allow_loopback=False, log=path))
+    own.sinks._file.start()
+    own.sinks.logger()
+    for _ in range(3):
+        events.end(made(own), 200)
+    record = made(own)
+    record.caller = own.sinks._last_request[4]  # (the line's text is cached for this very caller object)
+    if not with_file:  # (then nothing request_end holds keeps the Sinks alive)
+        own.sinks._file.close()
+        own.sinks._file = None
+    own = None
+    key = Collides()
+    logging_module = sys.modules.pop("logging", None)  # (so the colliding key is probed first)
+    sys.modules[key] = None
+    if with_logging and logging_module is not None:
+        sys.modules["logging"] = logging_module  # (then the sinks' logger is read after the key's __eq__ ran)
+    try:
+        Collides.armed = record
+        done.append(module.request_end(record, 200))
+        assert Collides.armed is None  # (the key's __eq__ ran inside request_end)
+    finally:
+        del sys.modules[key]
+        if logging_module is not None:
+            sys.modules["logging"] = logging_module
+assert done == [True] * 21, done  # (written: the State and Sinks dropped meanwhile were not needed any more)
 print("OK")
 """
 
 
-def test_record_and_end_under_address_and_undefined_behaviour_sanitizers(tmp_path: Path) -> None:
+def test_record_and_end_under_address_and_undefined_behaviour_sanitizers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONMALLOC", "malloc")  # (objects from malloc: ASan sees a use after free of one)
     extension = build_sanitized_extension(tmp_path)
     result = run_sanitized(SANITIZED_CHILD, extension)
     assert result.returncode == 0 and result.stdout.startswith("OK"), result.stdout + result.stderr[-4000:]

@@ -345,6 +345,20 @@ def reset() -> None:
 _request_end: Any = None
 _accel = accelerator()
 if _accel is not None:
-    _accel.request_setup(Request, State, correlation_id, _last_rule, pid, vars(logfile), os.write)
+    from sockguard.sinks import Sinks
+
+    _accel.request_setup(
+        Request,
+        State,
+        correlation_id,
+        _last_rule,
+        pid,
+        vars(logfile),
+        os.write,
+        Sinks,
+        logfile.LogFile,
+        globals(),  # (its _time_ns and _perf_counter_ns: a frozen clock in their place is Python's to call)
+        _new_request,
+    )
     new_request = _accel.request_new
     _request_end = _accel.request_end
