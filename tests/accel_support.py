@@ -68,3 +68,11 @@ def run_sanitized(child: str, extension: Path) -> subprocess.CompletedProcess[st
     }
     return subprocess.run([sys.executable, "-c", child, str(extension)], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
+
+
+def assert_clean_under_sanitizers(child: str, tmp_path: Path) -> None:
+    """Build the extension with ASan/UBSan, run ``child`` against it, and require that it printed OK with no
+    sanitizer report."""
+    result = run_sanitized(child, build_sanitized_extension(tmp_path))
+    assert result.returncode == 0 and result.stdout.startswith("OK"), result.stdout + result.stderr[-4000:]
+    assert "runtime error" not in result.stderr and "AddressSanitizer" not in result.stderr, result.stderr[-4000:]
