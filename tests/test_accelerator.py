@@ -21,6 +21,7 @@ same outcomes expected.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import enum
 import functools
@@ -36,6 +37,7 @@ import traceback
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -394,32 +396,39 @@ def test_a_blocked_repeat_from_plumbing_alone_names_no_caller() -> None:
     assert caught[0].caller is None and "called from unknown code." in str(caught[0])  # type: ignore[union-attr]
 
 
-def test_a_blocked_repeat_inside_an_except_block_chains_as_the_python_handler_does() -> None:
-    """Raised while another exception is being handled, the refusal has it as its ``__context__``, from C as from
-    the Python handler."""
+@contextlib.contextmanager
+def _blocked_repeats() -> Iterator[tuple[socket.socket, Any]]:
+    """A UDP socket and a receiver's address it is refused to reach under the quiet State, the ``sockguard``
+    logger silenced (what the C refusal of a blocked repeat needs)."""
     logger = logging.getLogger("sockguard")
     saved = logger.level
     logger.setLevel(logging.CRITICAL)
-    handling = ValueError("being handled")
     try:
         with (
             _receiver(socket.AF_INET, "127.0.0.2") as receiver,
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
             guard.applied(_quiet_state()),
         ):
-            target = receiver.getsockname()
-            found = []
-            for call, argument in (
-                (sock.connect, target),
-                (sock.connect, target),
-                (_handler("socket.connect"), (sock, target)),
-            ):
-                try:
-                    raise handling
-                except ValueError:
-                    found.append(_attempt(call, argument))
+            yield sock, receiver.getsockname()
     finally:
         logger.setLevel(saved)
+
+
+def test_a_blocked_repeat_inside_an_except_block_chains_as_the_python_handler_does() -> None:
+    """Raised while another exception is being handled, the refusal has it as its ``__context__``, from C as from
+    the Python handler."""
+    handling = ValueError("being handled")
+    with _blocked_repeats() as (sock, target):
+        found = []
+        for call, argument in (
+            (sock.connect, target),
+            (sock.connect, target),
+            (_handler("socket.connect"), (sock, target)),
+        ):
+            try:
+                raise handling
+            except ValueError:
+                found.append(_attempt(call, argument))
     assert all(exc is not None and exc.__context__ is handling for exc in found)
     assert _facts(found[0]) == _facts(found[1]) == _facts(found[2])
 
@@ -441,31 +450,20 @@ def _refused_with_a_local(sock: socket.socket, target: object, refs: list[weakre
 def test_a_blocked_repeat_keeps_no_frame_or_object_alive() -> None:
     """The caller search reads frames and lets them go: once a refusal is handled, the caller's frame and its locals
     are freed (no reference kept, no cycle), and many refusals leave no allocations behind."""
-    logger = logging.getLogger("sockguard")
-    saved = logger.level
-    logger.setLevel(logging.CRITICAL)
     refs: list[weakref.ref] = []
-    try:
-        with (
-            _receiver(socket.AF_INET, "127.0.0.2") as receiver,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
-            guard.applied(_quiet_state()),
-        ):
-            target = receiver.getsockname()
-            for _ in range(200):  # decided, message cached; the caches and free lists settle
-                _refused_with_a_local(sock, target, None)
-            gc.collect()
-            before = _refusals()
-            blocks = sys.getallocatedblocks()
-            for _ in range(5000):
-                _refused_with_a_local(sock, target, None)
-            gc.collect()
-            grown = sys.getallocatedblocks() - blocks
-            assert _refusals() - before == (5000 if fast is not None else 0)
-            for _ in range(10):
-                _refused_with_a_local(sock, target, refs)
-    finally:
-        logger.setLevel(saved)
+    with _blocked_repeats() as (sock, target):
+        for _ in range(200):  # decided, message cached; the caches and free lists settle
+            _refused_with_a_local(sock, target, None)
+        gc.collect()
+        before = _refusals()
+        blocks = sys.getallocatedblocks()
+        for _ in range(5000):
+            _refused_with_a_local(sock, target, None)
+        gc.collect()
+        grown = sys.getallocatedblocks() - blocks
+        assert _refusals() - before == (5000 if fast is not None else 0)
+        for _ in range(10):
+            _refused_with_a_local(sock, target, refs)
     assert all(ref() is None for ref in refs)  # freed by reference counting alone: no cycle through the frame
     assert grown < 100, grown
 
